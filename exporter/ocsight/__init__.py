@@ -1,0 +1,3 @@
+"""ocsight: observability for OpenCode."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from ocsight.cli import main
+
+main()

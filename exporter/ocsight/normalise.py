@@ -1,0 +1,98 @@
+"""Token semantics per OpenCode version, normalised into one disjoint form.
+
+The normalised form: `input` excludes cached tokens, `output` excludes reasoning, and `reasoning`,
+`cache_read`, `cache_write` stand alone, so their sum is everything the model processed.
+
+How OpenCode stored tokens depends on the version that *wrote the message* (read off its
+shipped code, checked against exact mock-model numbers):
+
+| era                   | versions          | stored `input`                        | stored `output`   |
+|-----------------------|-------------------|---------------------------------------|-------------------|
+| `cached-in-input`     | 1.0.0 - 1.0.61    | provider's prompt count (OpenAI-style | incl. reasoning   |
+|                       |                   | providers include cached tokens)      |                   |
+| `reasoning-in-output` | 1.0.62 - 1.13.x   | prompt minus cache                    | incl. reasoning   |
+| `disjoint`            | >= 1.14           | prompt minus cache read and write     | minus reasoning   |
+
+`tokens.total`, written since about 1.1.59, tells the last two apart per message (a session created
+by 1.1 and continued by 1.15 holds both); without it the session's version decides.
+"""
+
+from __future__ import annotations
+
+import re
+
+CACHED_IN_INPUT = "cached-in-input"
+REASONING_IN_OUTPUT = "reasoning-in-output"
+DISJOINT = "disjoint"
+
+# Providers whose SDK reports prompt tokens without the cache (so 1.0.x stored them disjoint already).
+CACHE_EXCLUSIVE_PROVIDERS = ("anthropic", "amazon-bedrock", "google-vertex-anthropic")
+
+_VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def era_for_version(version: str | None) -> str:
+    """The era a message falls back to when its `tokens.total` does not decide it."""
+    m = _VERSION.match(version or "")
+    if not m:
+        return DISJOINT  # unknown or missing: assume the current format
+    major, minor, patch = int(m[1]), int(m[2]), int(m[3] or 0)
+    if major == 0 or (major, minor, patch) <= (1, 0, 61):
+        return CACHED_IN_INPUT
+    if (major, minor) < (1, 14):
+        return REASONING_IN_OUTPUT
+    return DISJOINT
+
+
+def may_have_many_steps(version: str | None) -> bool:
+    """Whether a session's messages can hold several LLM steps: only before 1.0 (or when unknown)."""
+    m = _VERSION.match(version or "")
+    return m is None or int(m[1]) == 0
+
+
+def _count(col: str) -> str:
+    """A stored token count as a non-negative integer; NULL when it is not one (the record is then invalid)."""
+    return (
+        f"(CASE WHEN {col} IS NULL THEN 0 "
+        f"WHEN typeof({col}) = 'integer' AND {col} >= 0 THEN {col} "
+        f"WHEN typeof({col}) = 'real' AND {col} >= 0 AND {col} = CAST({col} AS INTEGER) THEN CAST({col} AS INTEGER) "
+        f"END)"
+    )
+
+
+def normalised_sql(alias: str, session_era: str, provider: str) -> dict[str, str]:
+    """SQL expressions for the normalised counts of a row holding stored counts `t_*`.
+
+    `session_era` and `provider` are SQL expressions (the session's fallback era, the provider ID).
+    Returns expressions for era, input, output, reasoning, cache_read, cache_write and valid.
+    """
+    i, o, r, cr, cw = (_count(f"{alias}.t_{k}") for k in ("input", "output", "reasoning", "cache_read", "cache_write"))
+    tt = f"{alias}.t_total"
+    era = (
+        f"(CASE WHEN typeof({tt}) IN ('integer', 'real') THEN "
+        f"CASE WHEN {tt} = {i} + {o} + {r} + {cr} + {cw} THEN '{DISJOINT}' "
+        f"WHEN {tt} = {i} + {o} + {cr} + {cw} THEN '{REASONING_IN_OUTPUT}' "
+        f"ELSE {session_era} END "
+        f"ELSE {session_era} END)"
+    )
+    exclusive = ", ".join(f"'{p}'" for p in CACHE_EXCLUSIVE_PROVIDERS)
+    return {
+        "era": era,
+        "input": (
+            f"(CASE WHEN {era} = '{CACHED_IN_INPUT}' AND coalesce({provider}, '') NOT IN ({exclusive}) "
+            f"THEN max(0, {i} - {cr} - {cw}) ELSE {i} END)"
+        ),
+        "output": f"(CASE WHEN {era} = '{DISJOINT}' THEN {o} ELSE max(0, {o} - {r}) END)",
+        "reasoning": r,
+        "cache_read": cr,
+        "cache_write": cw,
+        "valid": f"({i} IS NOT NULL AND {o} IS NOT NULL AND {r} IS NOT NULL AND {cr} IS NOT NULL AND {cw} IS NOT NULL)",
+    }
+
+
+def cost_pico_sql(col: str) -> str:
+    """A stored USD cost as integer picodollars (sums are then exact and independent of order)."""
+    return (
+        f"(CASE WHEN {col} IS NULL THEN 0 "
+        f"WHEN typeof({col}) IN ('integer', 'real') AND {col} >= 0 THEN CAST(round({col} * 1e12) AS INTEGER) END)"
+    )

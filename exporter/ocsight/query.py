@@ -1,0 +1,251 @@
+"""Filters and aggregates over the index: the one place that says what "tokens by model" means.
+
+Counting rules (documented in the README under `stats --json`):
+- a message counts when its creation time is in the window and it matches every filter;
+- `sessions` are distinct sessions with at least one counted message; a subagent session is one with
+  a parent session;
+- tokens are the normalised disjoint counts (`ocsight.normalise`), `total` their sum;
+- cost follows the cost mode: `usd = stored_usd + estimated_usd`, where `stored_usd` is what OpenCode
+  recorded and `estimated_usd` what ocsight calculated from prices; `unpriced_messages` counts
+  messages with tokens whose cost the policy needed but no price source knows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from dataclasses import dataclass, field
+
+from ocsight.errors import EXIT_USAGE, OcsightError
+
+TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
+PICO = 10**12
+# Tools built into OpenCode; any other `<server>_<tool>` name is an MCP server's tool.
+BUILTIN_TOOLS = frozenset(
+    "bash read write edit multiedit patch apply_patch glob grep list ls task todowrite todoread webfetch "
+    "websearch codesearch skill question batch invalid lsp lsp_diagnostics lsp_hover plan_enter plan_exit".split()
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    since_ms: int | None = None
+    until_ms: int | None = None  # exclusive
+    providers: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    projects: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+    description: dict = field(default_factory=dict, compare=False)
+
+
+def resolve_timezone(name: str | None) -> dt.tzinfo | None:
+    """An IANA zone, or None for the machine's local time."""
+    if not name or name == "local":
+        return None
+    try:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(name)
+    except Exception:  # noqa: BLE001 - ZoneInfoNotFoundError, ValueError for odd keys
+        raise OcsightError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)", EXIT_USAGE) from None
+
+
+def parse_date(text: str, flag: str) -> dt.date:
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            pass
+    raise OcsightError(f"{flag}: expected a date like 2026-11-24, got {text!r}", EXIT_USAGE)
+
+
+def _midnight_ms(day: dt.date, tz: dt.tzinfo | None) -> int:
+    naive = dt.datetime(day.year, day.month, day.day)
+    aware = naive.replace(tzinfo=tz) if tz else naive.astimezone()
+    return int(aware.timestamp() * 1000)
+
+
+def make_filters(
+    days: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    timezone: str | None = None,
+    providers: tuple[str, ...] = (),
+    models: tuple[str, ...] = (),
+    projects: tuple[str, ...] = (),
+    agents: tuple[str, ...] = (),
+    today: dt.date | None = None,
+) -> Filters:
+    """Filters from CLI values; dates are whole days in `timezone` (default: local), `until` inclusive."""
+    tz = resolve_timezone(timezone)
+    since_ms = until_ms = None
+    if days is not None:
+        if days < 1:
+            raise OcsightError("--days must be at least 1", EXIT_USAGE)
+        now = today or (dt.datetime.now(tz) if tz else dt.datetime.now()).date()
+        since_ms = _midnight_ms(now - dt.timedelta(days=days - 1), tz)
+    if since:
+        d = parse_date(since, "--since")
+        since_ms = max(since_ms or 0, _midnight_ms(d, tz))
+    if until:
+        d = parse_date(until, "--until")
+        until_ms = _midnight_ms(d + dt.timedelta(days=1), tz)
+    if since_ms is not None and until_ms is not None and until_ms <= since_ms:
+        raise OcsightError("--until is before --since: the window is empty", EXIT_USAGE)
+    split = lambda values: tuple(v.strip() for value in values for v in value.split(",") if v.strip())  # noqa: E731
+    desc = {
+        "days": days, "since": since, "until": until, "timezone": timezone or "local",
+        "provider": list(split(providers)), "model": list(split(models)),
+        "project": list(split(projects)), "agent": list(split(agents)),
+    }
+    return Filters(since_ms, until_ms, split(providers), split(models), split(projects), split(agents), desc)
+
+
+PROJECT_SQL = "coalesce(nullif(p.worktree, '/'), s.directory, p.worktree, '(unknown)')"
+BUCKET_MS = 900_000
+
+
+def _where(f: Filters) -> tuple[str, list]:
+    """A WHERE clause over a cube row `c` joined to its session `s` and project `p`."""
+    terms, args = ["1"], []
+    if f.since_ms is not None:
+        terms.append("c.bucket >= ?")
+        args.append(f.since_ms // BUCKET_MS)
+    if f.until_ms is not None:
+        terms.append("c.bucket < ?")
+        args.append(-(-f.until_ms // BUCKET_MS))
+    for col, values in (("c.provider", f.providers), ("c.agent", f.agents)):
+        if values:
+            terms.append(f"lower({col}) IN ({', '.join('?' * len(values))})")
+            args += [v.lower() for v in values]
+    if f.models:
+        # a model matches by its ID, or as provider/model
+        terms.append(
+            "(" + " OR ".join("(lower(c.model) = ? OR lower(c.provider || '/' || c.model) = ?)" for _ in f.models) + ")"
+        )
+        for v in f.models:
+            args += [v.lower(), v.lower()]
+    if f.projects:
+        terms.append("(" + " OR ".join(f"instr({PROJECT_SQL}, ?) > 0" for _ in f.projects) + ")")
+        args += list(f.projects)
+    return " AND ".join(terms), args
+
+
+def cost_columns(mode: str) -> tuple[str, str, str]:
+    """SQL for the (stored, estimated, unpriced) sums of cube rows `c` under a cost mode."""
+    if mode == "stored":
+        return "sum(c.stored_pico)", "0", "sum(c.unpriced_zero)"
+    if mode == "calculate":
+        return "0", "sum(c.est_all_pico)", "sum(c.unpriced_all)"
+    return "sum(c.stored_pico)", "sum(c.est_zero_pico)", "sum(c.unpriced_zero)"
+
+
+def _usage(row: sqlite3.Row) -> dict:
+    tokens = {k: row[k] for k in TOKEN_KEYS}
+    tokens["total"] = sum(tokens.values())
+    stored, estimated = row["stored"], row["estimated"]
+    return {
+        "sessions": row["sessions"],
+        "messages": row["messages"],
+        "tokens": tokens,
+        "cost": {
+            "usd": (stored + estimated) / PICO,
+            "stored_usd": stored / PICO,
+            "estimated_usd": estimated / PICO,
+            "unpriced_messages": row["unpriced"],
+        },
+    }
+
+
+def mcp_server(tool: str) -> str | None:
+    if tool in BUILTIN_TOOLS or "_" not in tool:
+        return None
+    return tool.split("_", 1)[0]
+
+
+_FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
+
+
+def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
+    """The aggregates of `stats --json` (without its `source` and `pricing` blocks).
+
+    The usage cube is first reduced to one row per (role, provider, model, agent, session) in the
+    window; every breakdown is a small GROUP BY over that.
+    """
+    con.row_factory = sqlite3.Row
+    where, args = _where(f)
+    stored, est, unpriced = cost_columns(mode)
+    con.execute("DROP TABLE IF EXISTS temp.g")
+    con.execute(
+        f"""CREATE TEMP TABLE g AS SELECT c.role, c.provider, c.model, c.agent, c.session_id,
+            s.parent_id IS NOT NULL AS subagent, {PROJECT_SQL} AS project, sum(c.messages) AS messages,
+            sum(CASE WHEN c.error IS NOT NULL THEN c.messages ELSE 0 END) AS errors,
+            {", ".join(f"sum(c.{k}) AS {k}" for k in TOKEN_KEYS)},
+            {stored} AS stored, {est} AS estimated, {unpriced} AS unpriced
+        {_FROM.format(cube="usage_cube")} WHERE {where}
+        GROUP BY c.role, c.provider, c.model, c.agent, c.session_id""",
+        args,
+    )
+    usage = (
+        "count(DISTINCT g.session_id) AS sessions, sum(g.messages) AS messages, "
+        + ", ".join(f"sum(g.{k}) AS {k}" for k in TOKEN_KEYS)
+        + ", sum(g.stored) AS stored, sum(g.estimated) AS estimated, sum(g.unpriced) AS unpriced"
+    )
+    counts = con.execute(
+        "SELECT count(DISTINCT session_id) AS sessions, count(DISTINCT CASE WHEN subagent THEN session_id END) AS sub, "
+        "coalesce(sum(CASE WHEN role = 'user' THEN messages END), 0) AS user, "
+        "coalesce(sum(CASE WHEN role = 'assistant' THEN messages END), 0) AS assistant, "
+        "coalesce(sum(CASE WHEN role = 'assistant' THEN errors END), 0) AS errors FROM temp.g"
+    ).fetchone()
+    a = _usage(con.execute(f"SELECT {usage} FROM temp.g AS g WHERE g.role = 'assistant'").fetchone())
+    zero = {k: 0 for k in TOKEN_KEYS}
+    totals = {
+        "sessions": counts["sessions"],
+        "subagent_sessions": counts["sub"],
+        "messages": {"user": counts["user"], "assistant": counts["assistant"], "errors": counts["errors"]},
+        "tokens": a["tokens"] if a["messages"] else {**zero, "total": 0},
+        "cost": a["cost"] if a["messages"] else {"usd": 0.0, "stored_usd": 0.0, "estimated_usd": 0.0,
+                                                  "unpriced_messages": 0},
+    }
+
+    def grouped(keys: list[str]) -> list[dict]:
+        cols = ", ".join(f"g.{k}" for k in keys)
+        rows = con.execute(
+            f"SELECT {cols}, {usage} FROM temp.g AS g WHERE g.role = 'assistant' GROUP BY {cols} "
+            f"ORDER BY sum(g.stored) + sum(g.estimated) DESC, "
+            f"sum(g.input + g.output + g.reasoning + g.cache_read + g.cache_write) DESC, {cols}"
+        ).fetchall()
+        return [{**{k: r[k] for k in keys}, **_usage(r)} for r in rows]
+
+    tools = con.execute(
+        f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_FROM.format(cube='tool_cube')} "
+        f"WHERE {where} GROUP BY c.tool ORDER BY calls DESC, c.tool",
+        args,
+    ).fetchall()
+    errors = con.execute(
+        f"SELECT c.error, sum(c.messages) AS n {_FROM.format(cube='usage_cube')} "
+        f"WHERE {where} AND c.role = 'assistant' AND c.error IS NOT NULL GROUP BY c.error ORDER BY n DESC, c.error",
+        args,
+    ).fetchall()
+    unpriced_models = con.execute(
+        "SELECT provider, model, sum(unpriced) AS n FROM temp.g WHERE role = 'assistant' AND unpriced > 0 "
+        "GROUP BY 1, 2 ORDER BY n DESC, 1, 2"
+    ).fetchall()
+    doc = {
+        "totals": totals,
+        "by_provider": grouped(["provider"]),
+        "by_model": grouped(["provider", "model"]),
+        "by_agent": grouped(["agent"]),
+        "by_project": grouped(["project"]),
+        "by_tool": [
+            {"tool": r["tool"], "calls": r["calls"], "errors": r["errors"], "mcp_server": mcp_server(r["tool"])}
+            for r in tools
+        ],
+        "by_error": [{"error": r["error"], "messages": r["n"]} for r in errors],
+        "unpriced_models": [
+            {"provider": r["provider"], "model": r["model"], "messages": r["n"]} for r in unpriced_models
+        ],
+    }
+    con.execute("DROP TABLE temp.g")
+    con.row_factory = None
+    return doc

@@ -1,0 +1,104 @@
+"""One entry point for every consumer: locate the sources, bring the index up to date, price it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ocsight import index as index_mod
+from ocsight import pricing, query
+from ocsight.errors import OcsightError
+from ocsight.store import locate
+
+SKIPPED_ITEMS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    data_dirs: tuple[str, ...] = ()
+    demo: bool = False
+    use_cache: bool = True
+    cost_mode: str = "auto"
+    prices: str | None = None
+
+
+def open_index(opts: ReadOptions, progress: Callable[[str], None] | None = None) -> index_mod.Index:
+    """The refreshed and priced index for the requested sources; raises OcsightError for bad input."""
+    if opts.cost_mode not in pricing.COST_MODES:
+        raise OcsightError(f"unknown cost mode {opts.cost_mode!r} (choose auto, stored or calculate)", 2)
+    sources = locate.locate(opts.data_dirs, demo=opts.demo)
+    idx = index_mod.Index.open(sources, use_cache=opts.use_cache)
+    try:
+        catalogue = pricing.Catalogue(pricing.overrides_path(opts.prices))
+        idx.refresh(catalogue, progress)
+        idx.notes += catalogue.problems
+    except sqlite3.DatabaseError as e:
+        idx.close()
+        raise OcsightError(f"ocsight's index failed ({e}); delete {idx.path} and run again") from None
+    except BaseException:
+        idx.close()
+        raise
+    return idx
+
+
+def source_info(idx: index_mod.Index) -> dict:
+    con = idx.con
+    counts = {
+        name: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for name, table in (
+            ("projects", "project"), ("sessions", "session"), ("messages", "message"), ("steps", "step"),
+            ("tool_calls", "tool_call"),
+        )
+    }
+    skipped = con.execute("SELECT source, ref, reason FROM skipped ORDER BY source, ref").fetchall()
+    skipped += [
+        ("index", f"message:{mid}", problem)
+        for mid, problem in con.execute("SELECT id, problem FROM message WHERE problem IS NOT NULL ORDER BY id")
+    ]
+    by_reason: dict[str, int] = {}
+    for _s, _r, reason in skipped:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    orphans = con.execute(
+        "SELECT count(*) FROM message m WHERE NOT EXISTS (SELECT 1 FROM session s WHERE s.id = m.session_id)"
+    ).fetchone()[0]
+    notes = list(dict.fromkeys(idx.notes))
+    if orphans:
+        notes.append(f"{orphans} messages have no session record; they are counted under project '(unknown)'")
+    return {
+        "data_dirs": [str(p) for p in idx.sources.data_dirs],
+        "databases": [str(p) for p in idx.sources.databases],
+        "legacy_dirs": [str(p) for p in idx.sources.legacy_dirs],
+        "demo": idx.sources.demo,
+        "index": str(idx.path) if idx.path else None,
+        "records": counts,
+        "skipped": {
+            "total": len(skipped),
+            "by_reason": dict(sorted(by_reason.items())),
+            "items": [{"source": s, "ref": r, "reason": why} for s, r, why in skipped[:SKIPPED_ITEMS_SHOWN]],
+        },
+        "notes": notes,
+    }
+
+
+def pricing_info(idx: index_mod.Index, mode: str) -> dict:
+    rows = idx.con.execute(
+        "SELECT ps.provider, ps.model, ps.source FROM price_source ps "
+        "WHERE EXISTS (SELECT 1 FROM message m WHERE m.role = 'assistant' AND coalesce(m.provider, '') = ps.provider "
+        "AND coalesce(m.model, '') = ps.model) ORDER BY 1, 2"
+    ).fetchall()
+    return {"cost_mode": mode, "models": [{"provider": p, "model": m, "source": s} for p, m, s in rows]}
+
+
+def stats_document(idx: index_mod.Index, filters: query.Filters, mode: str) -> dict:
+    """The whole `stats --json` object."""
+    from ocsight import __version__
+
+    body = query.stats(idx.con, filters, mode)
+    return {
+        "ocsight": __version__,
+        "filters": filters.description,
+        **body,
+        "pricing": pricing_info(idx, mode),
+        "source": source_info(idx),
+    }

@@ -1,0 +1,89 @@
+"""A readable terminal overview of a `stats` document."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+TOKEN_COLUMNS = ("input", "output", "reasoning", "cache_read", "cache_write")
+
+
+def money(cost: dict) -> str:
+    text = f"${cost['usd']:,.2f}"
+    if cost["estimated_usd"]:
+        text += f" (est. ${cost['estimated_usd']:,.2f})"
+    return text
+
+
+def tokens(n: int) -> str:
+    return f"{n:,}"
+
+
+def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float, limit: int = 10) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold")
+    for k in keys:
+        table.add_column(k.capitalize())
+    table.add_column("Sessions", justify="right")
+    table.add_column("Messages", justify="right")
+    table.add_column("Tokens", justify="right")
+    table.add_column("Cost", justify="right")
+    table.add_column("Share", justify="right")
+    for r in rows[:limit]:
+        share = r["cost"]["usd"] / total_usd * 100 if total_usd else 0.0
+        table.add_row(
+            *(str(r[k]) or "-" for k in keys), str(r["sessions"]), tokens(r["messages"]),
+            tokens(r["tokens"]["total"]), money(r["cost"]), f"{share:.1f}%",
+        )
+    if len(rows) > limit:
+        table.caption = f"{len(rows) - limit} more not shown"
+    return table
+
+
+def render(doc: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    t = doc["totals"]
+    src = doc["source"]
+    if src["demo"]:
+        console.print("[yellow]Demo store[/yellow] (bundled with ocsight)")
+    console.print(f"[bold]OpenCode usage[/bold]  {', '.join(src['databases'] + src['legacy_dirs'])}")
+    tok = t["tokens"]
+    cached = tok["cache_read"]
+    prompt = tok["input"] + tok["cache_read"] + tok["cache_write"]
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="dim")
+    summary.add_column(justify="right")
+    summary.add_row("Sessions", f"{t['sessions']:,} ({t['subagent_sessions']:,} subagent)")
+    m = t["messages"]
+    summary.add_row("Messages", f"{m['user']:,} user, {m['assistant']:,} assistant, {m['errors']:,} errors")
+    for k in TOKEN_COLUMNS:
+        summary.add_row(f"Tokens {k.replace('_', ' ')}", tokens(tok[k]))
+    summary.add_row("Tokens total", f"[bold]{tokens(tok['total'])}[/bold]")
+    summary.add_row("Cache hit ratio", f"{cached / prompt * 100:.1f}%" if prompt else "-")
+    c = t["cost"]
+    summary.add_row("Cost", f"[bold green]${c['usd']:,.2f}[/bold green]")
+    summary.add_row("  stored by OpenCode", f"${c['stored_usd']:,.2f}")
+    summary.add_row("  estimated by ocsight", f"${c['estimated_usd']:,.2f}")
+    if c["unpriced_messages"]:
+        names = ", ".join(f"{u['provider']}/{u['model']}" for u in doc["unpriced_models"])
+        summary.add_row("  unpriced", f"[yellow]{c['unpriced_messages']:,} messages ({names})[/yellow]")
+    console.print(summary)
+    total = c["usd"]
+    console.print(_usage_table("By provider", doc["by_provider"], ["provider"], total))
+    console.print(_usage_table("By model", doc["by_model"], ["provider", "model"], total))
+    console.print(_usage_table("By agent", doc["by_agent"], ["agent"], total))
+    console.print(_usage_table("By project", doc["by_project"], ["project"], total))
+    if doc["by_tool"]:
+        tools = Table(title="Tools", title_justify="left", title_style="bold")
+        for col, just in (("Tool", "left"), ("MCP server", "left"), ("Calls", "right"), ("Errors", "right"),
+                          ("Error rate", "right")):
+            tools.add_column(col, justify=just)
+        for r in doc["by_tool"][:15]:
+            rate = r["errors"] / r["calls"] * 100 if r["calls"] else 0
+            tools.add_row(r["tool"], r["mcp_server"] or "", f"{r['calls']:,}", f"{r['errors']:,}", f"{rate:.1f}%")
+        console.print(tools)
+    skipped = src["skipped"]
+    if skipped["total"]:
+        reasons = ", ".join(f"{n} {why}" for why, n in skipped["by_reason"].items())
+        console.print(f"[yellow]Skipped {skipped['total']} records:[/yellow] {reasons}")
+    for note in src["notes"]:
+        console.print(f"[yellow]Note:[/yellow] {note}")

@@ -1,0 +1,142 @@
+"""Finding OpenCode's data: data directories, databases, the legacy JSON tree and price catalogues."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocsight.errors import OcsightError
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Everything one run reads. Databases come first in priority order; legacy trees after them."""
+
+    data_dirs: tuple[Path, ...]
+    databases: tuple[Path, ...]
+    legacy_dirs: tuple[Path, ...]
+    demo: bool = False
+
+    @property
+    def key(self) -> str:
+        """Identifies this set of sources, so each gets its own index."""
+        return "\n".join(str(p) for p in (*self.databases, *self.legacy_dirs))
+
+
+def _xdg(name: str, fallback: str) -> Path:
+    value = os.environ.get(name)
+    return Path(value) if value and os.path.isabs(value) else Path.home() / fallback
+
+
+def default_data_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "opencode"
+
+
+def cache_home() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache")
+
+
+def config_home() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config")
+
+
+def state_home() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state")
+
+
+def requested_data_dirs(explicit: tuple[str, ...] | list[str] = ()) -> tuple[list[Path], bool]:
+    """The data directories asked for, and whether the user named them (flag or environment)."""
+    if explicit:
+        return [Path(p).expanduser() for p in explicit], True
+    env = os.environ.get("OPENCODE_DATA_DIR")
+    if env:
+        parts = [p for chunk in env.split(os.pathsep) for p in chunk.split(",") if p.strip()]
+        return [Path(p.strip()).expanduser() for p in parts], True
+    return [default_data_dir()], False
+
+
+def _databases_in(data_dir: Path) -> list[Path]:
+    db_env = os.environ.get("OPENCODE_DB")
+    if db_env:
+        db = Path(db_env).expanduser()
+        db = db if db.is_absolute() else data_dir / db
+        if not db.is_file():
+            raise OcsightError(f"OPENCODE_DB points at {db}, which does not exist")
+        return [db]
+    found = sorted(p for p in data_dir.glob("opencode*.db") if p.is_file())
+    # opencode.db (the stable channel) first; other channels after it, by name.
+    return sorted(found, key=lambda p: (p.name != "opencode.db", p.name))
+
+
+def _looks_like_storage(path: Path) -> bool:
+    return any((path / sub).is_dir() for sub in ("message", "session", "part"))
+
+
+def locate(explicit: tuple[str, ...] | list[str] = (), demo: bool = False) -> Sources:
+    """Resolves data directories into sources, or raises a one-line error that says where it looked."""
+    if demo:
+        return Sources((DEMO_DIR,), tuple(_databases_in_plain(DEMO_DIR)), (DEMO_DIR / "storage",), demo=True)
+    dirs, _named = requested_data_dirs(explicit)
+    databases: list[Path] = []
+    legacy: list[Path] = []
+    for d in dirs:
+        if d.is_file() and d.suffix == ".db":
+            databases.append(d)
+            continue
+        if not d.exists():
+            raise OcsightError(f"OpenCode data directory not found: {d} (set --data-dir or OPENCODE_DATA_DIR)")
+        if not d.is_dir():
+            raise OcsightError(f"not a directory: {d}")
+        if _looks_like_storage(d) and not list(d.glob("opencode*.db")):
+            legacy.append(d)  # pointed straight at a storage/ tree
+            continue
+        databases.extend(_databases_in(d))
+        if (d / "storage").is_dir():
+            legacy.append(d / "storage")
+    if not databases and not legacy:
+        where = ", ".join(str(d) for d in dirs)
+        raise OcsightError(f"no OpenCode data in {where} (looked for opencode*.db and storage/)")
+    return Sources(tuple(dirs), tuple(_dedupe(databases)), tuple(_dedupe(legacy)))
+
+
+def _databases_in_plain(data_dir: Path) -> list[Path]:
+    return sorted(p for p in data_dir.glob("opencode*.db") if p.is_file())
+
+
+def _dedupe(paths: list[Path]) -> list[Path]:
+    seen: set[Path] = set()
+    out = []
+    for p in paths:
+        r = p.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def has_default_data() -> bool:
+    """Whether the machine has OpenCode data where OpenCode keeps it (used to fall back to the demo)."""
+    d = default_data_dir()
+    return d.is_dir() and (any(d.glob("opencode*.db")) or (d / "storage").is_dir())
+
+
+def models_json_paths() -> list[Path]:
+    """OpenCode's price catalogue: OPENCODE_MODELS_PATH, else its models.dev cache."""
+    env = os.environ.get("OPENCODE_MODELS_PATH")
+    if env:
+        return [Path(env).expanduser()]
+    base = cache_home() / "opencode"
+    return [base / "models.json", *sorted(base.glob("models-*.json"))]
+
+
+def opencode_config_paths() -> list[Path]:
+    """OpenCode's global config files, which may define custom providers with their prices."""
+    base = config_home() / "opencode"
+    env = os.environ.get("OPENCODE_CONFIG")
+    paths = [base / name for name in ("config.json", "opencode.json", "opencode.jsonc")]
+    if env:
+        paths.append(Path(env).expanduser())
+    return [p for p in paths if p.is_file()]
