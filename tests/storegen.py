@@ -51,7 +51,8 @@ MCP_TOOLS = ["github_create_issue", "context7_resolve-library-id"]
 ERRORS = ["APIError", "MessageAbortedError", "ProviderAuthError", "UnknownError"]
 AGENTS = ["build", "build", "build", "plan"]
 # Sessions are written by these OpenCode versions; era names follow the token semantics.
-ERAS = {"1.0": "1.0.120", "1.1-old": "1.1.40", "1.1": "1.1.65", "1.15": "1.15.13", "1.18": "1.18.33"}
+ERAS = {"0.x": "0.15.31", "1.0": "1.0.40", "1.1-old": "1.1.40", "1.1": "1.1.65", "1.15": "1.15.13", "1.18": "1.18.33"}
+MODERN = ("1.15", "1.18")
 BASE_MS = 1_782_864_000_000  # 2026-07-01T00:00:00Z
 DAY_MS = 86_400_000
 
@@ -62,14 +63,20 @@ def dumps(obj: object) -> str:
 
 
 def step_cost(price: dict | None, t: dict, era: str) -> float:
-    """The cost OpenCode stores for one step, per era (reasoning billed again in 1.1)."""
+    """The cost OpenCode stores for one step, from the tokens as that era stored them.
+
+    Reasoning is billed at the output price (again, for eras whose output already includes it)
+    except before 1.0.62; the long-context price applies above 200k prompt tokens, counted as
+    input + cache read before 1.15 and input + cache read + cache write since.
+    """
     if not price:
         return 0.0
     p = price
-    if "context_over_200k" in price and t["input"] + t["cache_read"] > 200_000:
+    prompt = t["input"] + t["cache_read"] + (t["cache_write"] if era in MODERN else 0)
+    if "context_over_200k" in price and prompt > 200_000:
         p = {**price, **price["context_over_200k"]}
     out = t["output"] * p["output"]
-    if era != "1.0":
+    if era not in ("0.x", "1.0"):
         out += t["reasoning"] * p["output"]
     return (
         t["input"] * p["input"] + out + t["cache_read"] * p.get("cache_read", 0)
@@ -191,67 +198,83 @@ def _assistant(plan, rng, ids, sid, uid, era, provider, model, agent, project, c
         msg["error"] = {"name": name, "data": {"message": f"mock {name}"}}
         plan.messages.append(msg)
         plan.truth[mid] = {"era": era, "error": name, "tokens": dict.fromkeys(
-            ("input", "output", "reasoning", "cache_read", "cache_write"), 0), "raw_cost": 0.0}
+            ("input", "output", "reasoning", "cache_read", "cache_write"), 0), "raw_cost": 0.0,
+            "provider": provider, "model": model, "steps": 0}
         return
-    # Raw provider numbers for one LLM call, then stored the way this era stored them.
-    big = rng.random() < 0.04 and price and "context_over_200k" in price
-    cached = rng.randint(0, 60_000)
-    prompt = cached + rng.randint(200, 30_000) + (210_000 if big else 0)
-    cache_write = rng.randint(0, 4_000) if anthropic else 0
-    reasoning = rng.choice([0, 0, rng.randint(1, 3_000)])
-    completion = reasoning + rng.randint(1, 4_000)
-    norm = {"input": prompt - cached, "output": completion - reasoning, "reasoning": reasoning,
-            "cache_read": cached, "cache_write": cache_write}
-    if era in ("1.15", "1.18"):
-        stored = dict(norm)
-        total = sum(norm.values())
-    elif era in ("1.1", "1.1-old"):
-        stored = {**norm, "output": completion}
-        total = stored["input"] + completion + cached + cache_write
-    else:  # 1.0 stored what the provider sent: OpenAI-style prompts include cached tokens
-        stored = {**norm, "input": prompt - cached if anthropic else prompt + cache_write, "output": completion}
-        total = None
-    tokens = {"input": stored["input"], "output": stored["output"], "reasoning": reasoning,
-              "cache": {"read": cached, "write": cache_write}}
-    if total is not None and era != "1.1-old":
-        tokens = {"total": total, **tokens}
-    cost = step_cost(price, stored, era) if provider not in ("opencode", "github-copilot", UNPRICED[0]) else 0
+    # Raw provider numbers per LLM call, then stored the way this era stored them. OpenCode 0.x ran
+    # several calls in one message: it kept the last call's tokens and added up the costs.
+    calls = rng.randint(2, 3) if era == "0.x" else 1
+    steps, norm = [], dict.fromkeys(("input", "output", "reasoning", "cache_read", "cache_write"), 0)
+    cost = 0.0
+    for _ in range(calls):
+        big = rng.random() < 0.04 and price and "context_over_200k" in price
+        cached = rng.randint(0, 60_000)
+        prompt = cached + rng.randint(200, 30_000) + (210_000 if big else 0)
+        cache_write = rng.randint(0, 4_000) if anthropic else 0
+        reasoning = rng.choice([0, 0, rng.randint(1, 3_000)])
+        completion = reasoning + rng.randint(1, 4_000)
+        call = {"input": prompt - cached, "output": completion - reasoning, "reasoning": reasoning,
+                "cache_read": cached, "cache_write": cache_write}
+        if era in MODERN:
+            stored = dict(call)
+            total = sum(call.values())
+        elif era in ("1.1", "1.1-old"):
+            stored = {**call, "output": completion}
+            total = stored["input"] + completion + cached + cache_write
+        else:  # 0.x and 1.0 stored what the provider sent: OpenAI-style prompts include cached tokens
+            stored = {**call, "input": prompt - cached if anthropic else prompt + cache_write, "output": completion}
+            total = None
+        tokens = {"input": stored["input"], "output": stored["output"], "reasoning": reasoning,
+                  "cache": {"read": cached, "write": cache_write}}
+        if total is not None and era != "1.1-old":
+            tokens = {"total": total, **tokens}
+        free = provider in ("opencode", "github-copilot", UNPRICED[0])
+        step = step_cost(price, stored, era) if not free else 0
+        steps.append((tokens, step))
+        cost += step
+        norm = {k: norm[k] + call[k] for k in norm}
+    tokens = steps[-1][0]
     msg |= {"cost": cost, "tokens": tokens, "finish": "stop" if last else "tool-calls"}
     t = clock
-    part = lambda data, dt=3: plan.parts.append(  # noqa: E731
+    part = lambda data: plan.parts.append(  # noqa: E731
         {"id": ids("prt", t), "sessionID": sid, "messageID": mid, **data})
-    part({"type": "step-start", "snapshot": "0" * 40})
-    if reasoning:
-        part({"type": "reasoning", "text": _text(rng, 40 * text_scale), "time": {"start": t, "end": t + 900}})
     tool = None
-    if not last:
-        tool = rng.choice(BUILTIN_TOOLS + MCP_TOOLS + (["task"] if children is not None else []))
-        ok = rng.random() > 0.1
-        state = {"status": "completed" if ok else "error", "input": {"command": _text(rng, 4)}}
-        if ok:
-            state |= {"output": _text(rng, 70 * text_scale), "metadata": {"truncated": False}, "title": tool}
+    for n, (step_tokens, step_cost_usd) in enumerate(steps):
+        part({"type": "step-start", "snapshot": "0" * 40})
+        if n == 0 and norm["reasoning"]:
+            part({"type": "reasoning", "text": _text(rng, 40 * text_scale), "time": {"start": t, "end": t + 900}})
+        reason = msg["finish"] if n == len(steps) - 1 else "tool-calls"
+        if n == len(steps) - 1 and not last:
+            tool = rng.choice(BUILTIN_TOOLS + MCP_TOOLS + (["task"] if children is not None else []))
+            ok = rng.random() > 0.1
+            state = {"status": "completed" if ok else "error", "input": {"command": _text(rng, 4)}}
+            if ok:
+                state |= {"output": _text(rng, 70 * text_scale), "metadata": {"truncated": False}, "title": tool}
+            else:
+                state |= {"error": f"Error: {tool} failed"}
+            state["time"] = {"start": t + 1000, "end": t + 1000 + rng.randint(5, 9000)}
+            tp = {"id": ids("prt", t), "sessionID": sid, "messageID": mid, "type": "tool", "tool": tool,
+                  "callID": f"call_{rng.getrandbits(40):x}", "state": state}
+            if tool == "task":
+                state["status"] = "completed"
+                state.pop("error", None)
+                state |= {"output": "<task_result>done</task_result>", "title": "sub",
+                          "metadata": {"parentSessionId": sid, "sessionId": None, "truncated": False}}
+                children.append((tp, era))
+            plan.parts.append(tp)
+        elif n == len(steps) - 1:
+            part({"type": "text", "text": _text(rng, 50 * text_scale), "time": {"start": t, "end": t + 2000}})
+        if era in MODERN:
+            finish = {"reason": reason, "snapshot": "0" * 40, "type": "step-finish", "tokens": step_tokens,
+                      "cost": step_cost_usd}
         else:
-            state |= {"error": f"Error: {tool} failed"}
-        state["time"] = {"start": t + 1000, "end": t + 1000 + rng.randint(5, 9000)}
-        tp = {"id": ids("prt", t), "sessionID": sid, "messageID": mid, "type": "tool", "tool": tool,
-              "callID": f"call_{rng.getrandbits(40):x}", "state": state}
-        if tool == "task":
-            state["status"] = "completed"
-            state.pop("error", None)
-            state |= {"output": "<task_result>done</task_result>", "title": "sub",
-                      "metadata": {"parentSessionId": sid, "sessionId": None, "truncated": False}}
-            children.append((tp, era))
-        plan.parts.append(tp)
-    else:
-        part({"type": "text", "text": _text(rng, 50 * text_scale), "time": {"start": t, "end": t + 2000}})
-    finish = {"type": "step-finish", "reason": msg["finish"], "snapshot": "0" * 40, "cost": cost, "tokens": tokens}
-    if era in ("1.15", "1.18"):
-        finish = {"reason": msg["finish"], "snapshot": "0" * 40, "type": "step-finish", "tokens": tokens, "cost": cost}
-    part(finish)
+            finish = {"type": "step-finish", "reason": reason, "snapshot": "0" * 40, "cost": step_cost_usd,
+                      "tokens": step_tokens}
+        part(finish)
     msg["time"]["completed"] = clock + 3000
     plan.messages.append(msg)
     plan.truth[mid] = {"era": era, "tokens": norm, "raw_cost": cost, "tool": tool, "provider": provider,
-                       "model": model}
+                       "model": model, "steps": len(steps)}
 
 
 def _ms(obj: dict, key: str = "created") -> int:
@@ -259,18 +282,23 @@ def _ms(obj: dict, key: str = "created") -> int:
 
 
 def write_sqlite(plan: Plan, db_path: Path, schema: Path = SCHEMA_1_18, session_ids: set[str] | None = None) -> None:
-    """Writes the plan (or some of its sessions) into a database with OpenCode's own DDL."""
+    """Writes the plan (or some of its sessions) into a database with OpenCode's own DDL.
+
+    An existing database is appended to, as OpenCode does when new sessions arrive.
+    """
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not db_path.exists()
     con = sqlite3.connect(db_path)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript(schema.read_text())
+    if fresh:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(schema.read_text())
     keep = (lambda sid: True) if session_ids is None else (lambda sid: sid in session_ids)
     version_cols = {r[1] for r in con.execute("PRAGMA table_info(session)")}
     with con:
         for p in plan.projects:
             cols = {"id": p["id"], "worktree": p["worktree"], "vcs": p["vcs"], "time_created": p["time"]["created"],
                     "time_updated": p["time"]["updated"], "sandboxes": "[]"}
-            _insert(con, "project", cols)
+            _insert(con, "project", cols, ignore=not fresh)
         for s in plan.sessions:
             if not keep(s["id"]):
                 continue
@@ -293,8 +321,9 @@ def write_sqlite(plan: Plan, db_path: Path, schema: Path = SCHEMA_1_18, session_
     con.close()
 
 
-def _insert(con: sqlite3.Connection, table: str, cols: dict) -> None:
-    con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", list(cols.values()))
+def _insert(con: sqlite3.Connection, table: str, cols: dict, ignore: bool = False) -> None:
+    verb = "INSERT OR IGNORE" if ignore else "INSERT"
+    con.execute(f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", list(cols.values()))
 
 
 def write_legacy(plan: Plan, storage: Path, session_ids: set[str] | None = None) -> int:
@@ -337,3 +366,73 @@ def set_mtime_tree(root: Path, ms: int) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             os.utime(os.path.join(dirpath, f), ns=(ms * 1_000_000, ms * 1_000_000))
+
+
+# -- hand-made records, for tests that need exact values ---------------------------------------------
+
+class Builder:
+    """Adds records one by one to a plan, in OpenCode's shapes, with ascending IDs and times."""
+
+    def __init__(self, plan: Plan | None = None) -> None:
+        self.plan = plan or Plan()
+        self.ids = _Ids(random.Random(0))
+
+    def project(self, worktree: str = "/home/dev/app") -> dict:
+        p = {"id": f"{len(self.plan.projects):040x}", "worktree": worktree, "vcs": "git", "sandboxes": [],
+             "time": {"created": BASE_MS, "updated": BASE_MS}}
+        self.plan.projects.append(p)
+        return p
+
+    def session(self, project: dict, version: str = "1.18.33", at: int = BASE_MS, parent: dict | None = None) -> dict:
+        s = {"id": self.ids("ses", at), "slug": "s", "version": version, "projectID": project["id"],
+             "directory": project["worktree"], "title": "t", "time": {"created": at, "updated": at},
+             "summary": {"additions": 0, "deletions": 0, "files": 0}}
+        if parent:
+            s["parentID"] = parent["id"]
+        self.plan.sessions.append(s)
+        return s
+
+    def user(self, session: dict, at: int, provider: str = "anthropic", model: str = "claude-sonnet-4-5",
+             agent: str = "build") -> dict:
+        m = {"id": self.ids("msg", at), "sessionID": session["id"], "role": "user", "time": {"created": at},
+             "agent": agent, "model": {"providerID": provider, "modelID": model}}
+        self.plan.messages.append(m)
+        return m
+
+    def assistant(self, session: dict, at: int, tokens: dict, cost: float = 0.0, provider: str = "anthropic",
+                  model: str = "claude-sonnet-4-5", agent: str = "build", error: str | None = None,
+                  completed: bool = True, step: bool = True, **extra) -> dict:
+        """`tokens` as OpenCode stores them: input, output, reasoning, cache {read, write}, optional total."""
+        m = {"id": self.ids("msg", at), "sessionID": session["id"], "role": "assistant", "time": {"created": at},
+             "parentID": "msg_parent", "modelID": model, "providerID": provider, "mode": agent, "agent": agent,
+             "path": {"cwd": "/", "root": "/"}, "cost": cost, "tokens": tokens, **extra}
+        if completed:
+            m["time"]["completed"] = at + 1000
+        if error:
+            m["error"] = {"name": error, "data": {"message": "boom"}}
+        self.plan.messages.append(m)
+        if step:
+            self.part(m, {"type": "step-start"})
+            self.part(m, {"type": "step-finish", "reason": "stop", "cost": cost, "tokens": tokens})
+        return m
+
+    def part(self, message: dict, data: dict) -> dict:
+        p = {"id": self.ids("prt", message["time"]["created"]), "sessionID": message["sessionID"],
+             "messageID": message["id"], **data}
+        self.plan.parts.append(p)
+        return p
+
+    def tool(self, message: dict, name: str, status: str = "completed", child: dict | None = None) -> dict:
+        state: dict = {"status": status, "input": {}, "time": {"start": message["time"]["created"],
+                                                               "end": message["time"]["created"] + 5}}
+        if status == "error":
+            state["error"] = "Error: failed"
+        if child:
+            state["metadata"] = {"sessionId": child["id"]}
+        return self.part(message, {"type": "tool", "tool": name, "callID": "call_1", "state": state})
+
+
+def tokens(input: int = 0, output: int = 0, reasoning: int = 0, cache_read: int = 0, cache_write: int = 0,
+           total: int | None = None) -> dict:
+    t = {"input": input, "output": output, "reasoning": reasoning, "cache": {"read": cache_read, "write": cache_write}}
+    return t if total is None else {"total": total, **t}

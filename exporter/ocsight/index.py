@@ -152,19 +152,29 @@ class Index:
         """
         say = progress or (lambda _msg: None)
         con = self.con
+        try:
+            self._refresh(catalogue, say)
+        finally:
+            if not con.in_transaction:
+                dbsource.detach_all(con)
+
+    def _refresh(self, catalogue, say: Callable[[str], None]) -> None:
+        con = self.con
         with _transaction(con, immediate=True):
             con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
             con.execute("DELETE FROM temp.touched")
             full = con.execute("SELECT 1 FROM meta WHERE key = 'cube'").fetchone() is None
             for rank, db in enumerate(self.sources.databases, start=DB_RANK_BASE):
                 say(f"reading {db}")
-                new_state, notes, outcome = dbsource.refresh(con, db, rank, self._state(f"db:{db}"))
+                state = self._state(f"db:{db}")
+                new_state, notes, outcome = dbsource.refresh(con, db, rank, state)
                 self.notes += notes
                 full = full or outcome == "full"
                 if new_state.get("deleted") and self.sources.legacy_dirs:
                     # Rows the database dropped may still be in the legacy tree: look at it afresh.
                     con.execute("DELETE FROM legacy_dir")
-                self._set_state(f"db:{db}", new_state)
+                if new_state != state:
+                    self._set_state(f"db:{db}", new_state)
             for rank, storage in enumerate(self.sources.legacy_dirs, start=LEGACY_RANK_BASE):
                 say(f"reading {storage}")
                 legacy.refresh(con, storage, rank, progress=say)

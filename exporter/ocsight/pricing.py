@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocsight.errors import OcsightError
+from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight.store import locate
 
 COST_MODES = ("auto", "stored", "calculate")
@@ -186,6 +186,8 @@ class Catalogue:
     """Resolves (provider, model) pairs against the sources above, loading each source only when asked."""
 
     def __init__(self, overrides: Path | None = None) -> None:
+        if overrides is not None and not overrides.is_file():
+            raise OcsightError(f"price overrides file not found: {overrides}", EXIT_USAGE)
         self.overrides_file = overrides
         self._overrides: dict[tuple[str, str], Price] | None = None
         self._config: dict[tuple[str, str], Price] | None = None
@@ -212,13 +214,13 @@ class Catalogue:
             self._overrides = {}
             f = self.overrides_file
             if f is not None:
-                if not f.is_file():
-                    raise OcsightError(f"price overrides file not found: {f}")
                 try:
                     data = _read_structured(f)
                     self._overrides = self._by_provider(data, "overrides", f)
+                except OSError as e:
+                    raise OcsightError(f"cannot read price overrides file {f}: {e.strerror}", EXIT_USAGE) from None
                 except (ValueError, UnicodeDecodeError) as e:
-                    raise OcsightError(f"bad price overrides file {f}: {e}") from None
+                    raise OcsightError(f"bad price overrides file {f}: {e}", EXIT_USAGE) from None
         return self._overrides
 
     @staticmethod

@@ -186,10 +186,9 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
         GROUP BY c.role, c.provider, c.model, c.agent, c.session_id""",
         args,
     )
-    usage = (
-        "count(DISTINCT g.session_id) AS sessions, sum(g.messages) AS messages, "
-        + ", ".join(f"sum(g.{k}) AS {k}" for k in TOKEN_KEYS)
-        + ", sum(g.stored) AS stored, sum(g.estimated) AS estimated, sum(g.unpriced) AS unpriced"
+    usage = ", ".join(
+        ["count(DISTINCT g.session_id) AS sessions"]
+        + [f"coalesce(sum(g.{k}), 0) AS {k}" for k in ("messages", *TOKEN_KEYS, "stored", "estimated", "unpriced")]
     )
     counts = con.execute(
         "SELECT count(DISTINCT session_id) AS sessions, count(DISTINCT CASE WHEN subagent THEN session_id END) AS sub, "
@@ -198,14 +197,12 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
         "coalesce(sum(CASE WHEN role = 'assistant' THEN errors END), 0) AS errors FROM temp.g"
     ).fetchone()
     a = _usage(con.execute(f"SELECT {usage} FROM temp.g AS g WHERE g.role = 'assistant'").fetchone())
-    zero = {k: 0 for k in TOKEN_KEYS}
     totals = {
         "sessions": counts["sessions"],
         "subagent_sessions": counts["sub"],
         "messages": {"user": counts["user"], "assistant": counts["assistant"], "errors": counts["errors"]},
-        "tokens": a["tokens"] if a["messages"] else {**zero, "total": 0},
-        "cost": a["cost"] if a["messages"] else {"usd": 0.0, "stored_usd": 0.0, "estimated_usd": 0.0,
-                                                  "unpriced_messages": 0},
+        "tokens": a["tokens"],
+        "cost": a["cost"],
     }
 
     def grouped(keys: list[str]) -> list[dict]:

@@ -28,9 +28,9 @@ def open_index(opts: ReadOptions, progress: Callable[[str], None] | None = None)
     if opts.cost_mode not in pricing.COST_MODES:
         raise OcsightError(f"unknown cost mode {opts.cost_mode!r} (choose auto, stored or calculate)", 2)
     sources = locate.locate(opts.data_dirs, demo=opts.demo)
+    catalogue = pricing.Catalogue(pricing.overrides_path(opts.prices))
     idx = index_mod.Index.open(sources, use_cache=opts.use_cache)
     try:
-        catalogue = pricing.Catalogue(pricing.overrides_path(opts.prices))
         idx.refresh(catalogue, progress)
         idx.notes += catalogue.problems
     except sqlite3.DatabaseError as e:
@@ -55,6 +55,13 @@ def source_info(idx: index_mod.Index) -> dict:
     skipped += [
         ("index", f"message:{mid}", problem)
         for mid, problem in con.execute("SELECT id, problem FROM message WHERE problem IS NOT NULL ORDER BY id")
+    ]
+    skipped += [
+        ("index", f"tool_call:{tid}", "tool call without its message")
+        for (tid,) in con.execute(
+            "SELECT t.id FROM tool_call t WHERE NOT EXISTS (SELECT 1 FROM message m WHERE m.id = t.message_id) "
+            "ORDER BY t.id"
+        )
     ]
     by_reason: dict[str, int] = {}
     for _s, _r, reason in skipped:

@@ -227,6 +227,7 @@ def merge(con: sqlite3.Connection, rank: int) -> None:
     )
     if not con.execute("SELECT 1 FROM temp.stage_step LIMIT 1").fetchone():
         return
+    n = normalise.normalised_sql("x", session_era, "mm.provider")
     con.execute(
         _upsert(
             "step",
@@ -234,7 +235,8 @@ def merge(con: sqlite3.Connection, rank: int) -> None:
             f"""SELECT x.id, :rank, x.message_id, x.session_id, x.time_created, x.reason, {n['era']}, {n['input']},
                 {n['output']}, {n['reasoning']}, {n['cache_read']}, {n['cache_write']}, coalesce({cost}, 0),
                 {n['valid']} AND {cost} IS NOT NULL
-            FROM temp.stage_step x LEFT JOIN session se ON se.id = x.session_id WHERE 1""",
+            FROM temp.stage_step x LEFT JOIN session se ON se.id = x.session_id
+            LEFT JOIN message mm ON mm.id = x.message_id WHERE 1""",
         ),
         {"rank": rank},
     )

@@ -165,8 +165,10 @@ class _Scan:
         """Reads the queued files into `lg_file` and extracts them through the shared views."""
         con = self.con
         queue = list(dict.fromkeys(self.queue))  # a file queued twice is read once
-        if queue:
-            self.say(f"reading {len(queue)} JSON files")
+        if not queue:
+            self._save()
+            return
+        self.say(f"reading {len(queue)} JSON files")
         paths = [q[3] for q in queue]
         if len(paths) >= PARALLEL_READ_THRESHOLD:
             with ThreadPoolExecutor(max_workers=4) as pool:
@@ -199,17 +201,27 @@ class _Scan:
             for v in ("src_project", "src_session", "src_message", "src_part"):
                 con.execute(f"DROP VIEW IF EXISTS temp.{v}")
             con.execute("DELETE FROM temp.lg_file")
+        self._save()
+
+    def _save(self) -> None:
+        """Records skipped files and directory stamps, writing only what changed."""
+        con = self.con
         # Foreign files seen before stay counted while their directory is not listed again.
         kept = [
             (p, r)
             for p, r in self.previous_skips
             if r == FOREIGN and os.path.dirname(p) not in self.listed and os.path.lexists(p)
         ]
-        con.execute("DELETE FROM skipped WHERE source = ?", (self.source,))
+        skips = sorted(set(kept + self.skips))
+        if skips != sorted(set(self.previous_skips)):
+            con.execute("DELETE FROM skipped WHERE source = ?", (self.source,))
+            con.executemany(
+                "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, NULL)", [(self.source, p, r) for p, r in skips]
+            )
         con.executemany(
-            "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, NULL)", [(self.source, p, r) for p, r in kept + self.skips]
+            "INSERT OR REPLACE INTO legacy_dir VALUES (?, ?)",
+            [(p, m) for p, m in self.new_dirs.items() if self.dirs.get(p) != m],
         )
-        con.executemany("INSERT OR REPLACE INTO legacy_dir VALUES (?, ?)", self.new_dirs.items())
 
 
 def _create_views(con: sqlite3.Connection) -> None:

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import storegen  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SAMPLES = FIXTURES / "samples"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own HOME and XDG directories, in UTC, with no OpenCode variables set."""
+    for var, sub in (("HOME", "home"), ("XDG_DATA_HOME", "xdg-data"), ("XDG_CACHE_HOME", "xdg-cache"),
+                     ("XDG_CONFIG_HOME", "xdg-config"), ("XDG_STATE_HOME", "xdg-state")):
+        d = tmp_path / sub
+        d.mkdir()
+        monkeypatch.setenv(var, str(d))
+    for var in ("OPENCODE_DATA_DIR", "OPENCODE_DB", "OPENCODE_MODELS_PATH", "OPENCODE_CONFIG", "OCSIGHT_PRICES",
+                "OCSIGHT_DEBUG", "NO_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield tmp_path
+    time.tzset()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> dict:
+        assert self.code == 0, f"exit {self.code}: {self.err}"
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """Runs `ocsight ARGS` in-process; returns exit code, stdout and stderr."""
+    from ocsight.cli import main
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def run_ocsight(*args: str, env: dict | None = None, timeout: float = 120) -> Result:
+    """Runs the real console entry point in a child process (what a user's shell runs)."""
+    p = subprocess.run(
+        [sys.executable, "-m", "ocsight", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def stats(cli, *args: str) -> dict:
+    return cli("stats", "--json", *args).json()
+
+
+def without_source(doc: dict) -> dict:
+    """The parts of `stats --json` that must not depend on where the records were read from."""
+    return {k: v for k, v in doc.items() if k != "source"}
+
+
+def write_store(plan: storegen.Plan, root: Path, kind: str) -> Path:
+    """Writes a plan as a data directory holding a database (`db`), a legacy tree (`json`) or both."""
+    root.mkdir(parents=True, exist_ok=True)
+    if kind in ("db", "both"):
+        storegen.write_sqlite(plan, root / "opencode.db")
+    if kind in ("json", "both"):
+        storegen.write_legacy(plan, root / "storage")
+    return root
+
+
+@pytest.fixture
+def models_json(isolated: Path) -> Path:
+    """OpenCode's models.dev cache with the generator's prices, where OpenCode keeps it."""
+    path = Path(os.environ["XDG_CACHE_HOME"]) / "opencode" / "models.json"
+    storegen.write_models_json(path)
+    return path

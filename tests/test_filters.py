@@ -1,0 +1,141 @@
+"""Filters: days and dates in a time zone, provider, model, project and agent."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import storegen
+from conftest import stats, write_store
+
+
+def _ms(iso: str) -> int:
+    return int(dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@pytest.fixture
+def timed_store(tmp_path: Path) -> Path:
+    """One assistant message of 1 input token at each instant below (UTC), tagged by its token count."""
+    b = storegen.Builder()
+    s = b.session(b.project())
+    for n, iso in enumerate([
+        "2026-11-23T22:59:59.999Z",  # Paris: 23:59:59.999 on the 23rd
+        "2026-11-23T23:00:00.000Z",  # Paris: midnight, the 24th
+        "2026-11-23T18:14:59.999Z",  # Kathmandu (+05:45): 23:59:59.999 on the 23rd
+        "2026-11-23T18:15:00.000Z",  # Kathmandu: midnight, the 24th
+        "2026-11-24T03:29:59.999Z",  # St John's (-03:30): 23:59:59.999 on the 23rd
+        "2026-11-24T03:30:00.000Z",  # St John's: midnight, the 24th
+    ]):
+        b.assistant(s, _ms(iso), storegen.tokens(10**n, total=10**n))
+    return write_store(b.plan, tmp_path / "timed", "db")
+
+
+def _inputs(doc: dict) -> int:
+    return doc["totals"]["tokens"]["input"]
+
+
+@pytest.mark.parametrize(
+    ("zone", "on_or_after_24th"),
+    [
+        ("UTC", 10**4 + 10**5),
+        ("Europe/Paris", 10**1 + 10**4 + 10**5),
+        ("Asia/Kathmandu", 10**0 + 10**1 + 10**3 + 10**4 + 10**5),
+        ("America/St_Johns", 10**5),
+    ],
+)
+def test_since_starts_at_midnight_in_the_chosen_time_zone(cli, timed_store, zone, on_or_after_24th):
+    doc = stats(cli, "--since", "2026-11-24", "--timezone", zone, "--data-dir", str(timed_store))
+    assert _inputs(doc) == on_or_after_24th
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "Asia/Kathmandu", "America/St_Johns"])
+def test_until_is_the_complement_of_the_next_days_since(cli, timed_store, zone):
+    before = _inputs(stats(cli, "--until", "2026-11-23", "-z", zone, "--data-dir", str(timed_store)))
+    after = _inputs(stats(cli, "--since", "2026-11-24", "-z", zone, "--data-dir", str(timed_store)))
+    assert before + after == sum(10**n for n in range(6))
+    assert before and after
+
+
+def test_local_time_zone_is_the_default(cli, timed_store, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kathmandu")
+    time.tzset()
+    doc = stats(cli, "--since", "2026-11-24", "--data-dir", str(timed_store))
+    assert _inputs(doc) == 10**0 + 10**1 + 10**3 + 10**4 + 10**5
+    assert doc["filters"]["timezone"] == "local"
+
+
+def test_days_counts_today_as_the_first_day(cli, tmp_path: Path):
+    now = dt.datetime.now(dt.timezone.utc)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    b = storegen.Builder()
+    s = b.session(b.project())
+    b.assistant(s, int((midnight + dt.timedelta(minutes=1)).timestamp() * 1000), storegen.tokens(1, total=1))
+    b.assistant(s, int((midnight - dt.timedelta(minutes=1)).timestamp() * 1000), storegen.tokens(10, total=10))
+    b.assistant(s, int((midnight - dt.timedelta(days=6, minutes=1)).timestamp() * 1000), storegen.tokens(100, total=100))
+    root = write_store(b.plan, tmp_path / "d", "db")
+    assert _inputs(stats(cli, "--days", "1", "-z", "UTC", "--data-dir", str(root))) == 1
+    assert _inputs(stats(cli, "--days", "2", "-z", "UTC", "--data-dir", str(root))) == 11
+    assert _inputs(stats(cli, "--days", "7", "-z", "UTC", "--data-dir", str(root))) == 11
+    assert _inputs(stats(cli, "--days", "8", "-z", "UTC", "--data-dir", str(root))) == 111
+
+
+@pytest.fixture
+def mixed_store(tmp_path: Path) -> Path:
+    b = storegen.Builder()
+    app, lib = b.project("/home/dev/app"), b.project("/home/dev/lib")
+    s1, s2 = b.session(app), b.session(lib)
+    b.assistant(s1, storegen.BASE_MS, storegen.tokens(1, total=1), provider="anthropic", model="claude-sonnet-4-5")
+    b.assistant(s1, storegen.BASE_MS + 1, storegen.tokens(10, total=10), provider="openai", model="gpt-5", agent="plan")
+    b.assistant(s2, storegen.BASE_MS + 2, storegen.tokens(100, total=100), provider="openai", model="gpt-5-mini")
+    return write_store(b.plan, tmp_path / "mixed", "db")
+
+
+@pytest.mark.parametrize(
+    ("args", "inputs"),
+    [
+        (("--provider", "openai"), 110),
+        (("--provider", "OpenAI"), 110),
+        (("--provider", "anthropic,openai"), 111),
+        (("--provider", "anthropic", "--provider", "openai"), 111),
+        (("--model", "gpt-5"), 10),
+        (("--model", "openai/gpt-5-mini"), 100),
+        (("--project", "lib"), 100),
+        (("--project", "/home/dev/app"), 11),
+        (("--agent", "plan"), 10),
+        (("--provider", "openai", "--project", "app"), 10),
+        (("--provider", "nobody"), 0),
+    ],
+)
+def test_filters_select_matching_messages(cli, mixed_store, args, inputs):
+    assert _inputs(stats(cli, *args, "--data-dir", str(mixed_store))) == inputs
+
+
+def test_an_empty_selection_gives_zeros_not_an_error(cli, mixed_store):
+    doc = stats(cli, "--provider", "nobody", "--data-dir", str(mixed_store))
+    assert doc["totals"]["sessions"] == 0
+    assert doc["totals"]["cost"] == {"usd": 0.0, "stored_usd": 0.0, "estimated_usd": 0.0, "unpriced_messages": 0}
+    assert doc["by_model"] == [] and doc["by_tool"] == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--days", "0"),
+        ("--days", "x"),
+        ("--since", "yesterday"),
+        ("--until", "2026-13-01"),
+        ("--since", "2026-11-24", "--until", "2026-11-23"),
+        ("--timezone", "Mars/Olympus_Mons"),
+        ("--cost-mode", "cheapest"),
+        ("--no-such-flag",),
+    ],
+)
+def test_bad_flags_are_a_one_line_error_with_exit_code_2(cli, mixed_store, args):
+    r = cli("stats", "--json", *args, "--data-dir", str(mixed_store))
+    assert r.code == 2, r
+    assert r.out == ""
+    assert "Traceback" not in r.err
+    assert len([line for line in r.err.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]) == 1
