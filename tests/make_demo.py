@@ -22,7 +22,7 @@ def main() -> None:
                                projects=3, days=45, text_scale=0)
     shutil.rmtree(DEMO, ignore_errors=True)
     storegen.write_sqlite(plan, DEMO / "opencode.db")
-    legacy = {s["id"] for s in plan.sessions if s["version"].startswith("1.1")}
+    legacy = {s["id"] for s in plan.sessions if s["version"] == storegen.ERAS["1.1"]}
     storegen.write_legacy(plan, DEMO / "storage", legacy)
     # Rollback journal, not WAL: a read-only open of a WAL database needs to create its -shm file,
     # and an installed package directory may not be writable.

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,8 +123,10 @@ def plan_store(
     error_share: float = 0.03,
     text_scale: int = 1,
     days: int = 120,
+    era_of: Callable[[int], str] | None = None,
 ) -> Plan:
-    """Plans a store; `eras` is cycled over root sessions (a child takes its parent's era)."""
+    """Plans a store; `eras` is cycled over root sessions, or `era_of(n)` names the n-th session's
+    era (a subagent's session takes its parent's)."""
     rng = random.Random(seed)
     ids = _Ids(rng)
     plan = Plan()
@@ -147,7 +150,7 @@ def plan_store(
             parent = next(x for x in plan.sessions if x["id"] == task_part["sessionID"])
             project = next(p for p in plan.projects if p["id"] == parent["projectID"])
         else:
-            era = eras[s % len(eras)]
+            era = era_of(s) if era_of else eras[s % len(eras)]
         sid = ids("ses", clock)
         info = {
             "id": sid, "slug": f"slug-{s}", "version": ERAS[era], "projectID": project["id"],

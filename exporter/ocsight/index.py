@@ -1,18 +1,20 @@
-"""ocsight's local index: OpenCode's records, de-duplicated and normalised, in one SQLite file.
+"""ocsight's local index: what every report needs, summed from OpenCode's records, in one SQLite file.
 
-It lives under `$XDG_CACHE_HOME/ocsight/`, never inside OpenCode's data directory, is refreshed
-incrementally (database rows by rowid and `time_updated`, legacy files by directory mtime), and is
-safe to delete at any time: it is rebuilt from the sources on the next run.
+It lives under `$XDG_CACHE_HOME/ocsight/`, never inside OpenCode's data directory, and is safe to
+delete at any time: the next run rebuilds it from the sources.
 
-Data flows one way: sources -> staged raw facts -> normalised rows (`store.extract`) -> queries
-(`query`). Every consumer reads the normalised rows, so a total is computed one way only.
+It holds sessions, projects and two cubes: valid messages and tool calls summed per session,
+15-minute bucket and dimension (role, provider, model, agent, error; tool). A refresh finds which
+sessions changed in any source (`store.sqlite`, `store.legacy`: columns and directory stamps, no
+JSON), stages those sessions from every source (`store.extract`: de-duplicated, normalised,
+priced) and rebuilds their cube rows. Per-message details are not kept: they are read from the
+sources when asked for, through the same staging.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -20,10 +22,11 @@ from pathlib import Path
 
 from ocsight import __version__, normalise
 from ocsight.errors import OcsightError
-from ocsight.store import legacy, locate
-from ocsight.store import sqlite as dbsource
+from ocsight.store import extract, locate
+from ocsight.store.legacy import LegacyTree
+from ocsight.store.sqlite import Database, detach_all
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 # Ordered DDL: the index is a cache, so a version change rebuilds it rather than migrating it.
 SCHEMA = [
@@ -32,32 +35,7 @@ SCHEMA = [
     "CREATE TABLE project (id TEXT PRIMARY KEY, rank INTEGER NOT NULL, worktree TEXT, name TEXT)",
     """CREATE TABLE session (id TEXT PRIMARY KEY, rank INTEGER NOT NULL, project_id TEXT, parent_id TEXT,
         directory TEXT, title TEXT, version TEXT, time_created INTEGER, time_updated INTEGER, era TEXT)""",
-    # Normalised messages: tokens in the disjoint form, costs in integer picodollars.
-    """CREATE TABLE message (id TEXT PRIMARY KEY, rank INTEGER NOT NULL, session_id TEXT, time_created INTEGER,
-        role TEXT, time_completed INTEGER, parent_id TEXT, provider TEXT, model TEXT, agent TEXT, finish TEXT,
-        error TEXT, era TEXT, input INTEGER, output INTEGER, reasoning INTEGER, cache_read INTEGER,
-        cache_write INTEGER, cost_pico INTEGER, problem TEXT, steps INTEGER NOT NULL DEFAULT 0,
-        est_pico INTEGER, priced INTEGER)""",
-    "CREATE INDEX message_session ON message (session_id)",
-    # Step records, kept for sessions whose messages can hold several LLM calls (OpenCode 0.x).
-    """CREATE TABLE step (id TEXT PRIMARY KEY, rank INTEGER NOT NULL, message_id TEXT, session_id TEXT,
-        time_created INTEGER, reason TEXT, era TEXT, input INTEGER, output INTEGER, reasoning INTEGER,
-        cache_read INTEGER, cache_write INTEGER, cost_pico INTEGER, valid INTEGER)""",
-    "CREATE INDEX step_message ON step (message_id)",
-    """CREATE TABLE tool_call (id TEXT PRIMARY KEY, rank INTEGER NOT NULL, message_id TEXT, session_id TEXT,
-        time_created INTEGER, call_id TEXT, tool TEXT, status TEXT, time_start INTEGER, time_end INTEGER,
-        error TEXT, child_session_id TEXT)""",
-    "CREATE INDEX tool_message ON tool_call (message_id)",
-    # Records a source could not give us: counted and shown, retried on every refresh.
-    """CREATE TABLE skipped (source TEXT NOT NULL, ref TEXT NOT NULL, reason TEXT NOT NULL, stamp TEXT,
-        PRIMARY KEY (source, ref)) WITHOUT ROWID""",
-    """CREATE TABLE price (provider TEXT NOT NULL, model TEXT NOT NULL, kind INTEGER NOT NULL, size INTEGER NOT NULL,
-        input REAL, output REAL, cache_read REAL, cache_write REAL, PRIMARY KEY (provider, model, kind, size))""",
-    """CREATE TABLE price_source (provider TEXT NOT NULL, model TEXT NOT NULL, source TEXT,
-        PRIMARY KEY (provider, model)) WITHOUT ROWID""",
-    "CREATE TABLE legacy_dir (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL) WITHOUT ROWID",
-    # Cubes: valid messages and tool calls summed per session, 15-minute bucket and dimension. Every
-    # real time zone's midnight falls on a 15-minute boundary, so day windows in any zone are exact.
+    # Every real time zone's midnight falls on a 15-minute boundary, so day windows in any zone are exact.
     """CREATE TABLE usage_cube (session_id TEXT, bucket INTEGER, role TEXT, provider TEXT, model TEXT, agent TEXT,
         error TEXT, messages INTEGER, input INTEGER, output INTEGER, reasoning INTEGER, cache_read INTEGER,
         cache_write INTEGER, stored_pico INTEGER, est_zero_pico INTEGER, est_all_pico INTEGER,
@@ -66,12 +44,20 @@ SCHEMA = [
     """CREATE TABLE tool_cube (session_id TEXT, bucket INTEGER, provider TEXT, model TEXT, agent TEXT, tool TEXT,
         calls INTEGER, errors INTEGER)""",
     "CREATE INDEX tool_cube_session ON tool_cube (session_id)",
+    # Records a source could not give us: counted and shown; those of a session are redone with it.
+    """CREATE TABLE skipped (source TEXT NOT NULL, ref TEXT NOT NULL, reason TEXT NOT NULL, session_id TEXT,
+        PRIMARY KEY (source, ref)) WITHOUT ROWID""",
+    """CREATE TABLE price (provider TEXT NOT NULL, model TEXT NOT NULL, kind INTEGER NOT NULL, size INTEGER NOT NULL,
+        input REAL, output REAL, cache_read REAL, cache_write REAL, PRIMARY KEY (provider, model, kind, size))""",
+    """CREATE TABLE price_source (provider TEXT NOT NULL, model TEXT NOT NULL, source TEXT,
+        PRIMARY KEY (provider, model)) WITHOUT ROWID""",
+    "CREATE TABLE legacy_dir (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE legacy_open (source TEXT, session_id TEXT, PRIMARY KEY (source, session_id)) WITHOUT ROWID",
 ]
-
-BUCKET_MS = 900_000
 
 DB_RANK_BASE = 0  # databases: 0, 1, ... (the first database wins among databases)
 LEGACY_RANK_BASE = 1000  # legacy trees always lose to any database
+PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
 
 
 def index_path(sources: locate.Sources) -> Path:
@@ -90,6 +76,10 @@ def _connect(path: Path | None) -> sqlite3.Connection:
     con.create_function("ocsight_era", 1, normalise.era_for_version, deterministic=True)
     con.create_function("ocsight_era_steps", 1, normalise.may_have_many_steps, deterministic=True)
     return con
+
+
+class _Retry(Exception):
+    """OpenCode wrote to a database read without locks: the read is thrown away and done again."""
 
 
 class Index:
@@ -130,9 +120,7 @@ class Index:
         with _transaction(con):
             for ddl in SCHEMA:
                 con.execute(ddl)
-            con.executemany(
-                "INSERT INTO meta VALUES (?, ?)", [("schema", SCHEMA_VERSION), ("ocsight", __version__)]
-            )
+            con.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", SCHEMA_VERSION), ("ocsight", __version__)])
         return con
 
     @staticmethod
@@ -146,46 +134,94 @@ class Index:
     # -- refresh -----------------------------------------------------------------------------------
 
     def refresh(self, catalogue, progress: Callable[[str], None] | None = None) -> None:
-        """Reads what changed in every source, prices new models, and updates the cubes for what changed.
-
-        An unchanged source costs a stat() or two; an unchanged index is not written at all.
-        """
+        """Brings the cubes up to date with every source; an unchanged store is not written at all."""
         say = progress or (lambda _msg: None)
-        con = self.con
-        try:
-            self._refresh(catalogue, say)
-        finally:
-            if not con.in_transaction:
-                dbsource.detach_all(con)
+        for attempt in range(3):
+            try:
+                self._refresh(catalogue, say, attempt)
+                return
+            except _Retry:
+                time.sleep(0.05)
+            finally:
+                if not self.con.in_transaction:
+                    detach_all(self.con)
+        raise OcsightError("OpenCode's database kept changing while being read; try again")
 
-    def _refresh(self, catalogue, say: Callable[[str], None]) -> None:
+    def _refresh(self, catalogue, say: Callable[[str], None], attempt: int) -> None:
         con = self.con
         with _transaction(con, immediate=True):
+            full = con.execute("SELECT 1 FROM meta WHERE key = 'cube'").fetchone() is None
             con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
             con.execute("DELETE FROM temp.touched")
-            full = con.execute("SELECT 1 FROM meta WHERE key = 'cube'").fetchone() is None
-            for rank, db in enumerate(self.sources.databases, start=DB_RANK_BASE):
-                say(f"reading {db}")
-                state = self._state(f"db:{db}")
-                new_state, notes, outcome = dbsource.refresh(con, db, rank, state)
-                self.notes += notes
-                full = full or outcome == "full"
-                if new_state.get("deleted") and self.sources.legacy_dirs:
-                    # Rows the database dropped may still be in the legacy tree: look at it afresh.
-                    con.execute("DELETE FROM legacy_dir")
-                if new_state != state:
-                    self._set_state(f"db:{db}", new_state)
-            for rank, storage in enumerate(self.sources.legacy_dirs, start=LEGACY_RANK_BASE):
-                say(f"reading {storage}")
-                legacy.refresh(con, storage, rank, progress=say)
-            say("pricing")
-            apply_prices(con, catalogue)
-            if full:
+            _reprice(con, catalogue)
+            sources, full_read = self._detect(say, attempt)
+            full = full or full_read
+            if full or con.execute("SELECT 1 FROM temp.touched LIMIT 1").fetchone():
+                scope = None if full else "temp.touched"
+                self._stage(sources, catalogue, scope, say)
                 say("summarising")
-                rebuild_cubes(con, None)
+                extract.build_cubes(con, scope)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('cube', ?)", (__version__,))
-            elif con.execute("SELECT 1 FROM temp.touched LIMIT 1").fetchone():
-                rebuild_cubes(con, "temp.touched")
+            self._check_unchanged(sources)
+
+    def _detect(self, say: Callable[[str], None], attempt: int) -> tuple[list, bool]:
+        """Every source's changes since its last read; returns the sources and whether all must be read."""
+        con, full = self.con, False
+        dbs = [Database(con, p, rank, attempt) for rank, p in enumerate(self.sources.databases, DB_RANK_BASE)]
+        for db in dbs:
+            say(f"checking {db.path}")
+            state = self._state(db.source)
+            new_state, mode, notes = db.detect(state)
+            self.notes += notes
+            full = full or mode == "full"
+            if new_state != state:
+                self._set_state(db.source, new_state)
+        trees = [LegacyTree(con, p, rank, say) for rank, p in enumerate(self.sources.legacy_dirs, LEGACY_RANK_BASE)]
+        for tree in trees:
+            say(f"checking {tree.root}")
+            full = tree.detect() == "full" or full
+        return [*dbs, *trees], full
+
+    def _stage(self, sources: list, catalogue, scope: str | None, say: Callable[[str], None],
+               detail: bool = False) -> None:
+        """Stages the sessions in table `scope` (all when None) from every source, databases first."""
+        extract.create_staging(self.con, detail)
+        for n, source in enumerate(sources):
+            say(f"reading {getattr(source, 'path', None) or source.root}")
+            source.stage(scope, first=n == 0)
+        _price_new_models(self.con, catalogue)
+
+    @staticmethod
+    def _check_unchanged(sources: list) -> None:
+        if any(isinstance(s, Database) and s.changed_under_us() for s in sources):
+            raise _Retry
+
+    def stage_records(self, catalogue, sessions: list[str] | None = None) -> None:
+        """Stages full records (every field, every step) of some sessions, or all, into temporary tables.
+
+        For consumers that need per-message detail (`ocsight.records`); the index file is not written.
+        """
+        con = self.con
+        for attempt in range(3):
+            try:
+                with _transaction(con):
+                    con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
+                    con.execute("DROP TABLE IF EXISTS temp.wanted")
+                    con.execute("CREATE TEMP TABLE wanted (session_id TEXT PRIMARY KEY)")
+                    con.executemany("INSERT OR IGNORE INTO temp.wanted VALUES (?)", [(s,) for s in sessions or ()])
+                    _reprice(con, catalogue)
+                    sources, _full = self._detect(lambda _m: None, attempt)
+                    self._stage(sources, catalogue, "temp.wanted" if sessions is not None else None,
+                                lambda _m: None, detail=True)
+                    extract.create_priced_messages(con)
+                    self._check_unchanged(sources)
+                return
+            except _Retry:
+                time.sleep(0.05)
+            finally:
+                if not con.in_transaction:
+                    detach_all(con)
+        raise OcsightError("OpenCode's database kept changing while being read; try again")
 
     def _state(self, source: str) -> dict:
         row = self.con.execute("SELECT state FROM source_state WHERE source = ?", (source,)).fetchone()
@@ -222,76 +258,38 @@ class _transaction:
             self.con.execute("ROLLBACK")
 
 
-def cache_dir_size(path: Path | None) -> int:
-    if path is None:
-        return 0
-    return sum(os.path.getsize(f"{path}{s}") for s in ("", "-wal") if os.path.exists(f"{path}{s}"))
-
-
 # -- prices ------------------------------------------------------------------------------------------
 
-PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
-
-
-def _estimate_sql(row: str, provider: str, model: str) -> str:
-    """Picodollars for one set of normalised counts, at the rate OpenCode would pick for its prompt size."""
-    return (
-        f"(SELECT CAST(round({row}.input * p.input + ({row}.output + {row}.reasoning) * p.output "
-        f"+ {row}.cache_read * p.cache_read + {row}.cache_write * p.cache_write) AS INTEGER) "
-        f"FROM price p WHERE p.provider = {provider} AND p.model = {model} "
-        f"AND p.size < {row}.input + {row}.cache_read + {row}.cache_write "
-        f"ORDER BY p.kind DESC, p.size DESC LIMIT 1)"
-    )
-
-
-def apply_prices(con: sqlite3.Connection, catalogue) -> None:
-    """Resolves prices for the assistant messages' models and estimates every message's cost.
-
-    Resolutions are kept in the index and only redone when a price source changed (by file stamp),
-    so a warm run neither parses catalogues nor imports genai-prices. Sessions whose estimates
-    change are marked touched, so their cube rows are rebuilt.
-    """
+def _reprice(con: sqlite3.Connection, catalogue) -> None:
+    """When a price source changed (by file stamp), re-resolves every known model; sessions of models
+    whose prices changed are marked touched, so their estimates are redone."""
     fingerprint = catalogue.fingerprint()
     row = con.execute("SELECT value FROM meta WHERE key = 'prices'").fetchone()
-    if row is None or row[0] != fingerprint:
-        known = con.execute("SELECT provider, model FROM price_source").fetchall()
-        before = _price_rows(con)
-        con.execute("DELETE FROM price")
-        con.execute("DELETE FROM price_source")
-        _store_prices(con, catalogue.resolve_all(known))
-        after = _price_rows(con)
-        for pair in {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}:
-            con.execute(
-                "INSERT OR IGNORE INTO temp.touched SELECT DISTINCT session_id FROM message "
-                "WHERE coalesce(provider, '') = ? AND coalesce(model, '') = ?",
-                pair,
-            )
-            con.execute(
-                "UPDATE message SET est_pico = NULL, priced = NULL "
-                "WHERE coalesce(provider, '') = ? AND coalesce(model, '') = ?",
-                pair,
-            )
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('prices', ?)", (fingerprint,))
+    if row is not None and row[0] == fingerprint:
+        return
+    known = con.execute("SELECT provider, model FROM price_source").fetchall()
+    before = _price_rows(con)
+    con.execute("DELETE FROM price")
+    con.execute("DELETE FROM price_source")
+    _store_prices(con, catalogue.resolve_all(known))
+    after = _price_rows(con)
+    for pair in {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}:
+        con.execute(
+            "INSERT OR IGNORE INTO temp.touched SELECT DISTINCT session_id FROM usage_cube "
+            "WHERE provider = ? AND model = ?",
+            pair,
+        )
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('prices', ?)", (fingerprint,))
+
+
+def _price_new_models(con: sqlite3.Connection, catalogue) -> None:
     new = con.execute(
-        "SELECT DISTINCT coalesce(m.provider, ''), coalesce(m.model, '') FROM message m "
-        "WHERE m.role = 'assistant' AND m.priced IS NULL AND NOT EXISTS "
-        "(SELECT 1 FROM price_source ps WHERE ps.provider = coalesce(m.provider, '') "
-        "AND ps.model = coalesce(m.model, ''))"
+        "SELECT DISTINCT coalesce(m.provider, ''), coalesce(m.model, '') FROM temp.stage_message m "
+        "WHERE m.role = 'assistant' AND NOT EXISTS (SELECT 1 FROM price_source ps "
+        "WHERE ps.provider = coalesce(m.provider, '') AND ps.model = coalesce(m.model, ''))"
     ).fetchall()
     if new:
         _store_prices(con, catalogue.resolve_all(new))
-    estimate = (
-        f"CASE WHEN m.steps > 1 THEN (SELECT sum({_estimate_sql('s', 'm.provider', 'm.model')}) "
-        f"FROM step s WHERE s.message_id = m.id AND s.valid) "
-        f"ELSE {_estimate_sql('m', 'm.provider', 'm.model')} END"
-    )
-    con.execute(
-        f"""UPDATE message AS m SET
-            priced = EXISTS (SELECT 1 FROM price_source ps WHERE ps.provider = coalesce(m.provider, '')
-                             AND ps.model = coalesce(m.model, '') AND ps.source IS NOT NULL),
-            est_pico = {estimate}
-        WHERE m.role = 'assistant' AND m.problem IS NULL AND m.priced IS NULL"""
-    )
 
 
 def _price_rows(con: sqlite3.Connection) -> dict[tuple[str, str], tuple]:
@@ -304,41 +302,15 @@ def _price_rows(con: sqlite3.Connection) -> dict[tuple[str, str], tuple]:
 
 
 def _store_prices(con: sqlite3.Connection, resolved: dict) -> None:
-    for (provider, model), price in resolved.items():
-        con.execute(
-            "INSERT OR REPLACE INTO price_source VALUES (?, ?, ?)",
-            (provider, model, price.source if price else None),
-        )
-        for r in price.rates if price else ():
-            con.execute(
-                "INSERT OR REPLACE INTO price VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (provider, model, r.kind, r.size, r.input * PICO_PER_TOKEN, r.output * PICO_PER_TOKEN,
-                 r.cache_read * PICO_PER_TOKEN, r.cache_write * PICO_PER_TOKEN),
-            )
-
-
-# -- cubes -------------------------------------------------------------------------------------------
-
-def rebuild_cubes(con: sqlite3.Connection, sessions: str | None) -> None:
-    """Re-sums the cube rows of the given sessions (a table of session IDs), or of all sessions."""
-    scope = f"session_id IN (SELECT session_id FROM {sessions})" if sessions else "1"
-    m_scope = f"m.session_id IN (SELECT session_id FROM {sessions})" if sessions else "1"
-    con.execute(f"DELETE FROM usage_cube WHERE {scope}")
-    con.execute(f"DELETE FROM tool_cube WHERE {scope}")
-    tokens = "(input + output + reasoning + cache_read + cache_write) > 0"
-    con.execute(
-        f"""INSERT INTO usage_cube SELECT session_id, time_created / {BUCKET_MS}, role, coalesce(provider, ''),
-            coalesce(model, ''), coalesce(agent, '(none)'), error, count(*), sum(input), sum(output), sum(reasoning),
-            sum(cache_read), sum(cache_write), sum(cost_pico),
-            sum(CASE WHEN cost_pico = 0 THEN coalesce(est_pico, 0) ELSE 0 END), sum(coalesce(est_pico, 0)),
-            sum(role = 'assistant' AND cost_pico = 0 AND {tokens} AND priced = 0),
-            sum(role = 'assistant' AND {tokens} AND priced = 0)
-        FROM message WHERE problem IS NULL AND {scope} GROUP BY 1, 2, 3, 4, 5, 6, 7"""
+    con.executemany(
+        "INSERT OR REPLACE INTO price_source VALUES (?, ?, ?)",
+        [(p, m, price.source if price else None) for (p, m), price in resolved.items()],
     )
-    con.execute(
-        f"""INSERT INTO tool_cube SELECT m.session_id, m.time_created / {BUCKET_MS}, coalesce(m.provider, ''),
-            coalesce(m.model, ''), coalesce(m.agent, '(none)'), coalesce(t.tool, '(unknown)'), count(*),
-            sum(t.status = 'error')
-        FROM tool_call t JOIN message m ON m.id = t.message_id
-        WHERE m.problem IS NULL AND {m_scope} GROUP BY 1, 2, 3, 4, 5, 6"""
+    con.executemany(
+        "INSERT OR REPLACE INTO price VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (p, m, r.kind, r.size, r.input * PICO_PER_TOKEN, r.output * PICO_PER_TOKEN,
+             r.cache_read * PICO_PER_TOKEN, r.cache_write * PICO_PER_TOKEN)
+            for (p, m), price in resolved.items() if price for r in price.rates
+        ],
     )

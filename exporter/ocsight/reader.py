@@ -44,31 +44,21 @@ def open_index(opts: ReadOptions, progress: Callable[[str], None] | None = None)
 
 def source_info(idx: index_mod.Index) -> dict:
     con = idx.con
+    one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
     counts = {
-        name: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        for name, table in (
-            ("projects", "project"), ("sessions", "session"), ("messages", "message"), ("steps", "step"),
-            ("tool_calls", "tool_call"),
-        )
+        "projects": one("SELECT count(*) FROM project"),
+        "sessions": one("SELECT count(*) FROM session"),
+        "messages": one("SELECT coalesce(sum(messages), 0) FROM usage_cube"),
+        "tool_calls": one("SELECT coalesce(sum(calls), 0) FROM tool_cube"),
     }
     skipped = con.execute("SELECT source, ref, reason FROM skipped ORDER BY source, ref").fetchall()
-    skipped += [
-        ("index", f"message:{mid}", problem)
-        for mid, problem in con.execute("SELECT id, problem FROM message WHERE problem IS NOT NULL ORDER BY id")
-    ]
-    skipped += [
-        ("index", f"tool_call:{tid}", "tool call without its message")
-        for (tid,) in con.execute(
-            "SELECT t.id FROM tool_call t WHERE NOT EXISTS (SELECT 1 FROM message m WHERE m.id = t.message_id) "
-            "ORDER BY t.id"
-        )
-    ]
     by_reason: dict[str, int] = {}
     for _s, _r, reason in skipped:
         by_reason[reason] = by_reason.get(reason, 0) + 1
-    orphans = con.execute(
-        "SELECT count(*) FROM message m WHERE NOT EXISTS (SELECT 1 FROM session s WHERE s.id = m.session_id)"
-    ).fetchone()[0]
+    orphans = one(
+        "SELECT coalesce(sum(messages), 0) FROM usage_cube c WHERE NOT EXISTS (SELECT 1 FROM session s "
+        "WHERE s.id = c.session_id)"
+    )
     notes = list(dict.fromkeys(idx.notes))
     if orphans:
         notes.append(f"{orphans} messages have no session record; they are counted under project '(unknown)'")
@@ -90,9 +80,8 @@ def source_info(idx: index_mod.Index) -> dict:
 
 def pricing_info(idx: index_mod.Index, mode: str) -> dict:
     rows = idx.con.execute(
-        "SELECT ps.provider, ps.model, ps.source FROM price_source ps "
-        "WHERE EXISTS (SELECT 1 FROM message m WHERE m.role = 'assistant' AND coalesce(m.provider, '') = ps.provider "
-        "AND coalesce(m.model, '') = ps.model) ORDER BY 1, 2"
+        "SELECT ps.provider, ps.model, ps.source FROM price_source ps WHERE EXISTS (SELECT 1 FROM usage_cube c "
+        "WHERE c.role = 'assistant' AND c.provider = ps.provider AND c.model = ps.model) ORDER BY 1, 2"
     ).fetchall()
     return {"cost_mode": mode, "models": [{"provider": p, "model": m, "source": s} for p, m, s in rows]}
 
@@ -109,3 +98,19 @@ def stats_document(idx: index_mod.Index, filters: query.Filters, mode: str) -> d
         "pricing": pricing_info(idx, mode),
         "source": source_info(idx),
     }
+
+
+def read_records(opts: ReadOptions, sessions: list[str] | None = None):
+    """Every normalised record of the requested sessions (all when None), read afresh from the sources."""
+    from ocsight import records
+
+    sources = locate.locate(opts.data_dirs, demo=opts.demo)
+    catalogue = pricing.Catalogue(pricing.overrides_path(opts.prices))
+    idx = index_mod.Index(sources, None)
+    try:
+        idx.stage_records(catalogue, sessions)
+        return records.load(idx.con)
+    except sqlite3.DatabaseError as e:
+        raise OcsightError(f"reading records failed: {e}") from None
+    finally:
+        idx.close()

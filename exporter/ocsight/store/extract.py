@@ -1,14 +1,14 @@
-"""The one extraction from OpenCode-shaped rows into the index, shared by every storage era.
+"""The one extraction from OpenCode-shaped rows, shared by every storage era, and the cubes built from it.
 
 Both readers present their rows as temporary views shaped like OpenCode 1.2+'s tables
 (`src_project`, `src_session`, `src_message`, `src_part`, the last two with a JSON `data` column):
 the database through views over its attached tables, the legacy tree through views over the files
-it loaded. JSON is unpacked inside SQLite, in C, into temporary staging tables; `merge` then
-normalises the staged rows into the index in one pass.
+it loaded. JSON is unpacked inside SQLite, in C, into temporary staging tables; every later step
+(normalising, pricing, summing) reads the staged rows.
 
-Every merge is an upsert that lets a source of lower rank (the database) replace a record a source
-of higher rank (the legacy tree) wrote, never the other way round, so a message read twice is
-counted once.
+Sources are staged in rank order (databases first) and a record already staged from a lower rank is
+not staged again, so a message stored twice is counted once and the database copy wins; a message's
+tool calls and steps come from the source its message came from.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sqlite3
 
 from ocsight import normalise
 
+BUCKET_MS = 900_000  # every real time zone's midnight falls on a 15-minute boundary
+
 # (staging column, SQL expression over the source row `r`)
 MESSAGE_FIELDS = [
     ("id", "r.id"),
@@ -24,12 +26,10 @@ MESSAGE_FIELDS = [
     ("time_created", "r.time_created"),
     ("role", "r.data->>'$.role'"),
     ("time_completed", "r.data->>'$.time.completed'"),
-    ("parent_id", "r.data->>'$.parentID'"),
     # assistant messages carry providerID/modelID; user messages a model{providerID, modelID}
     ("provider", "coalesce(r.data->>'$.providerID', r.data->>'$.model.providerID')"),
     ("model", "coalesce(r.data->>'$.modelID', r.data->>'$.model.modelID')"),
     ("agent", "coalesce(r.data->>'$.agent', r.data->>'$.mode')"),
-    ("finish", "r.data->>'$.finish'"),
     ("error", "r.data->>'$.error.name'"),
     ("cost", "r.data->>'$.cost'"),
     ("t_input", "r.data->>'$.tokens.input'"),
@@ -42,9 +42,6 @@ MESSAGE_FIELDS = [
 STEP_FIELDS = [
     ("id", "r.id"),
     ("message_id", "r.message_id"),
-    ("session_id", "r.session_id"),
-    ("time_created", "r.time_created"),
-    ("reason", "r.data->>'$.reason'"),
     ("cost", "r.data->>'$.cost'"),
     ("t_input", "r.data->>'$.tokens.input'"),
     ("t_output", "r.data->>'$.tokens.output'"),
@@ -54,12 +51,23 @@ STEP_FIELDS = [
     ("t_total", "r.data->>'$.tokens.total'"),
 ]
 TOOL_FIELDS = [
+    ("id", "r.id"),
     ("message_id", "r.message_id"),
     ("session_id", "r.session_id"),
-    ("time_created", "r.time_created"),
-    ("call_id", "r.data->>'$.callID'"),
     ("tool", "r.data->>'$.tool'"),
     ("status", "r.data->>'$.state.status'"),
+]
+# Read only for records (`ocsight.records`), not for the cubes.
+MESSAGE_DETAIL_FIELDS = [
+    ("parent_id", "r.data->>'$.parentID'"),
+    ("finish", "r.data->>'$.finish'"),
+]
+STEP_DETAIL_FIELDS = [
+    ("session_id", "r.session_id"),
+    ("reason", "r.data->>'$.reason'"),
+]
+TOOL_DETAIL_FIELDS = [
+    ("call_id", "r.data->>'$.callID'"),
     ("time_start", "r.data->>'$.state.time.start'"),
     ("time_end", "r.data->>'$.state.time.end'"),
     ("error", "substr(r.data->>'$.state.error', 1, 500)"),
@@ -76,96 +84,32 @@ TOOL_FILTER = "instr(r.data, '\"tool\"') AND r.data->>'$.type' = 'tool'"
 STEP_SESSIONS = "r.session_id IN (SELECT id FROM temp.step_sessions)"
 
 
-def _staging(con: sqlite3.Connection) -> None:
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_message ({', '.join(c for c, _ in MESSAGE_FIELDS)})")
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_step ({', '.join(c for c, _ in STEP_FIELDS)})")
-    con.execute("CREATE TEMP TABLE IF NOT EXISTS step_sessions (id TEXT PRIMARY KEY)")
-    for t in ("stage_message", "stage_step", "step_sessions"):
-        con.execute(f"DELETE FROM temp.{t}")
+def _fields(detail: bool) -> dict[str, list[tuple[str, str]]]:
+    if not detail:
+        return {"message": MESSAGE_FIELDS, "step": STEP_FIELDS, "tool": TOOL_FIELDS}
+    return {
+        "message": MESSAGE_FIELDS + MESSAGE_DETAIL_FIELDS,
+        "step": STEP_FIELDS + STEP_DETAIL_FIELDS,
+        "tool": TOOL_FIELDS + TOOL_DETAIL_FIELDS,
+    }
 
 
-def _statements(where_message: str, where_part: str, valid_only: bool) -> list[tuple[str, str]]:
-    jv = " AND json_valid(r.data)" if valid_only else ""
-    tool_cols = ", ".join(c for c, _ in TOOL_FIELDS)
-    return [
-        (
-            "message",
-            f"INSERT INTO temp.stage_message SELECT {', '.join(e for _, e in MESSAGE_FIELDS)} "
-            f"FROM temp.src_message AS r WHERE ({where_message}){jv}",
-        ),
-        (
-            "step",
-            f"INSERT INTO temp.stage_step SELECT {', '.join(e for _, e in STEP_FIELDS)} "
-            f"FROM temp.src_part AS r WHERE {STEP_SESSIONS} AND ({where_part}){jv} AND {STEP_FILTER}",
-        ),
-        (
-            "tool",
-            f"INSERT INTO tool_call (id, rank, {tool_cols}) SELECT r.id, :rank, {', '.join(e for _, e in TOOL_FIELDS)} "
-            f"FROM temp.src_part AS r WHERE ({where_part}){jv} AND {TOOL_FILTER} "
-            f"ON CONFLICT(id) DO UPDATE SET rank = excluded.rank, "
-            + ", ".join(f"{c} = excluded.{c}" for c, _ in TOOL_FIELDS)
-            + " WHERE excluded.rank <= tool_call.rank",
-        ),
-    ]
+def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
+    """Empty staging tables for one refresh (temporary: they never reach the index file).
 
-
-def run(
-    con: sqlite3.Connection,
-    rank: int,
-    where_message: str = "1",
-    where_part: str = "1",
-    params: dict | None = None,
-    track_parts: bool = False,
-) -> list[tuple[str, str]]:
-    """Extracts what the filters select from the `src_*` views and merges it into the index.
-
-    Sessions whose messages were read are recorded in `temp.touched`; with `track_parts`, so are
-    sessions of every part the filter selects (a tool call can finish without its message changing).
-
-    Returns (table, id) of rows whose JSON is malformed. Such a row aborts the fast statement, so
-    only then is the table read again with a validity guard, and only then are the bad rows looked
-    up, to be counted as skipped rather than guessed at.
+    `detail` stages every field of a record and every session's steps, for `ocsight.records`; the
+    cubes need less.
     """
-    args = {"rank": rank, **(params or {})}
-    _staging(con)
-    _merge_projects_and_sessions(con, rank)
-    con.execute(
-        "INSERT INTO temp.step_sessions SELECT id FROM session WHERE version IS NULL OR ocsight_era_steps(version)"
-    )
-    with_steps = con.execute("SELECT 1 FROM temp.step_sessions LIMIT 1").fetchone() is not None
-    guarded = dict(_statements(where_message, where_part, valid_only=True))
-    bad: set[tuple[str, str]] = set()
-    for kind, sql in _statements(where_message, where_part, valid_only=False):
-        if kind == "step" and not with_steps:
-            continue
-        try:
-            con.execute(sql, args)
-        except sqlite3.OperationalError as e:
-            if "malformed JSON" not in str(e):
-                raise
-            if kind != "tool":
-                con.execute(f"DELETE FROM temp.stage_{kind}")
-            con.execute(guarded[kind], args)
-            table, where = ("message", where_message) if kind == "message" else ("part", where_part)
-            bad.update(
-                (table, rid)
-                for (rid,) in con.execute(
-                    f"SELECT r.id FROM temp.src_{table} AS r WHERE ({where}) AND NOT json_valid(r.data)", args
-                )
-            )
-    merge(con, rank)
-    con.execute("INSERT OR IGNORE INTO temp.touched SELECT session_id FROM temp.stage_message")
-    con.execute("INSERT OR IGNORE INTO temp.touched SELECT session_id FROM temp.stage_step")
-    if track_parts:
-        con.execute(
-            f"INSERT OR IGNORE INTO temp.touched SELECT r.session_id FROM temp.src_part r "
-            f"WHERE ({where_part}) AND json_valid(r.data)",
-            args,
-        )
-    return sorted(bad)
+    for kind, fields in _fields(detail).items():
+        con.execute(f"DROP TABLE IF EXISTS temp.stage_{kind}")
+        con.execute(f"CREATE TEMP TABLE stage_{kind} (rank INTEGER, {', '.join(c for c, _ in fields)})")
+    con.execute("DROP TABLE IF EXISTS temp.step_sessions")
+    steps = "1" if detail else "version IS NULL OR ocsight_era_steps(version)"
+    con.execute(f"CREATE TEMP TABLE step_sessions AS SELECT id FROM session WHERE {steps}")
 
 
-def _merge_projects_and_sessions(con: sqlite3.Connection, rank: int) -> None:
+def merge_projects_and_sessions(con: sqlite3.Connection, rank: int) -> None:
+    """Upserts the source's projects and sessions: a lower rank replaces a higher one, never the reverse."""
     con.execute(
         "INSERT INTO project (id, rank, worktree, name) SELECT r.id, ?, r.worktree, r.name FROM temp.src_project r "
         "WHERE 1 ON CONFLICT(id) DO UPDATE SET rank = excluded.rank, worktree = excluded.worktree, name = excluded.name "
@@ -183,74 +127,204 @@ def _merge_projects_and_sessions(con: sqlite3.Connection, rank: int) -> None:
     )
 
 
-MESSAGE_COLUMNS = [
-    "session_id", "time_created", "role", "time_completed", "parent_id", "provider", "model", "agent", "finish",
-    "error", "era", "input", "output", "reasoning", "cache_read", "cache_write", "cost_pico", "problem",
-]
-STEP_COLUMNS = [
-    "message_id", "session_id", "time_created", "reason", "era", "input", "output", "reasoning", "cache_read",
-    "cache_write", "cost_pico", "valid",
-]
-
-
-def _upsert(table: str, columns: list[str], select: str, extra_update: str = "") -> str:
-    return (
-        f"INSERT INTO {table} (id, rank, {', '.join(columns)}) {select} "
-        f"ON CONFLICT(id) DO UPDATE SET rank = excluded.rank, "
-        + ", ".join(f"{c} = excluded.{c}" for c in columns)
-        + extra_update
-        + f" WHERE excluded.rank <= {table}.rank"
+def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list[tuple[str, str]]:
+    jv = " AND json_valid(r.data)" if valid_only else ""
+    # Later sources skip what an earlier (lower-rank) one already gave: messages by ID, parts by
+    # their message.
+    new_message = "" if first else " AND NOT EXISTS (SELECT 1 FROM temp.stage_message s WHERE s.id = r.id)"
+    own_part = (
+        "" if first else " AND NOT EXISTS (SELECT 1 FROM temp.stage_message s WHERE s.id = r.message_id "
+        "AND s.rank < :rank)"
     )
 
+    def insert(table: str, fields: list[tuple[str, str]], source: str, where: str) -> str:
+        return (
+            f"INSERT INTO temp.{table} SELECT :rank, {', '.join(e for _, e in fields)} "
+            f"FROM temp.{source} AS r WHERE ({scope}){jv}{where}"
+        )
 
-def merge(con: sqlite3.Connection, rank: int) -> None:
-    """Normalises staged rows into the index: session era, token semantics, costs in picodollars."""
+    return [
+        ("message", insert("stage_message", fields["message"], "src_message", new_message)),
+        ("step", insert("stage_step", fields["step"], "src_part", f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}")),
+        ("tool", insert("stage_tool", fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
+    ]
+
+
+def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True) -> list[tuple[str, str]]:
+    """Stages the messages, tool calls and (0.x) steps `scope` selects from the `src_*` views.
+
+    `scope` is a condition on the source row `r`. Returns (table, id) of rows with malformed JSON:
+    such a row aborts the fast statement, so only then is it run again with a validity guard, and
+    only then are the bad rows looked up, to be counted as skipped rather than guessed at.
+    """
+    if not first:
+        con.execute("CREATE INDEX IF NOT EXISTS temp.stage_message_id ON stage_message (id)")
+    with_steps = con.execute("SELECT 1 FROM temp.step_sessions LIMIT 1").fetchone() is not None
+    staged = {r[1] for r in con.execute("PRAGMA temp.table_info(stage_tool)")}
+    fields = _fields(detail="call_id" in staged)
+    guarded = dict(_statements(scope, first, True, fields))
+    bad: set[tuple[str, str]] = set()
+    args = {"rank": rank}
+    for kind, sql in _statements(scope, first, False, fields):
+        if kind == "step" and not with_steps:
+            continue
+        try:
+            con.execute(sql, args)
+        except sqlite3.OperationalError as e:
+            if "malformed JSON" not in str(e):
+                raise
+            con.execute(f"DELETE FROM temp.stage_{kind} WHERE rank = :rank", args)
+            con.execute(guarded[kind], args)
+            table = "message" if kind == "message" else "part"
+            bad.update(
+                (table, rid)
+                for (rid,) in con.execute(
+                    f"SELECT r.id FROM temp.src_{table} AS r WHERE ({scope}) AND NOT json_valid(r.data)", args
+                )
+            )
+    return sorted(bad)
+
+
+# -- normalised messages and cubes ---------------------------------------------------------------------
+
+def create_normalised_view(con: sqlite3.Connection) -> None:
+    """`temp.norm_message`: staged messages with normalised tokens, costs in picodollars and a problem.
+
+    A message with step records (OpenCode 0.x) takes the sum of its steps' tokens: 0.x overwrote
+    `message.tokens` with the last step's while adding up `cost`.
+    """
     session_era = f"coalesce(se.era, '{normalise.DISJOINT}')"
     n = normalise.normalised_sql("x", session_era, "x.provider")
     cost = normalise.cost_pico_sql("x.cost")
+    con.execute("DROP VIEW IF EXISTS temp.norm_step")
+    con.execute("DROP VIEW IF EXISTS temp.norm_message")
+    sn = normalise.normalised_sql("x", session_era, "m.provider")
     con.execute(
-        _upsert(
-            "message",
-            MESSAGE_COLUMNS,
-            f"""SELECT x.id, :rank, x.session_id, x.time_created, x.role, x.time_completed, x.parent_id, x.provider,
-                x.model, x.agent, x.finish, x.error, {n['era']}, {n['input']}, {n['output']}, {n['reasoning']},
-                {n['cache_read']}, {n['cache_write']}, coalesce({cost}, 0),
-                CASE
-                    WHEN x.role IS NULL OR x.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
-                    WHEN {cost} IS NULL THEN 'cost is not a number'
-                    WHEN NOT {n['valid']} THEN 'token counts are not numbers'
-                END
-            FROM temp.stage_message x LEFT JOIN session se ON se.id = x.session_id WHERE 1""",
-            ", steps = 0, est_pico = NULL, priced = NULL",
-        ),
-        {"rank": rank},
+        f"""CREATE TEMP VIEW norm_step AS SELECT x.message_id, count(*) AS steps,
+            min({sn['valid']} AND {cost} IS NOT NULL) AS valid, max({sn['era']}) AS era,
+            sum({sn['input']}) AS input, sum({sn['output']}) AS output, sum({sn['reasoning']}) AS reasoning,
+            sum({sn['cache_read']}) AS cache_read, sum({sn['cache_write']}) AS cache_write,
+            json_group_array(json_array({sn['input']}, {sn['output']}, {sn['reasoning']}, {sn['cache_read']},
+                                        {sn['cache_write']})) AS parts
+        FROM temp.stage_step x JOIN temp.stage_message m ON m.id = x.message_id AND m.rank = x.rank
+        LEFT JOIN session se ON se.id = m.session_id GROUP BY x.message_id"""
     )
-    if not con.execute("SELECT 1 FROM temp.stage_step LIMIT 1").fetchone():
-        return
-    n = normalise.normalised_sql("x", session_era, "mm.provider")
+    with_steps = con.execute("SELECT 1 FROM temp.stage_step LIMIT 1").fetchone() is not None
+    use_steps = "(coalesce(st.steps, 0) > 0 AND coalesce(st.valid, 0))" if with_steps else "0"
+    step_join = "LEFT JOIN temp.norm_step st ON st.message_id = x.id" if with_steps else ""
+
+    def pick(key: str) -> str:
+        return f"CASE WHEN {use_steps} THEN st.{key} ELSE {n[key]} END" if with_steps else n[key]
+
     con.execute(
-        _upsert(
-            "step",
-            STEP_COLUMNS,
-            f"""SELECT x.id, :rank, x.message_id, x.session_id, x.time_created, x.reason, {n['era']}, {n['input']},
-                {n['output']}, {n['reasoning']}, {n['cache_read']}, {n['cache_write']}, coalesce({cost}, 0),
-                {n['valid']} AND {cost} IS NOT NULL
-            FROM temp.stage_step x LEFT JOIN session se ON se.id = x.session_id
-            LEFT JOIN message mm ON mm.id = x.message_id WHERE 1""",
-        ),
-        {"rank": rank},
+        f"""CREATE TEMP VIEW norm_message AS SELECT x.id, x.rank, x.session_id, x.time_created, x.role,
+            x.time_completed, coalesce(x.provider, '') AS provider, coalesce(x.model, '') AS model,
+            coalesce(x.agent, '(none)') AS agent, x.error,
+            {"coalesce(st.steps, 0)" if with_steps else "0"} AS steps, {"st.parts" if with_steps else "NULL"} AS step_tokens,
+            {pick('era')} AS era, {pick('input')} AS input, {pick('output')} AS output, {pick('reasoning')} AS reasoning,
+            {pick('cache_read')} AS cache_read, {pick('cache_write')} AS cache_write,
+            coalesce({cost}, 0) AS cost_pico,
+            CASE
+                WHEN x.role IS NULL OR x.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
+                WHEN {cost} IS NULL THEN 'cost is not a number'
+                WHEN NOT {use_steps} AND NOT {n['valid']} THEN 'token counts are not numbers'
+            END AS problem
+        FROM temp.stage_message x LEFT JOIN session se ON se.id = x.session_id {step_join}"""
     )
-    # A message's tokens are the sum of its steps when all of them are readable: OpenCode 0.x
-    # overwrote `message.tokens` with the last step's while adding up `cost`.
+
+
+def _estimate_sql(row: str, provider: str, model: str) -> str:
+    """Picodollars for one set of normalised counts, at the rate OpenCode would pick for its prompt size.
+
+    Most prompts are below every tier: those use the base rate joined in as `b` (see `build_cubes`).
+    """
+    return (
+        f"(CASE WHEN b.provider IS NULL THEN NULL "
+        f"WHEN {row}.input + {row}.cache_read + {row}.cache_write <= b.first_tier "
+        f"THEN CAST(round({row}.input * b.input + ({row}.output + {row}.reasoning) * b.output "
+        f"+ {row}.cache_read * b.cache_read + {row}.cache_write * b.cache_write) AS INTEGER) "
+        f"ELSE {_tiered_estimate_sql(row, provider, model)} END)"
+    )
+
+
+def _tiered_estimate_sql(row: str, provider: str, model: str) -> str:
+    return (
+        f"(SELECT CAST(round({row}.input * p.input + ({row}.output + {row}.reasoning) * p.output "
+        f"+ {row}.cache_read * p.cache_read + {row}.cache_write * p.cache_write) AS INTEGER) "
+        f"FROM price p WHERE p.provider = {provider} AND p.model = {model} "
+        f"AND p.size < {row}.input + {row}.cache_read + {row}.cache_write "
+        f"ORDER BY p.kind DESC, p.size DESC LIMIT 1)"
+    )
+
+
+def create_priced_messages(con: sqlite3.Connection) -> None:
+    """`temp.valid_message`: every staged message, normalised once, with its estimated cost.
+
+    Estimates are made per model call (a 0.x message's steps are priced one by one, since the
+    long-context price depends on each call's prompt). Messages with a `problem` stay in the table
+    so that they can be counted as skipped.
+    """
+    create_normalised_view(con)
+    step_estimate = (
+        "(SELECT sum(" + _estimate_sql("s", "m.provider", "m.model") + ") FROM (SELECT "
+        "j.value->>0 AS input, j.value->>1 AS output, j.value->>2 AS reasoning, j.value->>3 AS cache_read, "
+        "j.value->>4 AS cache_write FROM json_each(m.step_tokens) j) AS s)"
+    )
+    estimate = f"CASE WHEN m.steps > 1 THEN {step_estimate} ELSE {_estimate_sql('m', 'm.provider', 'm.model')} END"
+    priced = "b.provider IS NOT NULL"
+    # One row per priced model: its base rates and the prompt size above which another rate may apply.
+    con.execute("DROP TABLE IF EXISTS temp.base_price")
     con.execute(
-        """UPDATE message SET steps = a.steps, era = a.era, input = a.input, output = a.output,
-            reasoning = a.reasoning, cache_read = a.cache_read, cache_write = a.cache_write,
-            problem = NULL, est_pico = NULL, priced = NULL
-        FROM (SELECT s.message_id AS mid, count(*) AS steps, max(s.era) AS era, sum(s.input) AS input,
-                     sum(s.output) AS output, sum(s.reasoning) AS reasoning, sum(s.cache_read) AS cache_read,
-                     sum(s.cache_write) AS cache_write
-              FROM step s
-              WHERE s.message_id IN (SELECT message_id FROM temp.stage_step UNION SELECT id FROM temp.stage_message)
-              GROUP BY s.message_id HAVING min(s.valid) = 1) AS a
-        WHERE message.id = a.mid AND (message.problem IS NULL OR message.problem = 'token counts are not numbers')"""
+        """CREATE TEMP TABLE base_price AS SELECT p.provider, p.model, p.input, p.output, p.cache_read,
+            p.cache_write, coalesce((SELECT min(t.size) FROM price t WHERE t.provider = p.provider
+                                     AND t.model = p.model AND t.kind > -1), 9e18) AS first_tier
+        FROM price p WHERE p.kind = -1"""
+    )
+    con.execute("CREATE UNIQUE INDEX temp.base_price_model ON base_price (provider, model)")
+    # Normalised once into a table: the cubes read the valid rows, `skipped` the others.
+    con.execute("DROP TABLE IF EXISTS temp.valid_message")
+    con.execute(
+        f"""CREATE TEMP TABLE valid_message AS SELECT m.id, m.session_id, m.time_created / {BUCKET_MS} AS bucket,
+            m.role, m.provider, m.model, m.agent, m.error, m.input, m.output, m.reasoning, m.cache_read,
+            m.cache_write, m.cost_pico, m.problem,
+            CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {estimate} END AS est_pico,
+            CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {priced} END AS priced
+        FROM temp.norm_message m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""
+    )
+    con.execute("CREATE INDEX temp.valid_message_id ON valid_message (id)")
+
+
+def build_cubes(con: sqlite3.Connection, scope: str | None) -> None:
+    """Re-sums the cube rows of the staged sessions: all of them (`scope` None) or those in a table.
+
+    Valid messages go into the cubes, the others into `skipped` with their reason.
+    """
+    create_priced_messages(con)
+    where = f"session_id IN (SELECT session_id FROM {scope})" if scope else "1"
+    for table in ("usage_cube", "tool_cube"):
+        con.execute(f"DELETE FROM {table} WHERE {where}")
+    con.execute(f"DELETE FROM skipped WHERE source = 'index' AND ({where})")
+    tokens = "(input + output + reasoning + cache_read + cache_write) > 0"
+    con.execute(
+        f"""INSERT INTO usage_cube SELECT session_id, bucket, role, provider, model, agent, error, count(*),
+            sum(input), sum(output), sum(reasoning), sum(cache_read), sum(cache_write), sum(cost_pico),
+            sum(CASE WHEN cost_pico = 0 THEN coalesce(est_pico, 0) ELSE 0 END), sum(coalesce(est_pico, 0)),
+            sum(role = 'assistant' AND cost_pico = 0 AND {tokens} AND NOT priced),
+            sum(role = 'assistant' AND {tokens} AND NOT priced)
+        FROM temp.valid_message WHERE problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6, 7"""
+    )
+    con.execute(
+        """INSERT INTO tool_cube SELECT m.session_id, m.bucket, m.provider, m.model, m.agent,
+            coalesce(t.tool, '(unknown)'), count(*), sum(t.status = 'error')
+        FROM temp.stage_tool t JOIN temp.valid_message m ON m.id = t.message_id
+        WHERE m.problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6"""
+    )
+    con.execute(
+        """INSERT OR REPLACE INTO skipped SELECT 'index', 'message:' || id, problem, session_id
+        FROM temp.valid_message WHERE problem IS NOT NULL"""
+    )
+    con.execute(
+        """INSERT OR REPLACE INTO skipped SELECT 'index', 'tool_call:' || t.id, 'tool call without its message',
+            t.session_id FROM temp.stage_tool t
+        WHERE NOT EXISTS (SELECT 1 FROM temp.valid_message m WHERE m.id = t.message_id)"""
     )

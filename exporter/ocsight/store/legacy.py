@@ -3,10 +3,10 @@
 Files are loaded as text into a temporary table and exposed through the same `src_*` views as the
 database, so one extraction (`store.extract`) serves both eras. Only what changed is read:
 
-- a directory whose mtime is unchanged holds no new or removed files;
-- a message the database already has is not read at all (the database wins), nor are its parts;
-- messages still streaming (no `time.completed`, no error) and files that failed to parse are
-  read again on every refresh, so a half-written file is retried rather than lost.
+- a session's message directory whose mtime is unchanged holds no new or removed messages;
+- a message a database already gave is never read (its file name is its ID), nor are its parts;
+- sessions with messages still streaming (no `time.completed`, no error) and files that failed to
+  parse are read again on every refresh, so a half-written file is retried rather than lost.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ocsight.store import extract
 
-KINDS = ("project", "session", "message", "part")
-PARALLEL_READ_THRESHOLD = 2000
+BATCH_FILES = 20_000  # files held in memory at once
 FOREIGN = "foreign file"
 
 
@@ -28,24 +26,17 @@ def _scandir(path: str) -> Iterator[os.DirEntry]:
     try:
         with os.scandir(path) as it:
             yield from it
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return
-    except PermissionError:
-        return
-
-
-def _mtime(path: str) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
 
 
 def _read(path: str) -> tuple[str | None, str | None]:
-    """(text, problem): the file's text, or why it could not be used."""
+    """(text, problem): the file's text, or why it could not be used (None, None: it is gone)."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
+    except FileNotFoundError:
+        return None, None
     except OSError as e:
         return None, f"unreadable file ({e.strerror})"
     try:
@@ -54,208 +45,217 @@ def _read(path: str) -> tuple[str | None, str | None]:
         return None, "not UTF-8 text"
 
 
-class _Scan:
-    """One refresh of one storage tree."""
+def _json_files(directory: str, foreign: list[str]) -> dict[str, str]:
+    """{id: path} of the JSON files in a directory; anything else there is noted as foreign."""
+    out = {}
+    for e in _scandir(directory):
+        if e.name.endswith(".json") and e.is_file():
+            out[e.name[:-5]] = e.path
+        elif not e.is_dir():
+            foreign.append(e.path)
+    return out
+
+
+class LegacyTree:
+    """One `storage/` tree, for the length of a refresh."""
 
     def __init__(self, con: sqlite3.Connection, storage: Path, rank: int, say: Callable[[str], None]) -> None:
         self.con, self.root, self.rank, self.say = con, str(storage), rank, say
         self.source = f"json:{storage}"
-        prefix = self.root + "/"
-        self.dirs = {
-            p: m
-            for p, m in con.execute(
+        self.message_root = f"{self.root}/message"
+
+    # -- what changed ------------------------------------------------------------------------------
+
+    def detect(self) -> str:
+        """Merges new projects and sessions; records sessions that need reading again in `temp.touched`.
+
+        Returns "full" the first time the tree is read, else "incremental" or "unchanged".
+        """
+        con, prefix = self.con, self.message_root + "/"
+        known = dict(
+            con.execute(
                 "SELECT path, mtime_ns FROM legacy_dir WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
-            )
-        }
-        self.previous_skips = con.execute("SELECT ref, reason FROM skipped WHERE source = ?", (self.source,)).fetchall()
-        self.listed: set[str] = set()
-        self.new_dirs: dict[str, int] = {}
-        self.queue: list[tuple[str, str, str, str]] = []  # (kind, id, parent, path)
-        self.skips: list[tuple[str, str]] = []  # (path, reason)
-        self._known_messages: set[str] | None = None
-
-    def known_messages(self) -> set[str]:
-        if self._known_messages is None:
-            self._known_messages = {r[0] for r in self.con.execute("SELECT id FROM message")}
-        return self._known_messages
-
-    def changed(self, path: str) -> bool:
-        """Whether a directory may hold new or removed files; remembers its mtime for next time."""
-        m = _mtime(path)
-        if m is None:
-            return False
-        self.new_dirs[path] = m
-        return self.dirs.get(path) != m
-
-    def files(self, directory: str) -> list[tuple[str, str]]:
-        """(id, path) of the JSON files in a directory; anything else there is counted as foreign."""
-        out = []
-        self.listed.add(directory)
-        for e in _scandir(directory):
-            if e.name.endswith(".json") and e.is_file():
-                out.append((e.name[:-5], e.path))
-            elif not e.is_dir():
-                self.skips.append((e.path, FOREIGN))
-        return out
-
-    def run(self) -> None:
-        root = self.root
-        # Files that failed last time are read again: a half-written file is usually whole by now.
-        for path, reason in self.previous_skips:
-            if reason != FOREIGN:
-                self._queue_path(path)
-
-        project_dir = f"{root}/project"
-        if self.changed(project_dir):
-            for pid, path in self.files(project_dir):
-                self.queue.append(("project", pid, "", path))
-
-        known_sessions = {r[0] for r in self.con.execute("SELECT id FROM session")}
-        for e in _scandir(f"{root}/session"):
+            ).fetchall()
+        )
+        first = not known and not con.execute(
+            "SELECT 1 FROM session WHERE rank = ? LIMIT 1", (self.rank,)
+        ).fetchone()
+        foreign: list[str] = []
+        problems = self._merge_projects_and_sessions(foreign)
+        listed: dict[str, int] = {}
+        for e in _scandir(self.message_root):
             if not e.is_dir():
-                self.skips.append((e.path, FOREIGN))
-            elif self.changed(e.path):
-                for sid, path in self.files(e.path):
-                    if sid not in known_sessions or self._owned("session", sid):
-                        self.queue.append(("session", sid, e.name, path))
-
-        message_root = f"{root}/message"
-        for e in _scandir(message_root):
-            if not e.is_dir():
-                self.skips.append((e.path, FOREIGN))
-            elif self.changed(e.path):
-                self._session_dir(e.name, e.path)
-
-        # Messages still streaming when last read are read again, with their parts.
-        for mid, sid in self.con.execute(
-            "SELECT id, session_id FROM message WHERE rank = ? AND role = 'assistant' "
-            "AND time_completed IS NULL AND error IS NULL",
-            (self.rank,),
-        ).fetchall():
-            self.queue.append(("message", mid, sid, f"{message_root}/{sid}/{mid}.json"))
-            self._parts(mid)
-
-    def _owned(self, table: str, rid: str) -> bool:
-        row = self.con.execute(f"SELECT rank FROM {table} WHERE id = ?", (rid,)).fetchone()
-        return row is not None and row[0] >= self.rank
-
-    def _session_dir(self, sid: str, path: str) -> None:
-        listing = dict(self.files(path))
-        ours = {r[0] for r in self.con.execute("SELECT id FROM message WHERE session_id = ? AND rank = ?", (sid, self.rank))}
-        gone = ours - listing.keys()
-        if gone:
-            _delete_messages(self.con, gone)
-        known = self.known_messages()
-        for mid, file in listing.items():
-            if mid not in known:
-                self.queue.append(("message", mid, sid, file))
-                self._parts(mid)
-
-    def _parts(self, mid: str) -> None:
-        for pid, path in self.files(f"{self.root}/part/{mid}"):
-            self.queue.append(("part", pid, mid, path))
-
-    def _queue_path(self, path: str) -> None:
-        rel = os.path.relpath(path, self.root).split(os.sep)
-        if len(rel) >= 2 and rel[0] in KINDS and path.endswith(".json"):
-            parent = rel[-2] if len(rel) >= 3 else ""
-            self.queue.append((rel[0], os.path.basename(path)[:-5], parent, path))
-
-    def load(self) -> None:
-        """Reads the queued files into `lg_file` and extracts them through the shared views."""
-        con = self.con
-        queue = list(dict.fromkeys(self.queue))  # a file queued twice is read once
-        if not queue:
-            self._save()
-            return
-        self.say(f"reading {len(queue)} JSON files")
-        paths = [q[3] for q in queue]
-        if len(paths) >= PARALLEL_READ_THRESHOLD:
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                texts = list(pool.map(_read, paths, chunksize=256))
-        else:
-            texts = [_read(p) for p in paths]
-        rows = []
-        for (kind, rid, parent, path), (text, problem) in zip(queue, texts):
-            if text is None:
-                if problem and not problem.startswith("unreadable file (No such file"):
-                    self.skips.append((path, problem))
+                foreign.append(e.path)
                 continue
-            rows.append((kind, rid, parent, path, text))
+            try:
+                listed[e.path] = e.stat().st_mtime_ns
+            except OSError:
+                continue
+        con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NULL", (self.source,))
+        con.executemany(
+            "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, NULL)",
+            [(self.source, p, FOREIGN) for p in foreign] + [(self.source, p, why) for p, why in problems],
+        )
+        changed = [p for p, m in listed.items() if known.get(p) != m] + [p for p in known if p not in listed]
+        con.executemany(
+            "INSERT OR IGNORE INTO temp.touched VALUES (?)", [(os.path.basename(p),) for p in changed]
+        )
+        # Still streaming last time, or a file that failed to parse: read again.
+        con.execute("INSERT OR IGNORE INTO temp.touched SELECT session_id FROM legacy_open WHERE source = ?",
+                    (self.source,))
+        con.execute(
+            "INSERT OR IGNORE INTO temp.touched SELECT session_id FROM skipped WHERE source = ? "
+            "AND session_id IS NOT NULL AND reason != ?",
+            (self.source, FOREIGN),
+        )
+        con.executemany("DELETE FROM legacy_dir WHERE path = ?", [(p,) for p in known if p not in listed])
+        con.executemany(
+            "INSERT OR REPLACE INTO legacy_dir VALUES (?, ?)", [(p, m) for p, m in listed.items() if known.get(p) != m]
+        )
+        if first:
+            return "full"
+        return "incremental" if changed else "unchanged"
+
+    def _merge_projects_and_sessions(self, foreign: list[str]) -> list[tuple[str, str]]:
+        """Reads project and session files the index does not hold yet (they do not change later).
+
+        Returns (path, reason) of files that could not be used; not being in the index, they are
+        simply read again next time.
+        """
+        con = self.con
+        have_projects = {r[0] for r in con.execute("SELECT id FROM project")}
+        have_sessions = {r[0] for r in con.execute("SELECT id FROM session")}
+        queue = [("project", pid, "", path) for pid, path in _json_files(f"{self.root}/project", foreign).items()
+                 if pid not in have_projects]
+        for e in _scandir(f"{self.root}/session"):
+            if not e.is_dir():
+                foreign.append(e.path)
+                continue
+            queue += [("session", sid, e.name, path) for sid, path in _json_files(e.path, foreign).items()
+                      if sid not in have_sessions]
+        if not queue:
+            return []
+        rows, problems = self._read_rows(queue)
+        self._load(rows)
+        try:
+            extract.merge_projects_and_sessions(con, self.rank)
+            problems += [
+                (path, "malformed JSON (half-written?)")
+                for (path,) in con.execute("SELECT path FROM temp.lg_file WHERE NOT json_valid(data)")
+            ]
+        finally:
+            self._unload()
+        return problems
+
+    # -- staging ------------------------------------------------------------------------------------
+
+    def stage(self, sessions: str | None, first: bool) -> None:
+        """Stages this tree's records of the sessions in table `sessions` (all when None).
+
+        Messages some database already staged are skipped by file name, unread.
+        """
+        con = self.con
+        if sessions is None:
+            sids = [e.name for e in _scandir(self.message_root) if e.is_dir()]
+            con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
+            con.execute("DELETE FROM legacy_open WHERE source = ?", (self.source,))
+        else:
+            sids = [r[0] for r in con.execute(f"SELECT session_id FROM {sessions}")]
+            con.execute(
+                f"DELETE FROM skipped WHERE source = ? AND session_id IN (SELECT session_id FROM {sessions})",
+                (self.source,),
+            )
+            con.execute(
+                f"DELETE FROM legacy_open WHERE source = ? AND session_id IN (SELECT session_id FROM {sessions})",
+                (self.source,),
+            )
+        staged = {r[0] for r in con.execute("SELECT id FROM temp.stage_message")}
+        queue: list[tuple[str, str, str, str]] = []
+        skips: list[tuple[str, str, str]] = []
+        for sid in sids:
+            foreign: list[str] = []
+            for mid, path in _json_files(f"{self.message_root}/{sid}", foreign).items():
+                if mid in staged:
+                    continue
+                queue.append(("message", mid, sid, path))
+                queue += [("part", pid, mid, p) for pid, p in _json_files(f"{self.root}/part/{mid}", foreign).items()]
+            skips += [(p, FOREIGN, sid) for p in foreign]
+        if queue:
+            self.say(f"reading {len(queue)} JSON files")
+        session_of = {}
+        for start in range(0, len(queue), BATCH_FILES):
+            batch = queue[start : start + BATCH_FILES]
+            session_of.update({q[1]: q[2] for q in batch if q[0] == "message"})
+            rows, problems = self._read_rows(batch)
+            skips += [(p, why, _session(p, self.root, session_of)) for p, why in problems]
+            self._load(rows)
+            try:
+                bad = extract.stage(con, self.rank, "1", first)
+                first = False
+                if bad:
+                    paths = {(k, i): p for k, i, p in con.execute("SELECT kind, id, path FROM temp.lg_file")}
+                    skips += [
+                        (paths.get((t, i), i), "malformed JSON (half-written?)", _session(paths.get((t, i), ""),
+                                                                                          self.root, session_of))
+                        for t, i in bad
+                    ]
+            finally:
+                self._unload()
+        con.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", [(self.source, *s) for s in skips])
+        con.execute(
+            "INSERT OR IGNORE INTO legacy_open SELECT DISTINCT ?, session_id FROM temp.stage_message "
+            "WHERE rank = ? AND role = 'assistant' AND time_completed IS NULL AND error IS NULL",
+            (self.source, self.rank),
+        )
+
+    # -- files -> temporary tables ------------------------------------------------------------------
+
+    @staticmethod
+    def _read_rows(queue: list[tuple[str, str, str, str]]) -> tuple[list[tuple], list[tuple[str, str]]]:
+        rows, problems = [], []
+        for kind, rid, parent, path in queue:
+            text, problem = _read(path)
+            if text is not None:
+                rows.append((kind, rid, parent, path, text))
+            elif problem:
+                problems.append((path, problem))
+        return rows, problems
+
+    def _load(self, rows: list[tuple]) -> None:
+        con = self.con
         con.execute("CREATE TEMP TABLE IF NOT EXISTS lg_file (kind TEXT, id TEXT, parent TEXT, path TEXT, data TEXT)")
         con.execute("DELETE FROM temp.lg_file")
         con.executemany("INSERT INTO temp.lg_file VALUES (?, ?, ?, ?, ?)", rows)
-        _create_views(con)
-        try:
-            bad = extract.run(con, self.rank, track_parts=True)
-            paths_by_id = {}
-            if bad:
-                paths_by_id = {(k, i): p for k, i, p in con.execute("SELECT kind, id, path FROM temp.lg_file")}
-            for table, rid in bad:
-                self.skips.append((paths_by_id.get((table, rid), rid), "malformed JSON (half-written?)"))
-            for (path,) in con.execute(
-                "SELECT path FROM temp.lg_file WHERE kind IN ('project', 'session') AND NOT json_valid(data)"
-            ):
-                self.skips.append((path, "malformed JSON (half-written?)"))
-        finally:
-            for v in ("src_project", "src_session", "src_message", "src_part"):
-                con.execute(f"DROP VIEW IF EXISTS temp.{v}")
-            con.execute("DELETE FROM temp.lg_file")
-        self._save()
-
-    def _save(self) -> None:
-        """Records skipped files and directory stamps, writing only what changed."""
-        con = self.con
-        # Foreign files seen before stay counted while their directory is not listed again.
-        kept = [
-            (p, r)
-            for p, r in self.previous_skips
-            if r == FOREIGN and os.path.dirname(p) not in self.listed and os.path.lexists(p)
-        ]
-        skips = sorted(set(kept + self.skips))
-        if skips != sorted(set(self.previous_skips)):
-            con.execute("DELETE FROM skipped WHERE source = ?", (self.source,))
-            con.executemany(
-                "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, NULL)", [(self.source, p, r) for p, r in skips]
-            )
-        con.executemany(
-            "INSERT OR REPLACE INTO legacy_dir VALUES (?, ?)",
-            [(p, m) for p, m in self.new_dirs.items() if self.dirs.get(p) != m],
+        con.execute(
+            "CREATE TEMP VIEW src_project AS SELECT id, data->>'$.worktree' AS worktree, data->>'$.name' AS name "
+            "FROM temp.lg_file WHERE kind = 'project' AND json_valid(data)"
+        )
+        con.execute(
+            "CREATE TEMP VIEW src_session AS SELECT id, coalesce(data->>'$.projectID', parent) AS project_id, "
+            "data->>'$.parentID' AS parent_id, data->>'$.directory' AS directory, data->>'$.title' AS title, "
+            "data->>'$.version' AS version, data->>'$.time.created' AS time_created, "
+            "data->>'$.time.updated' AS time_updated FROM temp.lg_file WHERE kind = 'session' AND json_valid(data)"
+        )
+        con.execute(
+            "CREATE TEMP VIEW src_message AS SELECT id, parent AS session_id, data->>'$.time.created' AS time_created, "
+            "data FROM temp.lg_file WHERE kind = 'message'"
+        )
+        con.execute(
+            "CREATE TEMP VIEW src_part AS SELECT id, parent AS message_id, data->>'$.sessionID' AS session_id, data "
+            "FROM temp.lg_file WHERE kind = 'part'"
         )
 
-
-def _create_views(con: sqlite3.Connection) -> None:
-    con.execute(
-        "CREATE TEMP VIEW src_project AS SELECT id, data->>'$.worktree' AS worktree, data->>'$.name' AS name "
-        "FROM temp.lg_file WHERE kind = 'project' AND json_valid(data)"
-    )
-    con.execute(
-        "CREATE TEMP VIEW src_session AS SELECT id, coalesce(data->>'$.projectID', parent) AS project_id, "
-        "data->>'$.parentID' AS parent_id, data->>'$.directory' AS directory, data->>'$.title' AS title, "
-        "data->>'$.version' AS version, data->>'$.time.created' AS time_created, "
-        "data->>'$.time.updated' AS time_updated FROM temp.lg_file WHERE kind = 'session' AND json_valid(data)"
-    )
-    con.execute(
-        "CREATE TEMP VIEW src_message AS SELECT rowid AS rid, id, parent AS session_id, "
-        "data->>'$.time.created' AS time_created, NULL AS time_updated, data FROM temp.lg_file WHERE kind = 'message'"
-    )
-    con.execute(
-        "CREATE TEMP VIEW src_part AS SELECT rowid AS rid, id, parent AS message_id, "
-        "data->>'$.sessionID' AS session_id, NULL AS time_created, NULL AS time_updated, data "
-        "FROM temp.lg_file WHERE kind = 'part'"
-    )
+    def _unload(self) -> None:
+        for v in ("src_project", "src_session", "src_message", "src_part"):
+            self.con.execute(f"DROP VIEW IF EXISTS temp.{v}")
+        self.con.execute("DELETE FROM temp.lg_file")
 
 
-def _delete_messages(con: sqlite3.Connection, ids: set[str]) -> None:
-    con.execute("CREATE TEMP TABLE IF NOT EXISTS lg_gone (id TEXT PRIMARY KEY)")
-    con.execute("DELETE FROM temp.lg_gone")
-    con.executemany("INSERT OR IGNORE INTO temp.lg_gone VALUES (?)", [(i,) for i in ids])
-    con.execute("INSERT OR IGNORE INTO temp.touched SELECT session_id FROM message WHERE id IN (SELECT id FROM temp.lg_gone)")
-    for table, col in (("message", "id"), ("step", "message_id"), ("tool_call", "message_id")):
-        con.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT id FROM temp.lg_gone)")
-
-
-def refresh(con: sqlite3.Connection, storage: Path, rank: int, progress: Callable[[str], None] | None = None) -> None:
-    scan = _Scan(con, storage, rank, progress or (lambda _m: None))
-    scan.run()
-    scan.load()
+def _session(path: str, root: str, session_of: dict[str, str]) -> str | None:
+    """The session a message or part file belongs to, from its place in the tree."""
+    rel = os.path.relpath(path, root).split(os.sep)
+    if len(rel) == 3 and rel[0] == "message":
+        return rel[1]
+    if len(rel) == 3 and rel[0] == "part":
+        return session_of.get(rel[1])
+    return None
