@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from decimal import Decimal
 import sys
@@ -15,46 +14,110 @@ from conftest import stats, write_store
 
 from ocsight import pricing
 
-SONNET = {
-    "input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75,
-    "context_over_200k": {"input": 6, "output": 22.5, "cache_read": 0.6, "cache_write": 7.5},
-}
+TIERED = """
+[acme.tiered]
+input = 1
+output = 2
+context_over_200k = { input = 5, output = 5 }
+
+[[acme.tiered.tiers]]
+input = 3
+output = 3
+tier = { type = "context", size = 272000 }
+
+[[acme.tiered.tiers]]
+input = 4
+output = 4
+tier = { type = "context", size = 500000 }
+
+[acme.small-tier]
+input = 1
+output = 1
+context_over_200k = { input = 5, output = 5 }
+
+[[acme.small-tier.tiers]]
+input = 2
+output = 2
+tier = { type = "context", size = 128000 }
+
+[acme.sonnet]
+input = 3
+output = 15
+cache_read = 0.3
+cache_write = 3.75
+context_over_200k = { input = 6, output = 22.5, cache_read = 0.6, cache_write = 7.5 }
+
+[acme.no-cache-price]
+input = 1
+output = 2
+
+[acme.reasoner]
+input = 1
+output = 10
+"""
 
 
-def test_over_200k_price_applies_above_200k_prompt_tokens_counting_cache():
-    price = pricing.price_from_models_dev(SONNET, "models.json")
-    assert price.rate_for(200_000).input == 3
-    assert price.rate_for(200_001).input == 6
-    # prompt = input + cache read + cache write, as OpenCode >= 1.15 counts it
-    assert price.cost_usd(100_000, 0, 0, 90_000, 10_001) == pytest.approx((100_000 * 6 + 90_000 * 0.6 + 10_001 * 7.5) / 1e6)
+def _estimate(cli, tmp_path: Path, model: str, **tok) -> float:
+    """The estimated cost of one message of `model`, through `stats --cost-mode calculate`."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text(TIERED)
+    b = storegen.Builder()
+    s = b.session(b.project())
+    b.assistant(s, storegen.BASE_MS, storegen.tokens(**tok), provider="acme", model=model)
+    root = write_store(b.plan, tmp_path / f"{model}-{len(list(tmp_path.iterdir()))}", "db")
+    doc = stats(cli, "--cost-mode", "calculate", "--prices", str(prices), "--data-dir", str(root))
+    return doc["totals"]["cost"]["estimated_usd"]
 
 
-def test_largest_exceeded_tier_wins_and_over_200k_only_applies_when_no_tier_does():
-    cost = {"input": 1, "output": 2, "context_over_200k": {"input": 5, "output": 5},
-            "tiers": [{"input": 3, "output": 3, "tier": {"type": "context", "size": 272_000}},
-                      {"input": 4, "output": 4, "tier": {"type": "context", "size": 500_000}}]}
-    price = pricing.price_from_models_dev(cost, "models.json")
-    assert price.rate_for(150_000).input == 1
-    assert price.rate_for(250_000).input == 5  # OpenCode's quirk: over-200k between 200k and the first tier
-    assert price.rate_for(300_000).input == 3
-    assert price.rate_for(600_000).input == 4
+@pytest.mark.parametrize(("prompt", "rate"), [(200_000, 3), (200_001, 6)])
+def test_over_200k_price_applies_above_200k_prompt_tokens(cli, tmp_path: Path, prompt, rate):
+    assert _estimate(cli, tmp_path, "sonnet", input=prompt) == pytest.approx(prompt * rate / 1e6)
 
 
-def test_a_tier_below_200k_beats_the_over_200k_price():
-    cost = {"input": 1, "output": 1, "context_over_200k": {"input": 5, "output": 5},
-            "tiers": [{"input": 2, "output": 2, "tier": {"type": "context", "size": 128_000}}]}
-    price = pricing.price_from_models_dev(cost, "models.json")
-    assert price.rate_for(250_000).input == 2
+def test_prompt_size_counts_cache_reads_and_writes_as_opencode_does(cli, tmp_path: Path):
+    got = _estimate(cli, tmp_path, "sonnet", input=100_000, cache_read=90_000, cache_write=10_001)
+    assert got == pytest.approx((100_000 * 6 + 90_000 * 0.6 + 10_001 * 7.5) / 1e6)
 
 
-def test_missing_cache_prices_cost_nothing_as_in_opencode():
-    price = pricing.price_from_models_dev({"input": 1, "output": 2}, "models.json")
-    assert price.cost_usd(0, 0, 0, 1_000_000, 1_000_000) == 0
+@pytest.mark.parametrize(
+    ("prompt", "rate"),
+    [(150_000, 1), (250_000, 5), (300_000, 3), (600_000, 4)],  # 250k: OpenCode's over-200k before the first tier
+)
+def test_largest_exceeded_tier_wins_and_over_200k_only_applies_when_no_tier_does(cli, tmp_path: Path, prompt, rate):
+    assert _estimate(cli, tmp_path, "tiered", input=prompt) == pytest.approx(prompt * rate / 1e6)
 
 
-def test_reasoning_is_billed_at_the_output_price():
-    price = pricing.price_from_models_dev({"input": 1, "output": 10}, "models.json")
-    assert price.cost_usd(0, 1_000, 500, 0, 0) == pytest.approx(0.015)
+def test_a_tier_below_200k_beats_the_over_200k_price(cli, tmp_path: Path):
+    assert _estimate(cli, tmp_path, "small-tier", input=250_000) == pytest.approx(250_000 * 2 / 1e6)
+
+
+def test_missing_cache_prices_cost_nothing_as_in_opencode(cli, tmp_path: Path):
+    assert _estimate(cli, tmp_path, "no-cache-price", cache_read=1_000_000, cache_write=1_000_000) == 0
+
+
+def test_reasoning_is_billed_at_the_output_price(cli, tmp_path: Path):
+    assert _estimate(cli, tmp_path, "reasoner", output=1_000, reasoning=500) == pytest.approx(0.015)
+
+
+def test_genai_prices_tiers_become_rates_by_prompt_size():
+    class Tier:
+        def __init__(self, start, price):
+            self.start, self.price = start, price
+
+    class Tiered:
+        def __init__(self, base, tiers):
+            self.base, self.tiers = base, tiers
+
+    class ModelPrice:
+        input_mtok = Tiered(3, [Tier(200_000, 6)])
+        output_mtok = Tiered(15, [Tier(200_000, 22.5)])
+        cache_read_mtok = None  # genai-prices bills an unpriced cache as input
+        cache_write_mtok = 3.75
+
+    price = pricing.price_from_genai(ModelPrice())
+    assert [(r.size, r.input, r.output, r.cache_read, r.cache_write) for r in price.rates] == [
+        (-1, 3, 15, 3, 3.75), (200_000, 6, 22.5, 6, 3.75),
+    ]
 
 
 def test_estimates_equal_the_costs_opencode_stored_for_modern_eras(cli, tmp_path: Path, models_json):
@@ -160,7 +223,7 @@ def test_genai_prices_is_the_fallback_catalogue(cli, tmp_path: Path):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-def test_genai_prices_tiers_apply_above_their_prompt_size(cli, tmp_path: Path):
+def test_genai_prices_tiers_apply_above_their_prompt_size_end_to_end(cli, tmp_path: Path):
     root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5", input=150_000, cache_read=60_000,
                               total=210_000)
     doc = stats(cli, "--cost-mode", "calculate", "--data-dir", str(root))

@@ -9,7 +9,6 @@ Exit codes: 0 success; 1 data problem (missing, unreadable, corrupt or locked da
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import Callable

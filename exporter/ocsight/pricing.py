@@ -47,17 +47,11 @@ class Rate:
 
 @dataclass(frozen=True)
 class Price:
+    """A model's rates; the index applies them (`store.extract`), choosing per model call the rate
+    with the highest (kind, size) among those whose size the prompt exceeds."""
+
     source: str  # overrides | opencode-config | models.json | genai-prices
     rates: tuple[Rate, ...]
-
-    def rate_for(self, prompt_tokens: int) -> Rate:
-        return max((r for r in self.rates if prompt_tokens > r.size), key=lambda r: (r.kind, r.size))
-
-    def cost_usd(self, input: int, output: int, reasoning: int, cache_read: int, cache_write: int) -> float:
-        r = self.rate_for(input + cache_read + cache_write)
-        return (
-            input * r.input + (output + reasoning) * r.output + cache_read * r.cache_read + cache_write * r.cache_write
-        ) / 1e6
 
 
 def _num(value: object, where: str) -> float:

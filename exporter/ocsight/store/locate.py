@@ -43,10 +43,6 @@ def config_home() -> Path:
     return _xdg("XDG_CONFIG_HOME", ".config")
 
 
-def state_home() -> Path:
-    return _xdg("XDG_STATE_HOME", ".local/state")
-
-
 def requested_data_dirs(explicit: tuple[str, ...] | list[str] = ()) -> tuple[list[Path], bool]:
     """The data directories asked for, and whether the user named them (flag or environment)."""
     if explicit:
