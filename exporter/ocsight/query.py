@@ -17,6 +17,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from ocsight.errors import EXIT_USAGE, OcsightError
+from ocsight.store.extract import BUCKET_MS
 
 TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
 PICO = 10**12
@@ -102,7 +103,6 @@ def make_filters(
 
 
 PROJECT_SQL = "coalesce(nullif(p.worktree, '/'), s.directory, p.worktree, '(unknown)')"
-BUCKET_MS = 900_000
 
 
 def _where(f: Filters) -> tuple[str, list]:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ocsight import query
-
-PICO = 10**12
+from ocsight.query import PICO
 
 
 @dataclass(frozen=True, slots=True)
