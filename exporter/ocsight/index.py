@@ -136,9 +136,13 @@ class Index:
     def refresh(self, catalogue, progress: Callable[[str], None] | None = None) -> None:
         """Brings the cubes up to date with every source; an unchanged store is not written at all."""
         say = progress or (lambda _msg: None)
+        self._retrying(lambda attempt: self._refresh(catalogue, say, attempt))
+
+    def _retrying(self, read: Callable[[int], None]) -> None:
+        """Runs a read of the sources, again if OpenCode wrote under an unlocked read; detaches after."""
         for attempt in range(3):
             try:
-                self._refresh(catalogue, say, attempt)
+                read(attempt)
                 return
             except _Retry:
                 time.sleep(0.05)
@@ -202,26 +206,21 @@ class Index:
         For consumers that need per-message detail (`ocsight.records`); the index file is not written.
         """
         con = self.con
-        for attempt in range(3):
-            try:
-                with _transaction(con):
-                    con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
-                    con.execute("DROP TABLE IF EXISTS temp.wanted")
-                    con.execute("CREATE TEMP TABLE wanted (session_id TEXT PRIMARY KEY)")
-                    con.executemany("INSERT OR IGNORE INTO temp.wanted VALUES (?)", [(s,) for s in sessions or ()])
-                    _reprice(con, catalogue)
-                    sources, _full = self._detect(lambda _m: None, attempt)
-                    self._stage(sources, catalogue, "temp.wanted" if sessions is not None else None,
-                                lambda _m: None, detail=True)
-                    extract.create_priced_messages(con)
-                    self._check_unchanged(sources)
-                return
-            except _Retry:
-                time.sleep(0.05)
-            finally:
-                if not con.in_transaction:
-                    detach_all(con)
-        raise OcsightError("OpenCode's database kept changing while being read; try again")
+
+        def read(attempt: int) -> None:
+            with _transaction(con):
+                con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
+                con.execute("DROP TABLE IF EXISTS temp.wanted")
+                con.execute("CREATE TEMP TABLE wanted (session_id TEXT PRIMARY KEY)")
+                con.executemany("INSERT OR IGNORE INTO temp.wanted VALUES (?)", [(s,) for s in sessions or ()])
+                _reprice(con, catalogue)
+                sources, _full = self._detect(lambda _m: None, attempt)
+                self._stage(sources, catalogue, "temp.wanted" if sessions is not None else None,
+                            lambda _m: None, detail=True)
+                extract.create_priced_messages(con)
+                self._check_unchanged(sources)
+
+        self._retrying(read)
 
     def _state(self, source: str) -> dict:
         row = self.con.execute("SELECT state FROM source_state WHERE source = ?", (source,)).fetchone()

@@ -128,26 +128,20 @@ def load(con) -> Records:
             estimated_usd=None if r[18] is None else r[18] / PICO, steps=r[19],
         )
         for r in con.execute(
-            """SELECT v.id, v.session_id, v.role, n.time_created, n.time_completed, s.parent_id, v.provider,
-                v.model, v.agent, s.finish, v.error, n.era, v.input, v.output, v.reasoning, v.cache_read,
-                v.cache_write, v.cost_pico, v.est_pico, n.steps
-            FROM temp.valid_message v JOIN temp.norm_message n ON n.id = v.id
-            JOIN temp.stage_message s ON s.id = v.id AND s.rank = n.rank
-            WHERE v.problem IS NULL ORDER BY n.time_created, v.id"""
+            """SELECT v.id, v.session_id, v.role, v.time_created, v.time_completed, s.parent_id, v.provider,
+                v.model, v.agent, s.finish, v.error, v.era, v.input, v.output, v.reasoning, v.cache_read,
+                v.cache_write, v.cost_pico, v.est_pico, v.steps
+            FROM temp.valid_message v JOIN temp.stage_message s ON s.id = v.id AND s.rank = v.rank
+            WHERE v.problem IS NULL ORDER BY v.time_created, v.id"""
         )
     ]
-    from ocsight import normalise
-
-    n = normalise.normalised_sql("x", f"coalesce(se.era, '{normalise.DISJOINT}')", "m.provider")
-    cost = normalise.cost_pico_sql("x.cost")
     steps = [
         Step(r[0], r[1], r[2], r[3], Tokens(*r[4:9]), r[9] / PICO)
         for r in con.execute(
-            f"""SELECT x.id, x.message_id, x.session_id, x.reason, {n['input']}, {n['output']}, {n['reasoning']},
-                {n['cache_read']}, {n['cache_write']}, coalesce({cost}, 0)
-            FROM temp.stage_step x JOIN temp.stage_message m ON m.id = x.message_id AND m.rank = x.rank
-            LEFT JOIN session se ON se.id = m.session_id
-            WHERE {n['valid']} AND {cost} IS NOT NULL ORDER BY x.id"""
+            """SELECT n.id, n.message_id, x.session_id, x.reason, n.input, n.output, n.reasoning, n.cache_read,
+                n.cache_write, n.cost_pico
+            FROM temp.norm_step_row n JOIN temp.stage_step x ON x.id = n.id AND x.rank = n.rank
+            WHERE n.valid ORDER BY n.id"""
         )
     ]
     tools = [

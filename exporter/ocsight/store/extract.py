@@ -196,18 +196,24 @@ def create_normalised_view(con: sqlite3.Connection) -> None:
     session_era = f"coalesce(se.era, '{normalise.DISJOINT}')"
     n = normalise.normalised_sql("x", session_era, "x.provider")
     cost = normalise.cost_pico_sql("x.cost")
-    con.execute("DROP VIEW IF EXISTS temp.norm_step")
-    con.execute("DROP VIEW IF EXISTS temp.norm_message")
+    for view in ("norm_message", "norm_step", "norm_step_row"):
+        con.execute(f"DROP VIEW IF EXISTS temp.{view}")
     sn = normalise.normalised_sql("x", session_era, "m.provider")
+    # One row per step (model call), normalised like messages; `norm_step` sums them per message.
     con.execute(
-        f"""CREATE TEMP VIEW norm_step AS SELECT x.message_id, count(*) AS steps,
-            min({sn['valid']} AND {cost} IS NOT NULL) AS valid, max({sn['era']}) AS era,
-            sum({sn['input']}) AS input, sum({sn['output']}) AS output, sum({sn['reasoning']}) AS reasoning,
-            sum({sn['cache_read']}) AS cache_read, sum({sn['cache_write']}) AS cache_write,
-            json_group_array(json_array({sn['input']}, {sn['output']}, {sn['reasoning']}, {sn['cache_read']},
-                                        {sn['cache_write']})) AS parts
+        f"""CREATE TEMP VIEW norm_step_row AS SELECT x.id, x.rank, x.message_id,
+            {sn['valid']} AND {cost} IS NOT NULL AS valid, {sn['era']} AS era, {sn['input']} AS input,
+            {sn['output']} AS output, {sn['reasoning']} AS reasoning, {sn['cache_read']} AS cache_read,
+            {sn['cache_write']} AS cache_write, coalesce({cost}, 0) AS cost_pico
         FROM temp.stage_step x JOIN temp.stage_message m ON m.id = x.message_id AND m.rank = x.rank
-        LEFT JOIN session se ON se.id = m.session_id GROUP BY x.message_id"""
+        LEFT JOIN session se ON se.id = m.session_id"""
+    )
+    con.execute(
+        """CREATE TEMP VIEW norm_step AS SELECT message_id, count(*) AS steps, min(valid) AS valid, max(era) AS era,
+            sum(input) AS input, sum(output) AS output, sum(reasoning) AS reasoning, sum(cache_read) AS cache_read,
+            sum(cache_write) AS cache_write,
+            json_group_array(json_array(input, output, reasoning, cache_read, cache_write)) AS parts
+        FROM temp.norm_step_row GROUP BY message_id"""
     )
     with_steps = con.execute("SELECT 1 FROM temp.stage_step LIMIT 1").fetchone() is not None
     use_steps = "(coalesce(st.steps, 0) > 0 AND coalesce(st.valid, 0))" if with_steps else "0"
@@ -284,9 +290,9 @@ def create_priced_messages(con: sqlite3.Connection) -> None:
     # Normalised once into a table: the cubes read the valid rows, `skipped` the others.
     con.execute("DROP TABLE IF EXISTS temp.valid_message")
     con.execute(
-        f"""CREATE TEMP TABLE valid_message AS SELECT m.id, m.session_id, m.time_created / {BUCKET_MS} AS bucket,
-            m.role, m.provider, m.model, m.agent, m.error, m.input, m.output, m.reasoning, m.cache_read,
-            m.cache_write, m.cost_pico, m.problem,
+        f"""CREATE TEMP TABLE valid_message AS SELECT m.id, m.rank, m.session_id, m.time_created,
+            m.time_created / {BUCKET_MS} AS bucket, m.time_completed, m.role, m.provider, m.model, m.agent, m.error,
+            m.era, m.steps, m.input, m.output, m.reasoning, m.cache_read, m.cache_write, m.cost_pico, m.problem,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {estimate} END AS est_pico,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {priced} END AS priced
         FROM temp.norm_message m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""
