@@ -57,7 +57,8 @@ SCHEMA = [
 
 DB_RANK_BASE = 0  # databases: 0, 1, ... (the first database wins among databases)
 LEGACY_RANK_BASE = 1000  # legacy trees always lose to any database
-PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
+PICO_PER_TOKEN = 1e6
+LARGE_STORE_BYTES = 16 << 20  # USD per 1M tokens -> picodollars per token
 
 
 def index_path(sources: locate.Sources) -> Path:
@@ -160,6 +161,8 @@ class Index:
             _reprice(con, catalogue)
             sources, full_read = self._detect(say, attempt)
             full = full or full_read
+            if full and self._large():
+                catalogue.prefetch_genai()
             if full or con.execute("SELECT 1 FROM temp.touched LIMIT 1").fetchone():
                 scope = None if full else "temp.touched"
                 self._stage(sources, catalogue, scope, say)
@@ -194,6 +197,16 @@ class Index:
             say(f"reading {getattr(source, 'path', None) or source.root}")
             source.stage(scope, first=n == 0)
         _price_new_models(self.con, catalogue)
+
+    def _large(self) -> bool:
+        """Whether a full read will take long enough to hide loading a price catalogue behind it."""
+        size = 0
+        for path in self.sources.databases:
+            try:
+                size += path.stat().st_size
+            except OSError:
+                pass
+        return size >= LARGE_STORE_BYTES
 
     @staticmethod
     def _check_unchanged(sources: list) -> None:

@@ -50,7 +50,7 @@ def may_have_many_steps(version: str | None) -> bool:
     return m is None or int(m[1]) == 0
 
 
-def _count(col: str) -> str:
+def count_sql(col: str) -> str:
     """A stored token count as a non-negative integer; NULL when it is not one (the record is then invalid)."""
     return (
         f"(CASE WHEN {col} IS NULL THEN 0 "
@@ -60,24 +60,32 @@ def _count(col: str) -> str:
     )
 
 
-def normalised_sql(alias: str, session_era: str, provider: str) -> dict[str, str]:
-    """SQL expressions for the normalised counts of a row holding stored counts `t_*`.
+def era_sql(alias: str, session_era: str) -> str:
+    """The era of a row holding clean counts `c_*` (see `count_sql`) and the stored `t_total`.
 
-    `session_era` and `provider` are SQL expressions (the session's fallback era, the provider ID).
-    Returns expressions for era, input, output, reasoning, cache_read, cache_write and valid.
+    Only plain columns are referenced: the counts are made clean in an earlier, materialised step, so
+    that SQLite does not re-evaluate them inside every expression built on the era.
     """
-    i, o, r, cr, cw = (_count(f"{alias}.t_{k}") for k in ("input", "output", "reasoning", "cache_read", "cache_write"))
+    i, o, r, cr, cw = (f"{alias}.c_{k}" for k in ("input", "output", "reasoning", "cache_read", "cache_write"))
     tt = f"{alias}.t_total"
-    era = (
+    return (
         f"(CASE WHEN typeof({tt}) IN ('integer', 'real') THEN "
         f"CASE WHEN {tt} = {i} + {o} + {r} + {cr} + {cw} THEN '{DISJOINT}' "
         f"WHEN {tt} = {i} + {o} + {cr} + {cw} THEN '{REASONING_IN_OUTPUT}' "
         f"ELSE {session_era} END "
         f"ELSE {session_era} END)"
     )
+
+
+def normalised_sql(alias: str, provider: str) -> dict[str, str]:
+    """SQL expressions for the normalised counts of a row holding clean counts `c_*` and its `era`.
+
+    Returns expressions for input, output, reasoning, cache_read, cache_write and valid.
+    """
+    i, o, r, cr, cw = (f"{alias}.c_{k}" for k in ("input", "output", "reasoning", "cache_read", "cache_write"))
+    era = f"{alias}.era"
     exclusive = ", ".join(f"'{p}'" for p in CACHE_EXCLUSIVE_PROVIDERS)
     return {
-        "era": era,
         "input": (
             f"(CASE WHEN {era} = '{CACHED_IN_INPUT}' AND coalesce({provider}, '') NOT IN ({exclusive}) "
             f"THEN max(0, {i} - {cr} - {cw}) ELSE {i} END)"

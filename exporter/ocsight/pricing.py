@@ -17,9 +17,11 @@ base price. Reasoning tokens are billed at the output price.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +188,7 @@ class Catalogue:
         self._overrides: dict[tuple[str, str], Price] | None = None
         self._config: dict[tuple[str, str], Price] | None = None
         self._models: dict[tuple[str, str], Price] | None = None
-        self._genai: object = None
+        self._genai_loading: threading.Thread | None = None
         self.problems: list[str] = []
 
     def fingerprint(self) -> str:
@@ -272,14 +274,22 @@ class Catalogue:
                                 self.problems.append(f"{path}: bad cost for {pid}/{mid}")
         return self._models
 
+    def prefetch_genai(self) -> None:
+        """Loads genai-prices (a fifth of a second) on another thread, while the caller reads the
+        store: worth it when many models may be new to the index, as on its first build."""
+        if self._genai_loading is None:
+            self._genai_loading = threading.Thread(target=_load_genai, daemon=True)
+            self._genai_loading.start()
+            atexit.register(self._genai_loading.join)  # never exit in the middle of an import
+
     def genai(self, provider: str, model: str) -> Price | None:
-        try:
-            from genai_prices import data_snapshot
-        except ImportError:
+        if self._genai_loading is not None:
+            self._genai_loading.join()
+        snap = _load_genai()
+        if snap is None:
             return None
         import datetime
 
-        snap = data_snapshot.get_snapshot()
         for pid in (provider, None):
             try:
                 _prov, info = snap.find_provider_model(model, None, pid, None)
@@ -300,6 +310,14 @@ class Catalogue:
 
     def resolve_all(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Price | None]:
         return {pair: self.resolve(*pair) for pair in pairs}
+
+
+def _load_genai():
+    try:
+        from genai_prices import data_snapshot
+    except ImportError:
+        return None
+    return data_snapshot.get_snapshot()
 
 
 def _genai_version() -> str:

@@ -50,6 +50,7 @@ STEP_FIELDS = [
     ("t_cache_write", "r.data->>'$.tokens.cache.write'"),
     ("t_total", "r.data->>'$.tokens.total'"),
 ]
+
 TOOL_FIELDS = [
     ("id", "r.id"),
     ("message_id", "r.message_id"),
@@ -77,7 +78,13 @@ SESSION_FIELDS = ["project_id", "parent_id", "directory", "title", "version", "t
 
 # Cheap byte tests first (memmem, in C), the exact JSON test second: most parts are never parsed.
 STEP_FILTER = "instr(r.data, '\"step-finish\"') AND r.data->>'$.type' = 'step-finish'"
-TOOL_FILTER = "instr(r.data, '\"tool\"') AND r.data->>'$.type' = 'tool'"
+# OpenCode's database stores parts as compact JSON, tool parts opening with their `type`: a text
+# opening with a `type` key is told by its first bytes, unparsed; only other texts are searched.
+TOOL_FILTER = (
+    """(CASE WHEN substr(r.data, 1, 15) = '{"type":"tool",' THEN 1 """
+    """WHEN substr(r.data, 1, 9) = '{"type":"' AND substr(r.data, 1, 14) != '{"type":"tool"' THEN 0 """
+    """ELSE instr(r.data, '"tool"') AND r.data->>'$.type' = 'tool' END)"""
+)
 # OpenCode >= 1.0 asks the model for exactly one step per assistant message (`stopWhen:
 # stepCountIs(1)`), so a message's tokens are its step's; only 0.x sessions can hold several steps
 # per message, and only theirs are read.
@@ -187,26 +194,45 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
 
 # -- normalised messages and cubes ---------------------------------------------------------------------
 
-def create_normalised_view(con: sqlite3.Connection) -> None:
-    """`temp.norm_message`: staged messages with normalised tokens, costs in picodollars and a problem.
+TOKEN_KINDS = ("input", "output", "reasoning", "cache_read", "cache_write")
 
-    A message with step records (OpenCode 0.x) takes the sum of its steps' tokens: 0.x overwrote
-    `message.tokens` with the last step's while adding up `cost`.
+
+def _layers(source: str, keep: str, provider: str, with_steps: bool = False) -> str:
+    """CTEs `c` (clean counts, `cost_pico`), `e` (+ era) and `n` (+ normalised counts, `valid`) over `source`.
+
+    The clean counts are materialised: flattened into the later expressions, each would be evaluated
+    again inside the era, and the era inside every count built on it.
     """
-    session_era = f"coalesce(se.era, '{normalise.DISJOINT}')"
-    n = normalise.normalised_sql("x", session_era, "x.provider")
+    clean = ", ".join(f"{normalise.count_sql(f'x.t_{k}')} AS c_{k}" for k in TOKEN_KINDS)
     cost = normalise.cost_pico_sql("x.cost")
-    for view in ("norm_message", "norm_step", "norm_step_row"):
-        con.execute(f"DROP VIEW IF EXISTS temp.{view}")
-    sn = normalise.normalised_sql("x", session_era, "m.provider")
-    # One row per step (model call), normalised like messages; `norm_step` sums them per message.
+    era = normalise.era_sql("c", f"coalesce(c.session_era, '{normalise.DISJOINT}')")
+    n = normalise.normalised_sql("e", "e.provider")
+    counts = ", ".join(f"{n[k]} AS {k}" for k in TOKEN_KINDS)
+    return (
+        f"c AS MATERIALIZED (SELECT {keep}, {provider} AS provider, x.t_total, se.era AS session_era, "
+        f"{cost} AS cost_pico, {clean} FROM {source} LEFT JOIN session se ON se.id = x.session_id), "
+        f"e AS (SELECT c.*, {era} AS era FROM c), "
+        f"n AS (SELECT e.*, {n['valid']} AS valid, {counts} FROM e)"
+    )
+
+
+def create_normalised_steps(con: sqlite3.Connection) -> bool:
+    """`temp.norm_step_row`: staged steps (model calls) normalised like messages; `temp.norm_step`
+    sums them per message. Returns whether there are any."""
+    for name in ("norm_step", "norm_step_row"):
+        con.execute(f"DROP VIEW IF EXISTS temp.{name}")
+        con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+    source = (
+        "(SELECT s.id, s.rank, s.message_id, s.cost, " + ", ".join(f"s.t_{k}" for k in (*TOKEN_KINDS, "total"))
+        + ", m.session_id, m.provider FROM temp.stage_step s "
+        "JOIN temp.stage_message m ON m.id = s.message_id AND m.rank = s.rank) AS x"
+    )
+    keep = "x.id, x.rank, x.message_id"
     con.execute(
-        f"""CREATE TEMP VIEW norm_step_row AS SELECT x.id, x.rank, x.message_id,
-            {sn['valid']} AND {cost} IS NOT NULL AS valid, {sn['era']} AS era, {sn['input']} AS input,
-            {sn['output']} AS output, {sn['reasoning']} AS reasoning, {sn['cache_read']} AS cache_read,
-            {sn['cache_write']} AS cache_write, coalesce({cost}, 0) AS cost_pico
-        FROM temp.stage_step x JOIN temp.stage_message m ON m.id = x.message_id AND m.rank = x.rank
-        LEFT JOIN session se ON se.id = m.session_id"""
+        f"""CREATE TEMP TABLE norm_step_row AS WITH {_layers(source, keep, 'x.provider')}
+        SELECT id, rank, message_id, valid AND cost_pico IS NOT NULL AS valid, era, {', '.join(TOKEN_KINDS)},
+            coalesce(cost_pico, 0) AS cost_pico
+        FROM n"""
     )
     con.execute(
         """CREATE TEMP VIEW norm_step AS SELECT message_id, count(*) AS steps, min(valid) AS valid, max(era) AS era,
@@ -215,28 +241,7 @@ def create_normalised_view(con: sqlite3.Connection) -> None:
             json_group_array(json_array(input, output, reasoning, cache_read, cache_write)) AS parts
         FROM temp.norm_step_row GROUP BY message_id"""
     )
-    with_steps = con.execute("SELECT 1 FROM temp.stage_step LIMIT 1").fetchone() is not None
-    use_steps = "(coalesce(st.steps, 0) > 0 AND coalesce(st.valid, 0))" if with_steps else "0"
-    step_join = "LEFT JOIN temp.norm_step st ON st.message_id = x.id" if with_steps else ""
-
-    def pick(key: str) -> str:
-        return f"CASE WHEN {use_steps} THEN st.{key} ELSE {n[key]} END" if with_steps else n[key]
-
-    con.execute(
-        f"""CREATE TEMP VIEW norm_message AS SELECT x.id, x.rank, x.session_id, x.time_created, x.role,
-            x.time_completed, coalesce(x.provider, '') AS provider, coalesce(x.model, '') AS model,
-            coalesce(x.agent, '(none)') AS agent, x.error,
-            {"coalesce(st.steps, 0)" if with_steps else "0"} AS steps, {"st.parts" if with_steps else "NULL"} AS step_tokens,
-            {pick('era')} AS era, {pick('input')} AS input, {pick('output')} AS output, {pick('reasoning')} AS reasoning,
-            {pick('cache_read')} AS cache_read, {pick('cache_write')} AS cache_write,
-            coalesce({cost}, 0) AS cost_pico,
-            CASE
-                WHEN x.role IS NULL OR x.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
-                WHEN {cost} IS NULL THEN 'cost is not a number'
-                WHEN NOT {use_steps} AND NOT {n['valid']} THEN 'token counts are not numbers'
-            END AS problem
-        FROM temp.stage_message x LEFT JOIN session se ON se.id = x.session_id {step_join}"""
-    )
+    return con.execute("SELECT 1 FROM temp.norm_step_row LIMIT 1").fetchone() is not None
 
 
 def _estimate_sql(row: str, provider: str, model: str) -> str:
@@ -266,18 +271,27 @@ def _tiered_estimate_sql(row: str, provider: str, model: str) -> str:
 def create_priced_messages(con: sqlite3.Connection) -> None:
     """`temp.valid_message`: every staged message, normalised once, with its estimated cost.
 
-    Estimates are made per model call (a 0.x message's steps are priced one by one, since the
-    long-context price depends on each call's prompt). Messages with a `problem` stay in the table
-    so that they can be counted as skipped.
+    A message with step records (OpenCode 0.x) takes the sum of its steps' tokens: 0.x overwrote
+    `message.tokens` with the last step's while adding up `cost`. Estimates are made per model call
+    (a 0.x message's steps are priced one by one, since the long-context price depends on each
+    call's prompt). Messages with a `problem` stay in the table, to be counted as skipped.
     """
-    create_normalised_view(con)
+    with_steps = create_normalised_steps(con)
+    use_steps = "(coalesce(st.steps, 0) > 0 AND coalesce(st.valid, 0))" if with_steps else "0"
+
+    def pick(key: str) -> str:
+        return f"CASE WHEN {use_steps} THEN st.{key} ELSE n.{key} END" if with_steps else f"n.{key}"
+
+    keep = (
+        "x.id, x.rank, x.session_id, x.time_created, x.role, x.time_completed, coalesce(x.model, '') AS model, "
+        "coalesce(x.agent, '(none)') AS agent, x.error"
+    )
     step_estimate = (
         "(SELECT sum(" + _estimate_sql("s", "m.provider", "m.model") + ") FROM (SELECT "
         "j.value->>0 AS input, j.value->>1 AS output, j.value->>2 AS reasoning, j.value->>3 AS cache_read, "
         "j.value->>4 AS cache_write FROM json_each(m.step_tokens) j) AS s)"
     )
     estimate = f"CASE WHEN m.steps > 1 THEN {step_estimate} ELSE {_estimate_sql('m', 'm.provider', 'm.model')} END"
-    priced = "b.provider IS NOT NULL"
     # One row per priced model: its base rates and the prompt size above which another rate may apply.
     con.execute("DROP TABLE IF EXISTS temp.base_price")
     con.execute(
@@ -287,15 +301,26 @@ def create_priced_messages(con: sqlite3.Connection) -> None:
         FROM price p WHERE p.kind = -1"""
     )
     con.execute("CREATE UNIQUE INDEX temp.base_price_model ON base_price (provider, model)")
-    # Normalised once into a table: the cubes read the valid rows, `skipped` the others.
     con.execute("DROP TABLE IF EXISTS temp.valid_message")
     con.execute(
-        f"""CREATE TEMP TABLE valid_message AS SELECT m.id, m.rank, m.session_id, m.time_created,
-            m.time_created / {BUCKET_MS} AS bucket, m.time_completed, m.role, m.provider, m.model, m.agent, m.error,
-            m.era, m.steps, m.input, m.output, m.reasoning, m.cache_read, m.cache_write, m.cost_pico, m.problem,
+        f"""CREATE TEMP TABLE valid_message AS WITH {_layers('temp.stage_message AS x', keep,
+                                                            "coalesce(x.provider, '')")},
+        m AS NOT MATERIALIZED (SELECT n.id, n.rank, n.session_id, n.time_created, n.time_created / {BUCKET_MS} AS bucket,
+            n.time_completed, n.role, n.provider, n.model, n.agent, n.error,
+            {"coalesce(st.steps, 0)" if with_steps else "0"} AS steps,
+            {"st.parts" if with_steps else "NULL"} AS step_tokens, {pick('era')} AS era,
+            {', '.join(f"{pick(k)} AS {k}" for k in TOKEN_KINDS)}, coalesce(n.cost_pico, 0) AS cost_pico,
+            CASE
+                WHEN n.role IS NULL OR n.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
+                WHEN n.cost_pico IS NULL THEN 'cost is not a number'
+                WHEN NOT {use_steps} AND NOT n.valid THEN 'token counts are not numbers'
+            END AS problem
+        FROM n {"LEFT JOIN temp.norm_step st ON st.message_id = n.id" if with_steps else ""})
+        SELECT m.id, m.rank, m.session_id, m.time_created, m.bucket, m.time_completed, m.role, m.provider, m.model,
+            m.agent, m.error, m.era, m.steps, {', '.join(f"m.{k}" for k in TOKEN_KINDS)}, m.cost_pico, m.problem,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {estimate} END AS est_pico,
-            CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {priced} END AS priced
-        FROM temp.norm_message m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""
+            CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN b.provider IS NOT NULL END AS priced
+        FROM m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""
     )
     con.execute("CREATE INDEX temp.valid_message_id ON valid_message (id)")
 

@@ -1,0 +1,56 @@
+"""The extraction's shortcuts give what full JSON parsing gives."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from ocsight.store import extract
+
+TOOL_PARTS = [
+    # OpenCode 1.2+'s own shape: told by the first bytes
+    '{"type":"tool","tool":"bash","callID":"call_1","state":{"status":"completed","input":{},"output":"x"}}',
+    '{"type":"tool","tool":"context7_resolve-library-id","callID":"c","state":{"status":"error","error":"E"}}',
+    '{"type":"tool","tool":"read","callID":"c","state":{"status":"running","input":{"a":"\\"q\\""}}}',
+    # other shapes: searched and parsed
+    '{"type":"tool","callID":"c","tool":"edit","state":{"status":"pending"}}',
+    '{"type":"tool","tool":"we\\"ird","callID":"c","state":{"status":"completed"}}',
+    '{"type":"tool","tool":"x","callID":"c\\u0041","state":{"status":"completed"}}',
+    '{"type":"tool","tool":"x","callID":"c","state":{"status":"compl\\u0065ted"}}',
+    '{"type":"tool","tool":"x","callID":"c","meta":{"a":"\\",\\"state\\":{\\"status\\":\\"no"},'
+    '"state":{"status":"completed"}}',
+    '{"type":"tool","tool":"x","callID":"c","state":{"input":{},"status":"error"}}',
+    '{"type":"tool","tool":"x","state":{"status":"completed"}}',
+    '{"type":"tool"}',
+    '{\n  "type": "tool",\n  "tool": "glob",\n  "callID": "c",\n  "state": {\n    "status": "completed"\n  }\n}',
+    '{"id":"prt_1","type":"tool","tool":"grep","callID":"c","state":{"status":"error"}}',
+    # not tool parts
+    '{"type":"text","text":"{\\"type\\":\\"tool\\",\\"tool\\":\\"bash\\"}"}',
+    '{"type":"toolish","tool":"x","callID":"c","state":{"status":"completed"}}',
+    '{"snapshot":"abc","type":"step-start"}',
+    '{"text":"\\"tool\\"","type":"text"}',
+]
+
+
+def _staged_tools(con: sqlite3.Connection) -> list[tuple]:
+    return con.execute("SELECT id, tool, status FROM temp.stage_tool ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("n", range(len(TOOL_PARTS)))
+def test_tool_parts_are_told_from_other_parts_as_json_parsing_tells_them(n: int):
+    data = TOOL_PARTS[n]
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE session (id TEXT, version TEXT)")
+    con.create_function("ocsight_era_steps", 1, lambda v: False)
+    con.execute("CREATE TEMP VIEW src_part AS SELECT 'p' AS id, 'm' AS message_id, 's' AS session_id, ? AS data"
+                .replace("?", "'" + data.replace("'", "''") + "'"))
+    con.execute("CREATE TEMP VIEW src_message AS SELECT NULL AS id, NULL AS session_id, NULL AS time_created, "
+                "NULL AS data WHERE 0")
+    extract.create_staging(con)
+    extract.stage(con, 0)
+    part = json.loads(data)
+    expected = [("p", part.get("tool"), part.get("state", {}).get("status"))] if part["type"] == "tool" else []
+    assert _staged_tools(con) == expected
+
