@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench install clean
+.PHONY: run test bench fixtures install npm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +18,20 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/ocsight analyze
 
-test: $(STAMP)
+# The end-to-end tests install the real OpenCode binary with npm.
+npm:
+	@command -v npm >/dev/null || { echo "installing Node.js and npm (for the OpenCode binary the tests run)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
+
+test: $(STAMP) npm
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+
+# Re-record the OpenCode corpora (and the demo store, one of them) with the real binaries from npm.
+fixtures: $(STAMP) npm
+	$(BIN)/python tests/record.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info exporter/*.egg-info .pytest_cache

@@ -182,21 +182,23 @@ def test_database_of_another_program_is_skipped_and_counted(cli, tmp_path: Path)
     assert list(doc["source"]["skipped"]["by_reason"]) == ["not an OpenCode 1.x database (no table message, part, project, session)"]
 
 
-def test_rows_in_opencode_2_tables_are_counted_as_skipped(cli, tmp_path: Path, small):
+def test_rows_with_usage_in_opencode_2_tables_are_counted_as_skipped(cli, tmp_path: Path, small):
     plan, expected = small
     root = write_store(plan, tmp_path / "s", "db")
     con = sqlite3.connect(root / "opencode.db")
     sid = plan.sessions[0]["id"]
     con.executemany(
         "INSERT INTO session_message (id, session_id, type, seq, time_created, time_updated, data) VALUES (?,?,?,?,?,?,?)",
-        [(f"sm_{i}", sid, "assistant", i, 1, 1, "{}") for i in range(3)],
+        [(f"sm_{i}", sid, "assistant", i, 1, 1, '{"tokens": {"input": 5}, "cost": 0.1}') for i in range(3)]
+        # switches of agent or model, as OpenCode 1.15 writes them, carry no usage
+        + [("sm_a", sid, "agent-switched", 3, 1, 1, '{"agent": "build"}')],
     )
     con.commit()
     con.close()
     doc = stats(cli, "--data-dir", str(root))
     assert doc["totals"]["tokens"]["input"] == expected
     (reason,) = doc["source"]["skipped"]["by_reason"]
-    assert "3 rows in OpenCode 2.x tables" in reason
+    assert "3 rows with usage in OpenCode 2.x tables" in reason
 
 
 def _rollback_journal_store(plan: storegen.Plan, root: Path) -> Path:

@@ -67,6 +67,18 @@ def test_cached_runs_follow_every_kind_of_change_to_the_database(cli, tmp_path: 
     assert cached == fresh
 
 
+def test_a_database_replaced_by_a_bigger_one_is_read_afresh(cli, tmp_path: Path):
+    # Row counts alone cannot tell: the new file holds the old one's row numbers and more.
+    root = tmp_path / "s"
+    small = storegen.plan_store(seed=5, sessions=4)
+    storegen.write_sqlite(small, root / "opencode.db")
+    stats(cli, "--data-dir", str(root))
+    (root / "opencode.db").unlink()
+    storegen.write_sqlite(storegen.plan_store(seed=6, sessions=9), root / "opencode.db")
+    cached, fresh = fresh_and_cached(cli, root)
+    assert cached == fresh and cached["totals"]["sessions"] == 9
+
+
 def test_cached_runs_follow_every_kind_of_change_to_the_legacy_tree(cli, tmp_path: Path):
     plan = storegen.plan_store(seed=43, sessions=20, eras=("1.1",))
     ids = [s["id"] for s in plan.sessions]

@@ -181,10 +181,12 @@ def overrides_path(explicit: str | None = None) -> Path | None:
 class Catalogue:
     """Resolves (provider, model) pairs against the sources above, loading each source only when asked."""
 
-    def __init__(self, overrides: Path | None = None) -> None:
+    def __init__(self, overrides: Path | None = None, configs: tuple[Path, ...] = ()) -> None:
+        """`configs`: OpenCode config files read besides the user's own (the demo store's)."""
         if overrides is not None and not overrides.is_file():
             raise OcsightError(f"price overrides file not found: {overrides}", EXIT_USAGE)
         self.overrides_file = overrides
+        self.configs = tuple(p for p in configs if p.is_file())
         self._overrides: dict[tuple[str, str], Price] | None = None
         self._config: dict[tuple[str, str], Price] | None = None
         self._models: dict[tuple[str, str], Price] | None = None
@@ -193,7 +195,7 @@ class Catalogue:
 
     def fingerprint(self) -> str:
         """Changes whenever a price source may have changed; cached prices are re-resolved then."""
-        files = [self.overrides_file, *locate.opencode_config_paths(), *locate.models_json_paths()]
+        files = [self.overrides_file, *self._config_paths(), *locate.models_json_paths()]
         parts = []
         for f in files:
             if f is None:
@@ -234,10 +236,13 @@ class Catalogue:
                     raise ValueError(f"{provider}/{model}: {e}") from None
         return out
 
+    def _config_paths(self) -> list[Path]:
+        return [*locate.opencode_config_paths(), *self.configs]
+
     def config(self) -> dict[tuple[str, str], Price]:
         if self._config is None:
             self._config = {}
-            for path in locate.opencode_config_paths():
+            for path in self._config_paths():
                 try:
                     providers = _read_structured(path).get("provider") or {}
                 except (OSError, ValueError, UnicodeDecodeError, AttributeError) as e:

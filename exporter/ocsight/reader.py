@@ -28,7 +28,7 @@ def open_index(opts: ReadOptions, progress: Callable[[str], None] | None = None)
     if opts.cost_mode not in pricing.COST_MODES:
         raise OcsightError(f"unknown cost mode {opts.cost_mode!r} (choose auto, stored or calculate)", 2)
     sources = locate.locate(opts.data_dirs, demo=opts.demo)
-    catalogue = pricing.Catalogue(pricing.overrides_path(opts.prices))
+    catalogue = _catalogue(opts)
     idx = index_mod.Index.open(sources, use_cache=opts.use_cache)
     try:
         idx.refresh(catalogue, progress)
@@ -40,6 +40,12 @@ def open_index(opts: ReadOptions, progress: Callable[[str], None] | None = None)
         idx.close()
         raise
     return idx
+
+
+def _catalogue(opts: ReadOptions) -> pricing.Catalogue:
+    """The price sources; the demo store brings the config its OpenCode ran with (its custom providers)."""
+    demo_config = (locate.DEMO_DIR / "opencode.json",) if opts.demo else ()
+    return pricing.Catalogue(pricing.overrides_path(opts.prices), demo_config)
 
 
 def source_info(idx: index_mod.Index) -> dict:
@@ -105,7 +111,7 @@ def read_records(opts: ReadOptions, sessions: list[str] | None = None):
     from ocsight import records
 
     sources = locate.locate(opts.data_dirs, demo=opts.demo)
-    catalogue = pricing.Catalogue(pricing.overrides_path(opts.prices))
+    catalogue = _catalogue(opts)
     idx = index_mod.Index(sources, None)
     try:
         idx.stage_records(catalogue, sessions)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.table import Table
 
@@ -19,6 +21,14 @@ def tokens(n: int) -> str:
     return f"{n:,}"
 
 
+def short_path(path: str, width: int = 28) -> str:
+    """A project path as a reader tells projects apart: home as `~`, and its end kept when long."""
+    home = os.path.expanduser("~")
+    if home != "/" and (path == home or path.startswith(home + "/")):
+        path = "~" + path[len(home):]
+    return path if len(path) <= width else "…" + path[-(width - 1):]
+
+
 def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float, limit: int = 10) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold")
     for k in keys:
@@ -31,7 +41,8 @@ def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float
     for r in rows[:limit]:
         share = r["cost"]["usd"] / total_usd * 100 if total_usd else 0.0
         table.add_row(
-            *(str(r[k]) or "-" for k in keys), str(r["sessions"]), tokens(r["messages"]),
+            *((short_path(r[k]) if k == "project" else str(r[k])) or "-" for k in keys), str(r["sessions"]),
+            tokens(r["messages"]),
             tokens(r["tokens"]["total"]), money(r["cost"]), f"{share:.1f}%",
         )
     if len(rows) > limit:

@@ -28,8 +28,9 @@ from ocsight.store import extract, locate
 BUSY_RETRY_SECONDS = float(os.environ.get("OCSIGHT_BUSY_TIMEOUT", "10"))
 # Rows re-read on every refresh: long enough for any transaction OpenCode has open while we read.
 UPDATE_MARGIN_MS = 120_000
-# Tables of OpenCode 2.x, not read yet: rows in them are counted as skipped.
-V2_TABLES = ("session_message", "session_input")
+# OpenCode 2.x's message table, not read yet: its rows carrying usage are counted as skipped.
+# (1.15 already writes agent and model switches there, which carry none.)
+V2_MESSAGES = "session_message"
 REQUIRED_TABLES = {"project", "session", "message", "part"}
 
 
@@ -181,12 +182,16 @@ class Database:
         started_ms = int(time.time() * 1000)
         notes: list[str] = []
         con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NULL", (self.source,))
-        v2_rows = sum(con.execute(f"SELECT count(*) FROM {a}.{t}").fetchone()[0] for t in V2_TABLES if t in tables)
+        v2_rows = 0
+        if V2_MESSAGES in tables:
+            v2_rows = con.execute(
+                f"SELECT count(*) FROM {a}.{V2_MESSAGES} WHERE instr(data, '\"tokens\"') OR instr(data, '\"cost\"')"
+            ).fetchone()[0]
         if v2_rows:
             con.execute(
                 "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, NULL)",
                 (self.source, "opencode-2.x-tables",
-                 f"{v2_rows} rows in OpenCode 2.x tables (not read by this ocsight)"),
+                 f"{v2_rows} rows with usage in OpenCode 2.x tables (not read by this ocsight)"),
             )
         if not REQUIRED_TABLES <= tables:
             missing = ", ".join(sorted(REQUIRED_TABLES - tables))
@@ -205,6 +210,8 @@ class Database:
             t: dict(zip(("rowid", "count"), con.execute(f"SELECT max(rowid), count(*) FROM {a}.{t}").fetchone()))
             for t in ("message", "session")
         }
+        for t in marks:  # the ID at the last row read: another ID there means another database
+            marks[t]["id"] = self._id_at(t, marks[t]["rowid"])
         marks["part"] = {"rowid": con.execute(f"SELECT max(rowid) FROM {a}.part").fetchone()[0]}
         new_state = {"stamp": self.stamp, "rank": self.rank, "marks": marks, "started_ms": started_ms, "notes": notes}
         prev = state.get("marks") if state.get("rank") == self.rank else None
@@ -214,9 +221,11 @@ class Database:
             t: con.execute(f"SELECT count(*) FROM {a}.{t} WHERE rowid > ?", (prev[t]["rowid"] or 0,)).fetchone()[0]
             for t in ("message", "session")
         }
-        if any(marks[t]["count"] != prev[t]["count"] + grown[t] for t in grown):
-            # Rows were deleted (a session removed, a message reverted): forget vanished sessions,
-            # so a legacy copy of them counts again, and read everything afresh.
+        rewritten = any(self._id_at(t, prev[t]["rowid"]) != prev[t].get("id") for t in grown)
+        if rewritten or any(marks[t]["count"] != prev[t]["count"] + grown[t] for t in grown):
+            # Rows were deleted (a session removed, a message reverted), or the file now holds
+            # another database: forget vanished sessions, so a legacy copy of them counts again,
+            # and read everything afresh.
             for table in ("session", "project"):
                 con.execute(f"DELETE FROM {table} WHERE rank = ? AND id NOT IN (SELECT id FROM {a}.{table})",
                             (self.rank,))
@@ -229,6 +238,12 @@ class Database:
                 (prev[t]["rowid"] or 0, since),
             )
         return new_state, "incremental", notes
+
+    def _id_at(self, table: str, rowid: int | None) -> str | None:
+        if rowid is None:
+            return None
+        row = self.con.execute(f"SELECT id FROM {self.alias}.{table} WHERE rowid = ?", (rowid,)).fetchone()
+        return row[0] if row else None
 
     # -- staging ------------------------------------------------------------------------------------
 

@@ -1,0 +1,229 @@
+"""The real OpenCode, installed from npm and run offline against the mock model.
+
+`install(version)` puts `opencode-linux-x64@VERSION` into a cache outside the repository
+(`$OCSIGHT_TEST_CACHE`, default `~/.cache/ocsight-tests`). `OpenCode` runs one version in a
+sandbox: HOME and every XDG directory inside one temporary root, network features off, a git
+repository to work in, and a config with two providers (one free, like a subscription) and three
+models, all answered by the mock. `run()` drives `opencode run`; `serve()` starts `opencode serve`
+and drives its HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CACHE = Path(os.environ.get("OCSIGHT_TEST_CACHE", Path.home() / ".cache" / "ocsight-tests"))
+VERSIONS = {"1.18": "1.18.33", "1.15": "1.15.13", "1.1": "1.1.65"}
+
+# USD per 1M tokens, as OpenCode's config takes them.
+MODELS = {
+    "mock/mock-large": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75},
+    "mock/mock-small": {"input": 0.8, "output": 4, "cache_read": 0.08, "cache_write": 1},
+    "freebie/free-model": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0},
+}
+DEFAULT_MODEL = "mock/mock-large"
+DEFAULT_PROJECT = "webshop"
+PROVIDER_NAMES = {"mock": "Mock (paid)", "freebie": "Freebie (subscription)"}
+
+QUIET = {
+    "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_SHARE": "1",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1", "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+    "OPENCODE_DISABLE_CLAUDE_CODE": "1", "OPENCODE_DISABLE_EXTERNAL_SKILLS": "1",
+}
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+def install(version: str) -> Path:
+    """The `opencode` binary of one version, installed from npm on first use."""
+    prefix = CACHE / f"opencode-{version}"
+    binary = prefix / "node_modules" / "opencode-linux-x64" / "bin" / "opencode"
+    if not binary.exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--silent",
+             f"opencode-linux-x64@{version}"],
+            check=True, timeout=900,
+        )
+    binary.chmod(0o755)
+    return binary
+
+
+def config(mock_url: str) -> dict:
+    providers: dict = {}
+    for ref, cost in MODELS.items():
+        provider, model = ref.split("/")
+        p = providers.setdefault(provider, {
+            "npm": "@ai-sdk/openai-compatible", "name": PROVIDER_NAMES[provider],
+            "options": {"baseURL": mock_url, "apiKey": "mock-key"}, "models": {},
+        })
+        p["models"][model] = {"name": model, "tool_call": True, "reasoning": True, "cost": cost,
+                              "limit": {"context": 200_000, "output": 8_192}}
+    return {"$schema": "https://opencode.ai/config.json", "autoupdate": False, "share": "disabled",
+            "model": DEFAULT_MODEL, "small_model": DEFAULT_MODEL, "provider": providers}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OpenCode:
+    """One OpenCode version in a sandbox under `root`; the sandbox (data included) outlives the object,
+    so that a later version can be run on the same data, as a user upgrading does."""
+
+    def __init__(self, version: str, root: Path, mock_url: str) -> None:
+        self.version = version
+        self.binary = install(version)
+        self.root = root
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCODE", "XDG_"))}
+        for var, sub in (("HOME", "home"), ("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
+                         ("XDG_CACHE_HOME", "cache"), ("XDG_STATE_HOME", "state")):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            self.env[var] = str(root / sub)
+        self.env.update(QUIET)
+        self.env["GIT_CONFIG_NOSYSTEM"] = "1"
+        cfg = root / "config" / "opencode" / "opencode.json"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(json.dumps(config(mock_url), indent=2))
+
+    def workdir(self, project: str = DEFAULT_PROJECT) -> Path:
+        """A git repository under the sandbox's home, made on first use (OpenCode's project is its root commit)."""
+        path = self.root / "home" / "dev" / project
+        if not (path / ".git").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "mock@example.com"],
+                        ["git", "config", "user.name", "Mock"], ["git", "config", "commit.gpgsign", "false"]):
+                subprocess.run(cmd, cwd=path, check=True, env=self.env)
+            (path / "README.md").write_text(f"{project}: a project for the mock model.\n")
+            subprocess.run(["git", "add", "."], cwd=path, check=True, env=self.env)
+            subprocess.run(["git", "commit", "-qm", "init"], cwd=path, check=True, env=self.env)
+        return path
+
+    def _env_in(self, cwd: Path) -> dict:
+        return {**self.env, "PWD": str(cwd)}  # OpenCode takes its directory from PWD when set
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data" / "opencode"
+
+    def run(self, prompt: str, model: str | None = None, agent: str | None = None,
+            session: str | None = None, project: str = "", timeout: float = 180) -> subprocess.CompletedProcess:
+        """One turn with `opencode run`, which exits when the turn is over."""
+        cwd = self.workdir(project or DEFAULT_PROJECT)
+        cmd = [str(self.binary), "run"]
+        if model:
+            cmd += ["-m", model]
+        if agent:
+            cmd += ["--agent", agent]
+        if session:
+            cmd += ["--session", session]
+        cmd.append(prompt)
+        p = subprocess.run(cmd, cwd=cwd, env=self._env_in(cwd), capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+        if p.returncode != 0 and "[error]" not in prompt:
+            raise HarnessError(f"opencode {self.version} run {prompt!r} failed ({p.returncode}): "
+                               f"{p.stderr[-2000:]}")
+        return p
+
+    @contextmanager
+    def serve(self, project: str = "") -> Iterator[Server]:
+        """`opencode serve` on a free port of 127.0.0.1, stopped on exit."""
+        cwd = self.workdir(project or DEFAULT_PROJECT)
+        port = free_port()
+        log = (self.root / "serve.log").open("ab")
+        proc = subprocess.Popen([str(self.binary), "serve", "--port", str(port), "--hostname", "127.0.0.1"],
+                                cwd=cwd, env=self._env_in(cwd), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        server = Server(f"http://127.0.0.1:{port}", cwd)
+        try:
+            server.wait_ready(proc)
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+    def copy_store(self, target: Path) -> None:
+        """The data OpenCode wrote (database, legacy tree), without its logs, snapshots and binaries.
+
+        The database is copied with its WAL, which is then folded in: the copy is one file in
+        rollback-journal mode, which a read-only open never has to write beside.
+        """
+        target.mkdir(parents=True, exist_ok=True)
+        for db in sorted(self.data_dir.glob("opencode*.db")):
+            copy = target / db.name
+            shutil.copyfile(db, copy)
+            if Path(f"{db}-wal").exists():
+                shutil.copyfile(f"{db}-wal", f"{copy}-wal")
+            con = sqlite3.connect(copy)
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            con.execute("PRAGMA journal_mode = DELETE")
+            con.close()
+            for suffix in ("-wal", "-shm"):
+                Path(f"{copy}{suffix}").unlink(missing_ok=True)
+        storage = self.data_dir / "storage"
+        if storage.is_dir():
+            shutil.copytree(storage, target / "storage", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("snapshot", "session_diff"))
+
+
+class Server:
+    """OpenCode's HTTP API, as its TUI and SDK use it."""
+
+    def __init__(self, url: str, directory: Path) -> None:
+        self.url = url
+        self.directory = str(directory)
+
+    def wait_ready(self, proc: subprocess.Popen, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last: OSError | None = None
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise HarnessError(f"opencode serve exited with {proc.returncode}")
+            try:
+                self.request("GET", "/session", timeout=3)  # early connections can hang: try again
+                return
+            except OSError as e:
+                last = e
+                time.sleep(0.2)
+        raise HarnessError(f"opencode serve did not answer: {last}")
+
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = 180) -> object:
+        sep = "&" if "?" in path else "?"
+        req = urllib.request.Request(
+            f"{self.url}{path}{sep}directory={urllib.request.quote(self.directory)}", method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={} if body is None else {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+        return json.loads(raw) if raw else None
+
+    def new_session(self) -> str:
+        return self.request("POST", "/session", {})["id"]
+
+    def prompt(self, session: str, text: str, model: str | None = None) -> dict:
+        """Sends a user message and waits for the turn to end (the API answers when it has)."""
+        body: dict = {"parts": [{"type": "text", "text": text}]}
+        if model:
+            provider, model_id = model.split("/")
+            body["model"] = {"providerID": provider, "modelID": model_id}
+        return self.request("POST", f"/session/{session}/message", body)
