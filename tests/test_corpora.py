@@ -141,10 +141,12 @@ def test_estimates_equal_what_opencode_charged_in_the_current_era(cli, monkeypat
         assert e["cost"]["usd"] == pytest.approx(s["cost"]["usd"], abs=1e-9)
 
 
-def test_the_recorded_corpora_are_what_the_manifest_says():
+def test_the_recorded_corpora_hold_every_kind_of_record_the_script_asks_for():
     for name in NAMES:
         manifest = (CORPORA / name / "manifest.json").read_text()
         assert f'"{name}"' in manifest
         assert (CORPORA / name / "requests.jsonl").stat().st_size > 0
         assert os.listdir(store_dir(name))
         assert (store_dir(name) / "opencode.db").exists() or (store_dir(name) / "storage").is_dir()
+        part_types = {p["type"] for p in raw_store(store_dir(name)).parts.values()}
+        assert {"text", "reasoning", "tool", "patch", "step-start", "step-finish"} <= part_types
