@@ -97,11 +97,19 @@ def _text_of(message: dict) -> str:
     return ""
 
 
+def title_for(messages: list[dict]) -> str:
+    """A session title from the prompt the title request quotes, without its scenario keyword."""
+    users = [_text_of(m) for m in messages if m.get("role") == "user"]
+    lines = [ln.strip().strip('"').strip() for ln in (users[-1] if users else "").splitlines() if ln.strip()]
+    text = _KEYWORD.sub("", lines[-1] if lines else "").strip(" .\"'")
+    return (text[:1].upper() + text[1:50]) if text else "Mock session"
+
+
 def plan_reply(body: dict) -> Reply:
     """What the model answers to one request, from the conversation OpenCode sent."""
     messages = body.get("messages") or []
     if not body.get("tools"):
-        return Reply("title", 0, text="Mock title", usage=Usage(50, 3, 0, 0))
+        return Reply("title", 0, text=title_for(messages), usage=Usage(50, 3, 0, 0))
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     prompt = _text_of(messages[last_user]) if last_user >= 0 else ""
     step = sum(1 for m in messages[last_user + 1 :] if m.get("role") == "assistant")

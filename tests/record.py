@@ -40,7 +40,7 @@ SCRIPT = [
     ("[reason] think it over", "freebie/free-model", "webshop"),
     ("[task] delegate to a subagent", None, "webshop"),
     ("[todo] plan the work", "mock/mock-small", "api-server"),
-    ("[write] write a file", None, "api-server"),
+    ("[write] write a file", None, "webshop"),
     ("[error] break the provider", None, "api-server"),
     ("[long] talk at length", "freebie/free-model", "api-server"),
 ]

@@ -149,4 +149,7 @@ def test_the_recorded_corpora_hold_every_kind_of_record_the_script_asks_for():
         assert os.listdir(store_dir(name))
         assert (store_dir(name) / "opencode.db").exists() or (store_dir(name) / "storage").is_dir()
         part_types = {p["type"] for p in raw_store(store_dir(name)).parts.values()}
-        assert {"text", "reasoning", "tool", "patch", "step-start", "step-finish"} <= part_types
+        assert {"text", "reasoning", "tool", "step-start", "step-finish"} <= part_types
+    # OpenCode 1.1.65 writes a file edit's patch part only some of the time (its snapshot races the
+    # end of the turn); 1.18 always does.
+    assert "patch" in {p["type"] for p in raw_store(store_dir("opencode-1.18")).parts.values()}

@@ -3,8 +3,8 @@
 Only click is imported at start-up; everything else is imported by the command that needs it, so
 `ocsight --help` stays instant.
 
-Exit codes: 0 success; 1 data problem (missing, unreadable, corrupt or locked data); 2 bad usage
-(unknown flag, bad value); 130 interrupted.
+Exit codes: 0 success; 1 data problem (missing, unreadable, corrupt or locked data, unknown
+session); 2 bad usage (unknown flag, bad value, bad setting); 70 internal error; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ def _source_options(fn: Callable) -> Callable:
                      help="OpenCode data directory (repeatable). Default: $OPENCODE_DATA_DIR, else "
                           "$XDG_DATA_HOME/opencode."),
         click.option("--demo", is_flag=True, help="Read the bundled demo store instead of your data."),
-        click.option("--no-cache", is_flag=True, help="Read everything afresh; do not use or write the index."),
-        click.option("--cost-mode", type=click.Choice(["auto", "stored", "calculate"]), default="auto",
-                     show_default=True,
-                     help="auto: OpenCode's stored cost when > 0, else estimated; stored: only stored costs; "
-                          "calculate: estimate every message from prices."),
+        click.option("--no-cache", is_flag=True, default=None,
+                     help="Read everything afresh; do not use or write the index."),
+        click.option("--cost-mode", type=click.Choice(["auto", "stored", "calculate"]),
+                     help="auto (default): OpenCode's stored cost when > 0, else estimated; stored: only stored "
+                          "costs; calculate: estimate every message from prices."),
         click.option("--prices", metavar="FILE", help="Price overrides (TOML or JSON, models.dev cost keys)."),
         click.option("--days", type=click.IntRange(min=1), help="Only the last N days (today included)."),
         click.option("--since", metavar="DATE", help="From this day (YYYY-MM-DD), inclusive."),
@@ -40,25 +40,59 @@ def _source_options(fn: Callable) -> Callable:
         click.option("--model", "models", multiple=True, help="Only these models: ID or provider/ID."),
         click.option("--project", "projects", multiple=True, help="Only projects whose path contains this."),
         click.option("--agent", "agents", multiple=True, help="Only these agents (build, plan, general, ...)."),
+        click.option("--no-color", "no_color", is_flag=True, default=None,
+                     help="No colours (also: NO_COLOR set, or color = false in the config)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _load(kw: dict, progress: bool = False):
-    """(index, filters) for the command's options."""
-    from ocsight import query, reader
+def _json_option(fn: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (fields documented in the README).")(fn)
 
-    filters = query.make_filters(
-        days=kw["days"], since=kw["since"], until=kw["until"], timezone=kw["timezone"],
-        providers=kw["providers"], models=kw["models"], projects=kw["projects"], agents=kw["agents"],
-    )
-    opts = reader.ReadOptions(
-        data_dirs=kw["data_dirs"], demo=kw["demo"], use_cache=not kw["no_cache"], cost_mode=kw["cost_mode"],
-        prices=kw["prices"],
-    )
-    return reader.open_index(opts), filters
+
+class Run:
+    """What a command reads, with what filters, after settings and flags are merged."""
+
+    def __init__(self, kw: dict) -> None:
+        from ocsight import query, reader, settings
+
+        self.settings = settings.load().with_flags(
+            data_dirs=kw.get("data_dirs") or None, cost_mode=kw.get("cost_mode"), prices=kw.get("prices"),
+            timezone=kw.get("timezone"), cache=False if kw.get("no_cache") else None,
+            color=False if kw.get("no_color") else None,
+        )
+        st = self.settings
+        self.demo = bool(kw.get("demo"))
+        self.filters = query.make_filters(
+            days=kw.get("days"), since=kw.get("since"), until=kw.get("until"), timezone=st.timezone,
+            providers=kw.get("providers", ()), models=kw.get("models", ()), projects=kw.get("projects", ()),
+            agents=kw.get("agents", ()),
+        )
+        self.tz = query.resolve_timezone(st.timezone)
+        self.cost_mode = st.cost_mode
+        self.options = reader.ReadOptions(
+            data_dirs=tuple(st.data_dirs), demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
+            prices=st.prices,
+        )
+
+    def console(self):
+        from rich.console import Console
+
+        plain = not self.settings.color or bool(os.environ.get("NO_COLOR"))
+        return Console(color_system=None, highlight=False) if plain else Console(highlight=False)
+
+    def index(self):
+        from ocsight import reader
+
+        return reader.open_index(self.options)
+
+
+def _emit_json(doc: object) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 @click.group(context_settings=CONTEXT)
@@ -70,8 +104,15 @@ def cli() -> None:
     Examples:
       ocsight analyze                     overview of all your OpenCode usage
       ocsight analyze --demo              the same on the bundled demo store
-      ocsight stats --json --days 7       machine-readable totals for the last week
+      ocsight daily --days 7 --breakdown  the last week, day by day, per model
+      ocsight session                     recent sessions with their subagents
+      ocsight export --format csv --level message --output usage.csv
       ocsight stats --json --provider anthropic --since 2026-11-01 -z Europe/Paris
+
+    \b
+    Exit codes: 0 success; 1 data problem (missing, unreadable or locked data, unknown
+    session); 2 bad usage (unknown flag, bad value, bad setting); 70 internal error;
+    130 interrupted.
     """
 
 
@@ -86,25 +127,29 @@ def analyze(**kw) -> None:
     Examples:
       ocsight analyze
       ocsight analyze --days 30 --project my-app
+      ocsight analyze --demo --no-color
     """
     from ocsight.store import locate
 
-    if not kw["data_dirs"] and not kw["demo"] and not os.environ.get("OPENCODE_DATA_DIR"):
+    run = Run(kw)
+    if not run.options.data_dirs and not run.demo and not os.environ.get("OPENCODE_DATA_DIR"):
         if not locate.has_default_data():
             click.echo(
                 f"No OpenCode data at {locate.default_data_dir()}; showing the bundled demo store "
                 "(use --data-dir to point at your data).",
                 err=True,
             )
-            kw["demo"] = True
-    _render(kw, as_json=False)
+            run = Run({**kw, "demo": True})
+    from ocsight.report import summary
+
+    summary.render(_stats_document(run), run.console())
 
 
 @cli.command(context_settings=CONTEXT)
 @_source_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (fields documented in the README).")
+@_json_option
 def stats(as_json: bool, **kw) -> None:
-    """Totals and breakdowns by provider, model, agent, project and tool.
+    """Totals and detailed tables by provider, model, agent, project, tool and error.
 
     \b
     Examples:
@@ -112,25 +157,212 @@ def stats(as_json: bool, **kw) -> None:
       ocsight stats --json | jq '.totals.cost'
       ocsight stats --json --cost-mode calculate --model anthropic/claude-sonnet-4-5
     """
-    _render(kw, as_json=as_json)
-
-
-def _render(kw: dict, as_json: bool) -> None:
-    from ocsight import reader
-
-    idx, filters = _load(kw)
-    try:
-        doc = reader.stats_document(idx, filters, kw["cost_mode"])
-    finally:
-        idx.close()
+    run = Run(kw)
+    doc = _stats_document(run)
     if as_json:
-        import json
-
-        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        _emit_json(doc)
         return
     from ocsight.report import summary
 
-    summary.render(doc)
+    summary.render(doc, run.console(), detailed=True)
+
+
+def _stats_document(run: Run) -> dict:
+    from ocsight import reader
+
+    idx = run.index()
+    try:
+        return reader.stats_document(idx, run.filters, run.cost_mode)
+    finally:
+        idx.close()
+
+
+def _period_command(grain: str, name: str, example: str) -> None:
+    @cli.command(name, context_settings=CONTEXT, help=f"""Usage per {grain}: sessions, model calls, tokens by type and cost.
+
+    {"Days" if grain == "day" else "Weeks (Monday to Sunday)" if grain == "week" else "Months"} follow --timezone.
+
+    \b
+    Examples:
+      {example}
+      ocsight {name} --breakdown           per model inside each {grain}
+      ocsight {name} --json -z America/New_York
+    """)
+    @_source_options
+    @_json_option
+    @click.option("--breakdown", is_flag=True, help="Per model inside each period.")
+    def command(as_json: bool, breakdown: bool, **kw) -> None:
+        from ocsight import query
+
+        run = Run(kw)
+        idx = run.index()
+        try:
+            rows = query.periods(idx.con, run.filters, run.cost_mode, grain, run.tz, breakdown)
+        finally:
+            idx.close()
+        if as_json:
+            _emit_json({"period": grain, "filters": run.filters.description, "cost_mode": run.cost_mode,
+                        "periods": rows})
+            return
+        from ocsight.report import tables
+
+        console = run.console()
+        console.print(tables.periods_table(rows, grain, breakdown, console.width))
+
+
+_period_command("day", "daily", "ocsight daily --days 14")
+_period_command("week", "weekly", "ocsight weekly --since 2026-09-01")
+_period_command("month", "monthly", "ocsight monthly --provider anthropic")
+
+
+@cli.command(context_settings=CONTEXT)
+@_source_options
+@_json_option
+@click.argument("session_id", required=False)
+@click.option("--limit", type=click.IntRange(min=1), help="Sessions shown (default 20, or session_limit).")
+def session(session_id: str | None, as_json: bool, limit: int | None, **kw) -> None:
+    """Sessions, newest first, each with its subagent sessions and costs rolled up.
+
+    With SESSION_ID: that session's tree (a subagent's ID shows its own subtree).
+
+    \b
+    Examples:
+      ocsight session
+      ocsight session --days 1 --limit 5
+      ocsight session ses_4f1c2a... --json
+    """
+    from ocsight import query
+    from ocsight.errors import OcsightError
+
+    run = Run(kw)
+    idx = run.index()
+    try:
+        roots = query.sessions(idx.con, run.filters, run.cost_mode)
+    finally:
+        idx.close()
+    if session_id:
+        found = _find_session(roots, session_id)
+        if found is None:
+            raise OcsightError(f"no session {session_id!r} with usage in this window")
+        roots = [found]
+    shown = roots[: limit or run.settings.session_limit]
+    if as_json:
+        _emit_json({"filters": run.filters.description, "cost_mode": run.cost_mode, "sessions": shown,
+                    "total_sessions": len(roots)})
+        return
+    from ocsight.report import tables
+
+    run.console().print(tables.sessions_tree(roots, limit or run.settings.session_limit))
+
+
+def _find_session(nodes: list[dict], sid: str) -> dict | None:
+    for n in nodes:
+        if n["id"] == sid:
+            return n
+        found = _find_session(n["children"], sid)
+        if found:
+            return found
+    return None
+
+
+@cli.command(context_settings=CONTEXT)
+@_source_options
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "markdown"]), default="csv", show_default=True,
+              help="csv: a header and one row per record; json: the same fields; markdown: a report with a table.")
+@click.option("--level", type=click.Choice(["message", "session", "day", "model"]), default="session",
+              show_default=True, help="One row per message, session, day (in --timezone) or model.")
+@click.option("--output", "-o", metavar="FILE", default="-", show_default=True,
+              help="File to write (written whole or not at all); - for standard output.")
+def export(fmt: str, level: str, output: str, **kw) -> None:
+    """Export usage as CSV, JSON or Markdown, one row per message, session, day or model.
+
+    \b
+    Examples:
+      ocsight export --format csv --level message --output usage.csv
+      ocsight export --format markdown --level day --days 30 -o report.md
+      ocsight export --format json --level model --since 2026-11-01
+    """
+    from ocsight import __version__ as version
+    from ocsight import export as ex
+    from ocsight import query, reader
+
+    run = Run(kw)
+    if level == "message":
+        recs = reader.read_records(run.options)
+        rows = ex.message_rows(recs, query.message_filter(run.filters), run.tz, run.cost_mode)
+    else:
+        idx = run.index()
+        try:
+            if level == "session":
+                rows = ex.session_rows(query.sessions(idx.con, run.filters, run.cost_mode), run.tz)
+            elif level == "day":
+                rows = [{"day": p["period"], "sessions": p["sessions"], "messages": p["messages"],
+                         **ex.usage_fields(p)}
+                        for p in query.periods(idx.con, run.filters, run.cost_mode, "day", run.tz)]
+            else:
+                doc = query.stats(idx.con, run.filters, run.cost_mode)
+                rows = [{"provider": m["provider"], "model": m["model"], "sessions": m["sessions"],
+                         "messages": m["messages"], **ex.usage_fields(m)} for m in doc["by_model"]]
+        finally:
+            idx.close()
+    meta = {"ocsight": version, "filters": run.filters.description, "cost_mode": run.cost_mode}
+    ex.write_atomically(output, ex.render(fmt, level, rows, meta))
+    if output != "-":
+        click.echo(f"wrote {len(rows):,} {level} rows to {output}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@_source_options
+@click.option("--interval", type=click.FloatRange(min=0.1), help="Seconds between refreshes (default 2).")
+@click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
+def live(interval: float | None, once: bool, **kw) -> None:
+    """A live view of today's spend, the running session and the latest calls, as OpenCode writes.
+
+    Reads only what changed since the last refresh (the index is incremental). Ctrl-C quits.
+
+    \b
+    Examples:
+      ocsight live
+      ocsight live --interval 5 -z Europe/Berlin
+    """
+    from ocsight.report import live as live_view
+
+    run = Run(kw)
+    live_view.run(run, interval or run.settings.live_interval, once)
+
+
+@cli.command("config", context_settings=CONTEXT)
+@_json_option
+def config_command(as_json: bool) -> None:
+    """The effective settings and where each value comes from.
+
+    Settings come from, lowest first: defaults, the file $XDG_CONFIG_HOME/ocsight/config.toml
+    (or $OCSIGHT_CONFIG), OCSIGHT_<NAME> environment variables, and command-line flags.
+
+    \b
+    Examples:
+      ocsight config
+      OCSIGHT_COST_MODE=calculate ocsight config --json
+    """
+    from ocsight import settings
+
+    st = settings.load()
+    doc = {"file": str(settings.config_file()), "file_exists": settings.config_file().is_file(),
+           "settings": {f.name: {"value": st.values[f.name], "source": st.sources[f.name], "help": f.help,
+                                 "env": f"{settings.ENV_PREFIX}{f.name.upper()}"} for f in settings.FIELDS}}
+    if as_json:
+        _emit_json(doc)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Settings (file: {doc['file']}{'' if doc['file_exists'] else ', absent'})",
+                  title_justify="left")
+    for col in ("Setting", "Value", "Source", "Variable"):
+        table.add_column(col)
+    for name, s in doc["settings"].items():
+        table.add_row(name, repr(s["value"]), s["source"], s["env"])
+    Console(highlight=False).print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,6 +105,30 @@ def make_filters(
 PROJECT_SQL = "coalesce(nullif(p.worktree, '/'), s.directory, p.worktree, '(unknown)')"
 
 
+def message_filter(f: Filters):
+    """The filters as a test of one record (`ocsight.records.Message`) and its project path, for
+    consumers of records; the same rules as `_where` applies to the cubes."""
+    providers = {v.lower() for v in f.providers}
+    agents = {v.lower() for v in f.agents}
+    models = {v.lower() for v in f.models}
+
+    def matches(m, project: str) -> bool:
+        t = m.time_created or 0
+        if f.since_ms is not None and t < f.since_ms:
+            return False
+        if f.until_ms is not None and t >= f.until_ms:
+            return False
+        if providers and m.provider.lower() not in providers:
+            return False
+        if agents and m.agent.lower() not in agents:
+            return False
+        if models and m.model.lower() not in models and f"{m.provider}/{m.model}".lower() not in models:
+            return False
+        return not f.projects or any(p in project for p in f.projects)
+
+    return matches
+
+
 def _where(f: Filters) -> tuple[str, list]:
     """A WHERE clause over a cube row `c` joined to its session `s` and project `p`."""
     terms, args = ["1"], []
@@ -246,3 +270,128 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
     con.execute("DROP TABLE temp.g")
     con.row_factory = None
     return doc
+
+
+# -- time reports and sessions ----------------------------------------------------------------------
+
+GRAINS = ("day", "week", "month")
+
+
+def period_of(grain: str, tz: dt.tzinfo | None):
+    """A function from a cube bucket to its period's label in `tz`: `2026-11-24` (day), the Monday
+    starting the ISO week (week), `2026-11` (month)."""
+    cache: dict[int, str] = {}
+
+    def label(bucket: int) -> str:
+        out = cache.get(bucket)
+        if out is None:
+            at = dt.datetime.fromtimestamp(bucket * BUCKET_MS / 1000, tz)
+            day = at.date()
+            if grain == "week":
+                out = (day - dt.timedelta(days=day.weekday())).isoformat()
+            elif grain == "month":
+                out = f"{day.year:04d}-{day.month:02d}"
+            else:
+                out = day.isoformat()
+            cache[bucket] = out
+        return out
+
+    return label
+
+
+def periods(con: sqlite3.Connection, f: Filters, mode: str, grain: str, tz: dt.tzinfo | None,
+            breakdown: bool = False) -> list[dict]:
+    """Usage per day, week or month (in `tz`), oldest first; with `breakdown`, per model inside each."""
+    if grain not in GRAINS:
+        raise OcsightError(f"unknown period {grain!r} (choose {', '.join(GRAINS)})", EXIT_USAGE)
+    con.create_function("ocsight_period", 1, period_of(grain, tz), deterministic=True)
+    con.row_factory = sqlite3.Row
+    where, args = _where(f)
+    stored, est, unpriced = cost_columns(mode)
+    usage = (
+        f"count(DISTINCT c.session_id) AS sessions, sum(c.messages) AS messages, "
+        f"{', '.join(f'sum(c.{k}) AS {k}' for k in TOKEN_KEYS)}, {stored} AS stored, {est} AS estimated, "
+        f"{unpriced} AS unpriced"
+    )
+    base = f"{_FROM.format(cube='usage_cube')} WHERE {where} AND c.role = 'assistant'"
+    try:
+        rows = con.execute(
+            f"SELECT ocsight_period(c.bucket) AS period, {usage} {base} GROUP BY 1 ORDER BY 1", args
+        ).fetchall()
+        out = [{"period": r["period"], **_usage(r)} for r in rows]
+        if breakdown:
+            models: dict[str, list[dict]] = {}
+            for r in con.execute(
+                f"SELECT ocsight_period(c.bucket) AS period, c.provider, c.model, {usage} {base} "
+                f"GROUP BY 1, 2, 3 ORDER BY 1, sum(c.stored_pico) + sum(c.est_all_pico) DESC, 2, 3",
+                args,
+            ):
+                models.setdefault(r["period"], []).append({"provider": r["provider"], "model": r["model"],
+                                                           **_usage(r)})
+            for p in out:
+                p["models"] = models.get(p["period"], [])
+        return out
+    finally:
+        con.row_factory = None
+
+
+def sessions(con: sqlite3.Connection, f: Filters, mode: str) -> list[dict]:
+    """Sessions with counted messages, newest first, as trees: a subagent session sits in its
+    parent's `children`, and `rollup` sums a session with all its descendants."""
+    con.row_factory = sqlite3.Row
+    where, args = _where(f)
+    stored, est, unpriced = cost_columns(mode)
+    try:
+        rows = con.execute(
+            f"""SELECT c.session_id AS id, s.parent_id, s.title, s.version, s.time_created, {PROJECT_SQL} AS project,
+                count(DISTINCT c.session_id) AS sessions, sum(c.messages) AS messages,
+                sum(CASE WHEN c.error IS NOT NULL THEN c.messages ELSE 0 END) AS errors,
+                {', '.join(f'sum(c.{k}) AS {k}' for k in TOKEN_KEYS)}, {stored} AS stored, {est} AS estimated,
+                {unpriced} AS unpriced, group_concat(DISTINCT c.provider || '/' || c.model) AS models,
+                group_concat(DISTINCT c.agent) AS agents
+            {_FROM.format(cube='usage_cube')} WHERE {where} AND c.role = 'assistant'
+            GROUP BY c.session_id""",
+            args,
+        ).fetchall()
+        tools = dict(con.execute(
+            f"SELECT c.session_id, sum(c.calls) {_FROM.format(cube='tool_cube')} WHERE {where} GROUP BY 1", args
+        ).fetchall())
+        known = {r[0]: r for r in con.execute("SELECT id, parent_id FROM session")}
+    finally:
+        con.row_factory = None
+    nodes: dict[str, dict] = {}
+    for r in rows:
+        u = _usage(r)
+        nodes[r["id"]] = {
+            "id": r["id"], "parent_id": r["parent_id"], "title": r["title"], "project": r["project"],
+            "version": r["version"], "time_created": r["time_created"],
+            "models": sorted((r["models"] or "").split(",")) if r["models"] else [],
+            "agents": sorted((r["agents"] or "").split(",")) if r["agents"] else [],
+            "messages": u["messages"], "errors": r["errors"], "tool_calls": tools.get(r["id"], 0),
+            "tokens": u["tokens"], "cost": u["cost"], "children": [],
+        }
+    roots = []
+    for node in sorted(nodes.values(), key=lambda n: (n["time_created"] or 0, n["id"])):
+        parent = nodes.get(node["parent_id"]) if node["parent_id"] in known else None
+        (parent["children"] if parent else roots).append(node)
+    for root in roots:
+        _roll_up(root)
+    roots.sort(key=lambda n: (n["time_created"] or 0, n["id"]), reverse=True)
+    return roots
+
+
+def _roll_up(node: dict) -> dict:
+    """Sums a session with its descendants into `rollup` (tokens, cost, messages, sessions)."""
+    tokens = dict(node["tokens"])
+    cost = {k: v for k, v in node["cost"].items()}
+    messages, count = node["messages"], 1
+    for child in node["children"]:
+        r = _roll_up(child)
+        for k in tokens:
+            tokens[k] += r["tokens"][k]
+        for k in cost:
+            cost[k] += r["cost"][k]
+        messages += r["messages"]
+        count += r["sessions"]
+    node["rollup"] = {"sessions": count, "messages": messages, "tokens": tokens, "cost": cost}
+    return node["rollup"]

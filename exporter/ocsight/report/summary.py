@@ -29,34 +29,45 @@ def short_path(path: str, width: int = 28) -> str:
     return path if len(path) <= width else "…" + path[-(width - 1):]
 
 
-def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float, limit: int = 10) -> Table:
+def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float, limit: int | None = 10,
+                 detailed: tuple[str, ...] = ()) -> Table:
+    """A breakdown; `detailed` names the token types shown in their own columns."""
     table = Table(title=title, title_justify="left", title_style="bold")
     for k in keys:
         table.add_column(k.capitalize())
     table.add_column("Sessions", justify="right")
     table.add_column("Messages", justify="right")
-    table.add_column("Tokens", justify="right")
-    table.add_column("Cost", justify="right")
-    table.add_column("Share", justify="right")
-    for r in rows[:limit]:
+    token_columns = detailed
+    for k in token_columns:
+        table.add_column(k.replace("_", " ").capitalize(), justify="right", no_wrap=True)
+    table.add_column("Tokens", justify="right", no_wrap=True)
+    table.add_column("Cost", justify="right", no_wrap=True)
+    table.add_column("Share", justify="right", no_wrap=True)
+    shown = rows if limit is None else rows[:limit]
+    for r in shown:
         share = r["cost"]["usd"] / total_usd * 100 if total_usd else 0.0
         table.add_row(
             *((short_path(r[k]) if k == "project" else str(r[k])) or "-" for k in keys), str(r["sessions"]),
-            tokens(r["messages"]),
+            tokens(r["messages"]), *(tokens(r["tokens"][k]) for k in token_columns),
             tokens(r["tokens"]["total"]), money(r["cost"]), f"{share:.1f}%",
         )
-    if len(rows) > limit:
-        table.caption = f"{len(rows) - limit} more not shown"
+    if len(rows) > len(shown):
+        table.caption = f"{len(rows) - len(shown)} more not shown"
     return table
 
 
-def render(doc: dict, console: Console | None = None) -> None:
+def render(doc: dict, console: Console | None = None, detailed: bool = False) -> None:
+    """The overview (`analyze`); `detailed` (`stats`) shows every row and every token type."""
     console = console or Console()
+    limit = None if detailed else 10
+    from ocsight.report.tables import COMPACT_NOTE, FULL, WIDE, token_kinds
+
+    kinds = token_kinds(console.width) if detailed else ()
     t = doc["totals"]
     src = doc["source"]
     if src["demo"]:
         console.print("[yellow]Demo store[/yellow] (bundled with ocsight)")
-    console.print(f"[bold]OpenCode usage[/bold]  {', '.join(src['databases'] + src['legacy_dirs'])}")
+    console.print(f"[bold]OpenCode usage[/bold]  {', '.join(src['databases'] + src['legacy_dirs'])}", soft_wrap=True)
     tok = t["tokens"]
     cached = tok["cache_read"]
     prompt = tok["input"] + tok["cache_read"] + tok["cache_write"]
@@ -79,19 +90,22 @@ def render(doc: dict, console: Console | None = None) -> None:
         summary.add_row("  unpriced", f"[yellow]{c['unpriced_messages']:,} messages ({names})[/yellow]")
     console.print(summary)
     total = c["usd"]
-    console.print(_usage_table("By provider", doc["by_provider"], ["provider"], total))
-    console.print(_usage_table("By model", doc["by_model"], ["provider", "model"], total))
-    console.print(_usage_table("By agent", doc["by_agent"], ["agent"], total))
-    console.print(_usage_table("By project", doc["by_project"], ["project"], total))
+    for title, key, keys in (("By provider", "by_provider", ["provider"]), ("By model", "by_model", ["provider", "model"]),
+                             ("By agent", "by_agent", ["agent"]), ("By project", "by_project", ["project"])):
+        console.print(_usage_table(title, doc[key], keys, total, limit, kinds))
+    if detailed and kinds != FULL:
+        console.print(f"[dim]{COMPACT_NOTE.format(width=WIDE)}[/dim]")
     if doc["by_tool"]:
         tools = Table(title="Tools", title_justify="left", title_style="bold")
         for col, just in (("Tool", "left"), ("MCP server", "left"), ("Calls", "right"), ("Errors", "right"),
                           ("Error rate", "right")):
             tools.add_column(col, justify=just)
-        for r in doc["by_tool"][:15]:
+        for r in doc["by_tool"] if detailed else doc["by_tool"][:15]:
             rate = r["errors"] / r["calls"] * 100 if r["calls"] else 0
             tools.add_row(r["tool"], r["mcp_server"] or "", f"{r['calls']:,}", f"{r['errors']:,}", f"{rate:.1f}%")
         console.print(tools)
+    if doc.get("by_error"):
+        console.print("[bold]Errors[/bold]  " + ", ".join(f"{e['error']}: {e['messages']:,}" for e in doc["by_error"]))
     skipped = src["skipped"]
     if skipped["total"]:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped["by_reason"].items())

@@ -1,0 +1,172 @@
+"""`ocsight export`: one row per record at a chosen level, as CSV, JSON or Markdown.
+
+Rows are flat dicts with the same field names in every format (tokens and costs spelled out, so a
+spreadsheet needs no nesting). A file is written to a temporary sibling and renamed into place: an
+error never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ocsight.errors import OcsightError
+
+LEVELS = ("message", "session", "day", "model")
+FORMATS = ("csv", "json", "markdown")
+TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
+USAGE_FIELDS = [*(f"tokens_{k}" for k in (*TOKEN_KEYS, "total")), "cost_usd", "stored_usd", "estimated_usd",
+                "unpriced_messages"]
+FIELDS = {
+    "message": ["id", "session_id", "time_created", "role", "provider", "model", "agent", "project", "error",
+                "era", *USAGE_FIELDS[:7], "stored_usd", "estimated_usd"],
+    "session": ["id", "parent_id", "title", "project", "time_created", "version", "models", "agents", "messages",
+                "errors", "tool_calls", *USAGE_FIELDS],
+    "day": ["day", "sessions", "messages", *USAGE_FIELDS],
+    "model": ["provider", "model", "sessions", "messages", *USAGE_FIELDS],
+}
+
+
+def iso(ms: int | None, tz: dt.tzinfo | None) -> str | None:
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, tz).astimezone(tz).isoformat(timespec="milliseconds")
+
+
+def usage_fields(u: dict) -> dict:
+    out = {f"tokens_{k}": v for k, v in u["tokens"].items()}
+    c = u["cost"]
+    out.update(cost_usd=c["usd"], stored_usd=c["stored_usd"], estimated_usd=c["estimated_usd"],
+               unpriced_messages=c["unpriced_messages"])
+    return out
+
+
+def session_rows(roots: list[dict], tz: dt.tzinfo | None) -> list[dict]:
+    out: list[dict] = []
+
+    def walk(node: dict) -> None:
+        out.append({
+            "id": node["id"], "parent_id": node["parent_id"], "title": node["title"], "project": node["project"],
+            "time_created": iso(node["time_created"], tz), "version": node["version"],
+            "models": " ".join(node["models"]), "agents": " ".join(node["agents"]), "messages": node["messages"],
+            "errors": node["errors"], "tool_calls": node["tool_calls"], **usage_fields(node),
+        })
+        for child in node["children"]:
+            walk(child)
+
+    for root in roots:
+        walk(root)
+    return out
+
+
+def message_rows(recs, matches, tz: dt.tzinfo | None, mode: str) -> list[dict]:
+    """Messages of `ocsight.records` that `matches(message, project)` keeps; cost per the cost mode."""
+    sessions = {s.id: s for s in recs.sessions}
+    projects = {p.id: p for p in recs.projects}
+    out = []
+    for m in recs.messages:
+        s = sessions.get(m.session_id)
+        p = projects.get(s.project_id) if s else None
+        project = (p.worktree if p and p.worktree not in (None, "/") else None) or (s.directory if s else None)
+        if not matches(m, project or "(unknown)"):
+            continue
+        stored = m.cost_usd if mode != "calculate" else 0.0
+        estimated = (m.estimated_usd or 0.0) if (mode == "calculate" or (mode == "auto" and m.cost_usd == 0)) \
+            else 0.0
+        t = m.tokens
+        out.append({
+            "id": m.id, "session_id": m.session_id, "time_created": iso(m.time_created, tz), "role": m.role,
+            "provider": m.provider, "model": m.model, "agent": m.agent, "project": project, "error": m.error,
+            "era": m.era, "tokens_input": t.input, "tokens_output": t.output, "tokens_reasoning": t.reasoning,
+            "tokens_cache_read": t.cache_read, "tokens_cache_write": t.cache_write, "tokens_total": t.total,
+            "cost_usd": stored + estimated if m.role == "assistant" else 0.0,
+            "stored_usd": stored if m.role == "assistant" else 0.0,
+            "estimated_usd": estimated if m.role == "assistant" else 0.0,
+        })
+    return out
+
+
+# -- formats -----------------------------------------------------------------------------------------
+
+def to_csv(level: str, rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS[level], lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def to_json(level: str, rows: list[dict], meta: dict) -> str:
+    return json.dumps({"level": level, **meta, "rows": rows}, indent=2, ensure_ascii=False) + "\n"
+
+
+def _md_cell(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        v = f"{v:.6f}".rstrip("0").rstrip(".") if v else "0"
+    elif isinstance(v, int):
+        v = f"{v:,}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(level: str, rows: list[dict], meta: dict) -> str:
+    fields = FIELDS[level]
+    lines = [f"# OpenCode usage by {level}", ""]
+    f = meta.get("filters", {})
+    window = ", ".join(f"{k}: {v}" for k, v in f.items() if v not in (None, [], "local"))
+    lines += [f"- Rows: {len(rows):,}", f"- Filters: {window or 'none'}", f"- Cost mode: {meta.get('cost_mode')}",
+              f"- Generated by ocsight {meta.get('ocsight')}", ""]
+    if rows and "cost_usd" in fields:
+        lines += [f"Total cost: ${sum(r['cost_usd'] for r in rows):,.2f}; "
+                  f"tokens: {sum(r['tokens_total'] for r in rows):,}", ""]
+    lines.append("| " + " | ".join(fields) + " |")
+    lines.append("|" + "|".join("---:" if _numeric(rows, k) else "---" for k in fields) + "|")
+    for r in rows:
+        lines.append("| " + " | ".join(_md_cell(r.get(k)) for k in fields) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _numeric(rows: list[dict], key: str) -> bool:
+    return bool(rows) and all(isinstance(r.get(key), (int, float)) for r in rows)
+
+
+def render(fmt: str, level: str, rows: list[dict], meta: dict) -> str:
+    if fmt == "csv":
+        return to_csv(level, rows)
+    if fmt == "json":
+        return to_json(level, rows, meta)
+    return to_markdown(level, rows, meta)
+
+
+def write_atomically(target: str, text: str) -> None:
+    """Writes `text` to `target` ("-": stdout) through a temporary file renamed into place."""
+    if target == "-":
+        import sys
+
+        sys.stdout.write(text)
+        return
+    path = Path(target).expanduser()
+    if path.is_dir():
+        raise OcsightError(f"--output {target} is a directory", 2)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OcsightError(f"--output: directory {parent} does not exist", 2)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OcsightError(f"cannot write to {parent}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OcsightError(f"cannot write {path}: {e.strerror}") from None
+        raise

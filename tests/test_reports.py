@@ -1,0 +1,312 @@
+"""The reports users reach for: daily / weekly / monthly, sessions, exports, live view, settings."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import re
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import stats
+from corpus import raw_store, store_dir
+
+from ocsight import export as ex
+
+CORPUS = "opencode-1.18"
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write", "total")
+
+
+def data(*args: str) -> tuple[str, ...]:
+    return ("--data-dir", str(store_dir(CORPUS)), *args)
+
+
+def run_json(cli, *args: str) -> dict:
+    r = cli(*args, "--json")
+    assert r.code == 0, r.err
+    return json.loads(r.out)
+
+
+def days_of_messages(tz: str) -> set[str]:
+    raw = raw_store(store_dir(CORPUS))
+    return {dt.datetime.fromtimestamp(m["time"]["created"] / 1000, ZoneInfo(tz)).date().isoformat()
+            for m in raw.assistant()}
+
+
+# -- time reports -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["daily", "weekly", "monthly"])
+def test_periods_add_up_to_the_totals(cli, command: str):
+    totals = stats(cli, *data())["totals"]
+    periods = run_json(cli, command, *data())["periods"]
+    for k in TOKEN_KEYS:
+        assert sum(p["tokens"][k] for p in periods) == totals["tokens"][k]
+    assert sum(p["messages"] for p in periods) == totals["messages"]["assistant"]
+    assert sum(p["cost"]["usd"] for p in periods) == pytest.approx(totals["cost"]["usd"], abs=1e-9)
+
+
+def test_breakdown_splits_each_period_by_model(cli):
+    for period in run_json(cli, "daily", *data("--breakdown"))["periods"]:
+        assert period["models"]
+        for k in TOKEN_KEYS:
+            assert sum(m["tokens"][k] for m in period["models"]) == period["tokens"][k]
+        assert sum(m["messages"] for m in period["models"]) == period["messages"]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"])
+def test_days_follow_the_time_zone(cli, tz: str):
+    days = {p["period"] for p in run_json(cli, "daily", *data("-z", tz))["periods"]}
+    assert days == days_of_messages(tz)
+
+
+def test_the_same_moment_falls_on_different_days_in_distant_zones(cli):
+    east = {p["period"] for p in run_json(cli, "daily", *data("-z", "Pacific/Kiritimati"))["periods"]}
+    west = {p["period"] for p in run_json(cli, "daily", *data("-z", "Pacific/Pago_Pago"))["periods"]}
+    assert east != west  # 25 hours apart: no moment has the same date in both
+
+
+def test_since_is_a_midnight_in_the_chosen_zone(cli):
+    (first,) = sorted(days_of_messages("Pacific/Kiritimati"))[:1]
+    inside = run_json(cli, "daily", *data("-z", "Pacific/Kiritimati", "--since", first))["periods"]
+    later = (dt.date.fromisoformat(first) + dt.timedelta(days=1)).isoformat()
+    outside = run_json(cli, "daily", *data("-z", "Pacific/Kiritimati", "--since", later, "--until", later))
+    assert inside and inside[0]["period"] == first
+    assert all(p["period"] == later for p in outside["periods"])
+
+
+def test_weeks_start_on_monday_and_months_are_calendar_months(cli):
+    for p in run_json(cli, "weekly", *data("-z", "UTC"))["periods"]:
+        assert dt.date.fromisoformat(p["period"]).weekday() == 0
+    months = {p["period"] for p in run_json(cli, "monthly", *data("-z", "UTC"))["periods"]}
+    assert months == {d[:7] for d in days_of_messages("UTC")}
+
+
+def test_period_tables_show_every_period(cli):
+    r = cli("daily", *data("-z", "UTC"))
+    assert r.code == 0 and "Daily usage" in r.out
+    for day in days_of_messages("UTC"):
+        assert day in r.out
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+def _walk(nodes: list[dict]):
+    for n in nodes:
+        yield n
+        yield from _walk(n["children"])
+
+
+def test_sessions_nest_subagents_under_their_parent_with_costs_rolled_up(cli):
+    doc = run_json(cli, "session", *data("--limit", "100"))
+    nodes = list(_walk(doc["sessions"]))
+    assert len(nodes) == stats(cli, *data())["totals"]["sessions"]
+    parents = [n for n in nodes if n["children"]]
+    assert parents
+    for p in parents:
+        own_and_children = p["cost"]["usd"] + sum(c["rollup"]["cost"]["usd"] for c in p["children"])
+        assert p["rollup"]["cost"]["usd"] == pytest.approx(own_and_children)
+        assert p["rollup"]["tokens"]["total"] == p["tokens"]["total"] + sum(
+            c["rollup"]["tokens"]["total"] for c in p["children"])
+        assert all(c["parent_id"] == p["id"] for c in p["children"])
+    assert all(n["parent_id"] is None for n in doc["sessions"])
+
+
+def test_one_session_by_id_shows_its_tree(cli):
+    parent = next(n for n in _walk(run_json(cli, "session", *data())["sessions"]) if n["children"])
+    doc = run_json(cli, "session", parent["id"], *data())
+    assert [s["id"] for s in doc["sessions"]] == [parent["id"]]
+    r = cli("session", parent["id"], *data())
+    assert r.code == 0 and parent["children"][0]["id"] in r.out
+
+
+def test_an_unknown_session_is_a_one_line_error(cli):
+    r = cli("session", "ses_nope", *data())
+    assert r.code == 1 and r.err.count("\n") == 1 and "ses_nope" in r.err
+
+
+def test_session_limit_shows_the_newest(cli):
+    doc = run_json(cli, "session", *data("--limit", "2"))
+    assert len(doc["sessions"]) == 2 and doc["total_sessions"] > 2
+    times = [s["time_created"] for s in doc["sessions"]]
+    assert times == sorted(times, reverse=True)
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("level", ex.LEVELS)
+def test_csv_has_a_header_and_one_row_per_record_that_sum_to_the_totals(cli, level: str):
+    r = cli("export", "--format", "csv", "--level", level, *data())
+    assert r.code == 0, r.err
+    rows = list(csv.DictReader(io.StringIO(r.out)))
+    assert list(rows[0]) == ex.FIELDS[level]
+    totals = stats(cli, *data())["totals"]
+    for k in TOKEN_KEYS:
+        assert sum(int(row[f"tokens_{k}"]) for row in rows) == totals["tokens"][k]
+    assert sum(float(row["cost_usd"]) for row in rows) == pytest.approx(totals["cost"]["usd"], abs=1e-9)
+    expected_rows = {
+        "message": totals["messages"]["user"] + totals["messages"]["assistant"],
+        "session": totals["sessions"],
+        "model": len(stats(cli, *data())["by_model"]),
+        "day": len(run_json(cli, "daily", *data())["periods"]),
+    }[level]
+    assert len(rows) == expected_rows
+
+
+@pytest.mark.parametrize("level", ex.LEVELS)
+def test_json_export_carries_the_csv_fields(cli, level: str):
+    doc = json.loads(cli("export", "--format", "json", "--level", level, *data()).out)
+    assert doc["level"] == level and doc["rows"]
+    for row in doc["rows"]:
+        assert list(row) == ex.FIELDS[level] or set(ex.FIELDS[level]) <= set(row)
+    csv_rows = list(csv.DictReader(io.StringIO(cli("export", "--format", "csv", "--level", level, *data()).out)))
+    assert [r["tokens_total"] for r in csv_rows] == [str(r["tokens_total"]) for r in doc["rows"]]
+
+
+@pytest.mark.parametrize("level", ex.LEVELS)
+def test_markdown_export_is_a_well_formed_table(cli, level: str):
+    text = cli("export", "--format", "markdown", "--level", level, *data()).out
+    assert text.startswith(f"# OpenCode usage by {level}")
+    table = [ln for ln in text.splitlines() if ln.startswith("|")]
+    header, rule, *body = table
+    cells = lambda line: len(re.split(r"(?<!\\)\|", line)) - 2  # noqa: E731
+    assert cells(header) == len(ex.FIELDS[level]) == cells(rule)
+    assert re.fullmatch(r"\|(-{3,}:?\|)+", rule)
+    assert body and all(cells(line) == cells(header) for line in body)
+
+
+def test_export_writes_a_file_whole(cli, tmp_path: Path):
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "usage.csv"
+    out.write_text("old contents")
+    r = cli("export", "--level", "day", "--output", str(out), *data())
+    assert r.code == 0 and "wrote" in r.err
+    assert out.read_text().startswith("day,sessions,")
+    assert [p.name for p in out.parent.iterdir()] == ["usage.csv"]  # no temporary file left
+
+
+def test_a_failed_export_leaves_no_file(cli, tmp_path: Path):
+    r = cli("export", "--output", str(tmp_path / "missing" / "usage.csv"), *data())
+    assert r.code == 2 and "does not exist" in r.err
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("export", "--data-dir", str(tmp_path / "nowhere"), "--output", str(out / "x.csv"))
+    assert r.code == 1 and list(out.iterdir()) == []
+
+
+def test_message_export_follows_the_filters(cli):
+    rows = list(csv.DictReader(io.StringIO(
+        cli("export", "--level", "message", "--model", "mock/mock-small", *data()).out)))
+    assert rows and {r["model"] for r in rows} == {"mock-small"}
+    doc = stats(cli, *data("--model", "mock/mock-small"))
+    assert sum(int(r["tokens_total"]) for r in rows) == doc["totals"]["tokens"]["total"]
+
+
+# -- live -------------------------------------------------------------------------------------------
+
+def test_live_draws_today_and_the_latest_session(cli, monkeypatch):
+    raw = raw_store(store_dir(CORPUS))
+    last = max(raw.assistant(), key=lambda m: m["time"]["created"])
+    monkeypatch.setattr("time.time", lambda: last["time"]["created"] / 1000 + 60)
+    monkeypatch.setenv("COLUMNS", "120")
+    r = cli("live", "--once", *data("-z", "UTC"))
+    assert r.code == 0, r.err
+    assert "Today" in r.out and "Latest model calls" in r.out and "Latest tool calls" in r.out
+    assert last["sessionID"] in r.out
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = Path(os.environ["XDG_CONFIG_HOME"]) / "ocsight" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_config_shows_each_value_and_its_source(cli, tmp_path: Path, monkeypatch):
+    path = _config(tmp_path, 'timezone = "Asia/Tokyo"\nsession_limit = 3\n')
+    monkeypatch.setenv("OCSIGHT_COST_MODE", "calculate")
+    doc = run_json(cli, "config")
+    s = doc["settings"]
+    assert (s["timezone"]["value"], s["timezone"]["source"]) == ("Asia/Tokyo", str(path))
+    assert (s["cost_mode"]["value"], s["cost_mode"]["source"]) == ("calculate", "env OCSIGHT_COST_MODE")
+    assert (s["cache"]["value"], s["cache"]["source"]) == (True, "default")
+
+
+def test_settings_apply_to_commands_and_flags_override_them(cli, tmp_path: Path, monkeypatch):
+    _config(tmp_path, "session_limit = 1\n")
+    monkeypatch.setenv("OCSIGHT_COST_MODE", "calculate")
+    assert len(run_json(cli, "session", *data())["sessions"]) == 1
+    assert run_json(cli, "session", *data("--limit", "2"))["cost_mode"] == "calculate"
+    assert stats(cli, *data("--cost-mode", "stored"))["pricing"]["cost_mode"] == "stored"
+
+
+@pytest.mark.parametrize("setup", [
+    {"env": {"OCSIGHT_COST_MODE": "cheap"}, "says": "OCSIGHT_COST_MODE"},
+    {"env": {"OCSIGHT_LIVE_INTERVAL": "-1"}, "says": "OCSIGHT_LIVE_INTERVAL"},
+    {"file": "cost_mode = 3\n", "says": "cost_mode in"},
+    {"file": "colour = false\n", "says": "unknown setting 'colour'"},
+    {"file": "timezone = \n", "says": "bad config file"},
+])
+def test_a_bad_setting_is_a_one_line_usage_error(cli, tmp_path: Path, monkeypatch, setup: dict):
+    for k, v in setup.get("env", {}).items():
+        monkeypatch.setenv(k, v)
+    if "file" in setup:
+        _config(tmp_path, setup["file"])
+    r = cli("stats", "--json", *data())
+    assert r.code == 2 and setup["says"] in r.err and r.err.count("\n") == 1
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@pytest.mark.parametrize("way", ["flag", "NO_COLOR", "setting"])
+def test_colours_can_be_turned_off(cli, monkeypatch, tmp_path: Path, way: str):
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert ANSI.search(cli("analyze", *data()).out)
+    args = ["--no-color"] if way == "flag" else []
+    if way == "NO_COLOR":
+        monkeypatch.setenv("NO_COLOR", "1")
+    if way == "setting":
+        _config(tmp_path, "color = false\n")
+    r = cli("analyze", *data(*args))
+    assert r.code == 0 and not ANSI.search(r.out)
+
+
+@pytest.mark.parametrize("args", [
+    ["daily", "--days", "0"], ["export", "--format", "xml"], ["export", "--level", "hour"],
+    ["weekly", "-z", "Mars/Olympus_Mons"], ["session", "--limit", "0"], ["live", "--interval", "0"],
+    ["monthly", "--since", "yesterday"], ["daily", "--bogus"],
+])
+def test_bad_flags_are_usage_errors(cli, args: list[str]):
+    r = cli(*args, *data())
+    assert r.code == 2 and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize("command", ["analyze", "stats", "daily", "weekly", "monthly", "session", "export",
+                                     "live", "config"])
+def test_every_command_has_help_with_examples(cli, command: str):
+    r = cli(command, "--help")
+    assert r.code == 0 and "Examples:" in r.out
+
+
+def test_analyze_output_matches_the_golden_file(cli, monkeypatch):
+    """A picture of `analyze` at 100 columns; `OCSIGHT_UPDATE_GOLDEN=1` rewrites it after `make fixtures`."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("LINES", "50")
+    r = cli("analyze", "--demo", "--no-color")
+    assert r.code == 0
+    demo = str(Path(__file__).resolve().parent.parent / "exporter" / "ocsight" / "demo")
+    text = r.out.replace(demo, "<demo>")
+    golden = GOLDEN / "analyze-demo.txt"
+    if os.environ.get("OCSIGHT_UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
