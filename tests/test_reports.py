@@ -86,11 +86,39 @@ def test_weeks_start_on_monday_and_months_are_calendar_months(cli):
     assert months == {d[:7] for d in days_of_messages("UTC")}
 
 
+def test_analyze_names_the_top_sessions_with_their_subagents(cli):
+    r = cli("analyze", *data())
+    assert "Top sessions" in r.out and "(+1 subagent)" in r.out
+
+
 def test_period_tables_show_every_period(cli):
     r = cli("daily", *data("-z", "UTC"))
     assert r.code == 0 and "Daily usage" in r.out
     for day in days_of_messages("UTC"):
         assert day in r.out
+
+
+USAGE = {"sessions", "messages", "tokens", "cost"}
+SESSION = {"id", "parent_id", "title", "project", "version", "time_created", "models", "agents", "messages",
+           "errors", "tool_calls", "tokens", "cost", "children", "rollup"}
+
+
+def test_report_json_has_the_documented_fields(cli):
+    """The shapes the README documents under Commands."""
+    periods = run_json(cli, "daily", *data("--breakdown"))
+    assert set(periods) == {"period", "filters", "cost_mode", "periods"}
+    for p in periods["periods"]:
+        assert set(p) == USAGE | {"period", "models"}
+        assert set(p["tokens"]) == set(TOKEN_KEYS)
+        assert set(p["cost"]) == {"usd", "stored_usd", "estimated_usd", "unpriced_messages"}
+        assert all(set(m) == USAGE | {"provider", "model"} for m in p["models"])
+    sessions = run_json(cli, "session", *data())
+    assert set(sessions) == {"filters", "cost_mode", "sessions", "total_sessions"}
+    for n in _walk(sessions["sessions"]):
+        assert set(n) == SESSION
+        assert set(n["rollup"]) == {"sessions", "messages", "tokens", "cost"}
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert '"rows": [...]' in readme and "`rollup`" in readme and "`--breakdown`" in readme
 
 
 # -- sessions ---------------------------------------------------------------------------------------

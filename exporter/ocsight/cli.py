@@ -84,9 +84,19 @@ class Run:
         return Console(color_system=None, highlight=False) if plain else Console(highlight=False)
 
     def index(self):
+        """The refreshed index; while a refresh reads, a transient progress line on a terminal's stderr."""
         from ocsight import reader
 
-        return reader.open_index(self.options)
+        if not sys.stderr.isatty():
+            return reader.open_index(self.options)
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        err = Console(stderr=True, color_system=None if not self.settings.color else "auto")
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                      transient=True) as bar:
+            task = bar.add_task("reading OpenCode's data", total=None)
+            return reader.open_index(self.options, lambda msg: bar.update(task, description=msg))
 
 
 def _emit_json(doc: object) -> None:
@@ -140,9 +150,17 @@ def analyze(**kw) -> None:
                 err=True,
             )
             run = Run({**kw, "demo": True})
+    from ocsight import query, reader
     from ocsight.report import summary
 
-    summary.render(_stats_document(run), run.console())
+    idx = run.index()
+    try:
+        doc = reader.stats_document(idx, run.filters, run.cost_mode)
+        top = sorted(query.sessions(idx.con, run.filters, run.cost_mode),
+                     key=lambda n: (n["rollup"]["cost"]["usd"], n["rollup"]["tokens"]["total"]), reverse=True)
+    finally:
+        idx.close()
+    summary.render(doc, run.console(), top_sessions=top[:5])
 
 
 @cli.command(context_settings=CONTEXT)

@@ -56,7 +56,8 @@ def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float
     return table
 
 
-def render(doc: dict, console: Console | None = None, detailed: bool = False) -> None:
+def render(doc: dict, console: Console | None = None, detailed: bool = False,
+           top_sessions: list[dict] | None = None) -> None:
     """The overview (`analyze`); `detailed` (`stats`) shows every row and every token type."""
     console = console or Console()
     limit = None if detailed else 10
@@ -95,6 +96,17 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False) ->
         console.print(_usage_table(title, doc[key], keys, total, limit, kinds))
     if detailed and kinds != FULL:
         console.print(f"[dim]{COMPACT_NOTE.format(width=WIDE)}[/dim]")
+    if top_sessions:
+        table = Table(title="Top sessions (with their subagents)", title_justify="left", title_style="bold")
+        for col, just in (("Session", "left"), ("Project", "left"), ("Calls", "right"), ("Tokens", "right"),
+                          ("Cost", "right")):
+            table.add_column(col, justify=just)
+        for n in top_sessions:
+            r = n["rollup"]
+            sub = f" (+{r['sessions'] - 1} subagent)" if r["sessions"] > 1 else ""
+            table.add_row(f"{n['title'] or '(untitled)'}{sub}", short_path(n["project"] or "", 24), f"{r['messages']:,}",
+                          tokens(r["tokens"]["total"]), money(r["cost"]))
+        console.print(table)
     if doc["by_tool"]:
         tools = Table(title="Tools", title_justify="left", title_style="bold")
         for col, just in (("Tool", "left"), ("MCP server", "left"), ("Calls", "right"), ("Errors", "right"),
