@@ -349,6 +349,59 @@ def live(interval: float | None, once: bool, **kw) -> None:
     live_view.run(run, interval or run.settings.live_interval, once)
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("--data-dir", "data_dirs", multiple=True, metavar="DIR", help="OpenCode data directory (repeatable).")
+@click.option("--demo", is_flag=True, help="Follow the bundled demo store (useful with --backfill).")
+@click.option("--backfill", is_flag=True, help="Send all history first (else only what is new since the first start).")
+@click.option("--since", metavar="DATE", help="With --backfill: history from this day (YYYY-MM-DD) on.")
+@click.option("--timezone", "-z", metavar="TZ", help="IANA time zone of --since (default: local).")
+@click.option("--protocol", type=click.Choice(["grpc", "http/protobuf"]),
+              help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf).")
+@click.option("--include-content", is_flag=True, help="Also send tool error texts (never sent by default).")
+@click.option("--cost-mode", type=click.Choice(["auto", "stored", "calculate"]), help="Cost policy (default auto).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Longest wait between reads while nothing changes (seconds).")
+@click.option("--once", is_flag=True, help="One cycle (backfill and what is finished), then exit.")
+def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content, cost_mode, interval, once) -> None:
+    """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
+    cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
+    variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured.
+
+    A checkpoint under $XDG_STATE_HOME/ocsight marks what the receiver acknowledged: after a
+    restart (even after SIGKILL) only the rest is sent; while the receiver is down, ocsight retries
+    with back-off. SIGTERM stops cleanly.
+
+    \b
+    Examples:
+      OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 ocsight watch --backfill
+      ocsight watch --protocol grpc --since 2026-11-01 --backfill
+    """
+    import logging
+
+    from ocsight import query
+    from ocsight.telemetry import otlp
+    from ocsight.telemetry.watch import ExportFailed, Sidecar, WatchOptions
+
+    logging.basicConfig(level=logging.INFO, format="ocsight watch: %(message)s")
+    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone})
+    since_ms = query.make_filters(since=since, timezone=run.settings.timezone).since_ms if since else None
+    opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
+                        since_ms=since_ms, include_content=include_content, interval=interval)
+    sidecar = Sidecar(opts)
+    if once:
+        try:
+            n = sidecar.cycle()
+        except ExportFailed as e:
+            from ocsight.errors import OcsightError
+
+            sidecar.close()
+            raise OcsightError(f"{e} (is the collector up?)") from None
+        sidecar.close()
+        click.echo(f"sent {n} spans", err=True)
+        return
+    sidecar.follow()
+
+
 @cli.command("config", context_settings=CONTEXT)
 @_json_option
 def config_command(as_json: bool) -> None:

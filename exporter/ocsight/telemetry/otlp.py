@@ -1,0 +1,90 @@
+"""OTLP wiring: the resource, span and metric exporters (gRPC or HTTP/protobuf), spans as the SDK's
+`ReadableSpan` with the IDs and times `telemetry.spans` chose.
+
+Endpoints, headers, TLS, timeouts, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are the SDK's
+standard `OTEL_*` variables; ocsight only picks the protocol and adds user and host.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.status import Status, StatusCode
+
+from ocsight import __version__
+from ocsight.errors import EXIT_USAGE, OcsightError
+from ocsight.telemetry.spans import KIND_CLIENT, SpanData
+
+PROTOCOLS = ("grpc", "http/protobuf")
+SCOPE = InstrumentationScope("ocsight", __version__)
+
+
+def protocol(explicit: str | None = None) -> str:
+    value = explicit or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    if value not in PROTOCOLS:
+        raise OcsightError(f"unknown OTLP protocol {value!r} (choose grpc or http/protobuf)", EXIT_USAGE)
+    return value
+
+
+def resource() -> Resource:
+    """ocsight's service, user and host, under what OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES say."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    base = {"service.name": "ocsight", "service.version": __version__, "host.name": socket.gethostname(),
+            "user.name": user}
+    env = Resource.create({}).attributes
+    ours = {k: v for k, v in env.items() if not (k == "service.name" and str(v).startswith("unknown_service"))}
+    return Resource({**base, **ours})
+
+
+def span_exporter(proto: str, timeout: float | None = None):
+    if proto == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter(timeout=timeout)
+
+
+def metric_exporter(proto: str, timeout: float | None = None):
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+    from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
+
+    temporality = {Counter: AggregationTemporality.CUMULATIVE, ObservableCounter: AggregationTemporality.CUMULATIVE,
+                   Histogram: AggregationTemporality.CUMULATIVE}
+    if proto == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return OTLPMetricExporter(timeout=timeout, preferred_temporality=temporality)
+
+
+def readable(span: SpanData, res: Resource) -> ReadableSpan:
+    ctx = SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    parent = (SpanContext(span.trace_id, span.parent_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+              if span.parent_id else None)
+    status = Status(StatusCode.ERROR, span.error) if span.error else Status(StatusCode.UNSET)
+    return ReadableSpan(
+        name=span.name, context=ctx, parent=parent, resource=res, attributes=span.attributes,
+        kind=SpanKind.CLIENT if span.kind == KIND_CLIENT else SpanKind.INTERNAL, status=status,
+        start_time=span.start_ns, end_time=max(span.end_ns, span.start_ns), instrumentation_scope=SCOPE,
+    )
+
+
+def export_spans(exporter, spans: list[SpanData], res: Resource) -> bool:
+    """True when the receiver acknowledged every span."""
+    if not spans:
+        return True
+    for i in range(0, len(spans), 512):
+        if exporter.export([readable(s, res) for s in spans[i : i + 512]]) != SpanExportResult.SUCCESS:
+            return False
+    return True

@@ -1,0 +1,204 @@
+"""Records -> spans, as plain data: the GenAI semantic conventions applied to OpenCode's records.
+
+One trace per root session (its ID hashed from the session ID); a span per user turn
+(`invoke_agent {agent}`), per model call (`chat {model}`, CLIENT) and per tool call
+(`execute_tool {tool}`). A subagent session's turns hang under the `task` call that started them.
+Span IDs are hashed from record IDs, so exporting a record twice gives the same span.
+
+Only finished records become spans: a message once completed or errored, a tool call once it
+ended, a turn once its last answer is final and asks for no more tools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.semconv.attributes import error_attributes
+
+from ocsight.records import Message, Records, ToolCall
+
+# OpenCode providerIDs -> the conventions' well-known `gen_ai.provider.name` values.
+PROVIDER_NAMES = {
+    "anthropic": "anthropic", "openai": "openai", "google": "gcp.gemini", "google-vertex": "gcp.vertex_ai",
+    "google-vertex-anthropic": "gcp.vertex_ai", "amazon-bedrock": "aws.bedrock", "azure": "azure.ai.openai",
+    "xai": "x_ai", "mistral": "mistral_ai", "deepseek": "deepseek", "groq": "groq", "cohere": "cohere",
+    "perplexity": "perplexity",
+}
+COST = "gen_ai.usage.cost"  # USD; in no convention yet, as OpenLIT names it
+COST_ESTIMATED = "ocsight.cost.estimated"
+PROVIDER_ID = "ocsight.provider.id"
+PROJECT = "ocsight.project"
+TOOL_STATUS = "ocsight.tool.status"
+MCP_SERVER = "ocsight.mcp.server"
+TOOL_ERROR = "tool_error"
+KIND_INTERNAL, KIND_CLIENT = "internal", "client"
+
+
+@dataclass(frozen=True)
+class SpanData:
+    """One span, ready for any exporter; `record` is the OpenCode record it stands for."""
+
+    record: str
+    name: str
+    kind: str
+    trace_id: int
+    span_id: int
+    parent_id: int | None
+    start_ns: int
+    end_ns: int
+    attributes: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def _hash(text: str, bits: int) -> int:
+    value = int.from_bytes(hashlib.sha256(text.encode()).digest()[: bits // 8], "big")
+    return value or 1  # zero is the invalid ID
+
+
+def trace_id(root_session: str) -> int:
+    return _hash(f"trace:{root_session}", 128)
+
+
+def span_id(record: str) -> int:
+    return _hash(f"span:{record}", 64)
+
+
+def provider_name(provider: str) -> str:
+    return PROVIDER_NAMES.get(provider, provider or "unknown")
+
+
+def ms_to_ns(ms: int | None) -> int:
+    return int(ms or 0) * 1_000_000
+
+
+def is_final(m: Message) -> bool:
+    return m.role != "assistant" or m.time_completed is not None or m.error is not None
+
+
+def tool_is_final(t: ToolCall) -> bool:
+    return t.status in ("completed", "error")
+
+
+def cost_of(m: Message, mode: str = "auto") -> tuple[float, bool]:
+    """(USD, estimated) under the cost mode, as the reports count it."""
+    if mode == "stored" or (mode == "auto" and m.cost_usd > 0):
+        return m.cost_usd, False
+    return (m.estimated_usd or 0.0), m.estimated_usd is not None
+
+
+def chat_attributes(m: Message, project: str | None, mode: str = "auto") -> dict:
+    """The conventions count cached tokens inside input and reasoning inside output."""
+    t = m.tokens
+    cost, estimated = cost_of(m, mode)
+    attrs = {
+        gen_ai.GEN_AI_OPERATION_NAME: gen_ai.GenAiOperationNameValues.CHAT.value,
+        gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider),
+        PROVIDER_ID: m.provider,
+        gen_ai.GEN_AI_REQUEST_MODEL: m.model,
+        gen_ai.GEN_AI_RESPONSE_MODEL: m.model,
+        gen_ai.GEN_AI_CONVERSATION_ID: m.session_id,
+        gen_ai.GEN_AI_AGENT_NAME: m.agent,
+        gen_ai.GEN_AI_USAGE_INPUT_TOKENS: t.input + t.cache_read + t.cache_write,
+        gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS: t.output + t.reasoning,
+        gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: t.cache_read,
+        gen_ai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: t.cache_write,
+        gen_ai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: t.reasoning,
+        COST: cost,
+        COST_ESTIMATED: estimated,
+    }
+    if m.finish:
+        attrs[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] = (m.finish,)
+    if m.error:
+        attrs[error_attributes.ERROR_TYPE] = m.error
+    if project:
+        attrs[PROJECT] = project
+    return attrs
+
+
+def tool_attributes(t: ToolCall) -> dict:
+    attrs = {
+        gen_ai.GEN_AI_OPERATION_NAME: gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value,
+        gen_ai.GEN_AI_TOOL_NAME: t.tool,
+        gen_ai.GEN_AI_TOOL_TYPE: "extension" if t.mcp_server else "function",
+        TOOL_STATUS: t.status or "unknown",
+    }
+    if t.call_id:
+        attrs[gen_ai.GEN_AI_TOOL_CALL_ID] = t.call_id
+    if t.mcp_server:
+        attrs[MCP_SERVER] = t.mcp_server
+    if t.status == "error":
+        attrs[error_attributes.ERROR_TYPE] = TOOL_ERROR
+    return attrs
+
+
+def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> list[SpanData]:
+    """Every span the finished records make. Content (prompts, answers, tool output) is never read
+    here: `include_content` only adds tool error text, the one text the records carry."""
+    sessions = {s.id: s for s in recs.sessions}
+    projects = {p.id: p.worktree for p in recs.projects}
+    started_by = {t.child_session_id: t for t in recs.tool_calls if t.child_session_id}
+
+    def root_of(sid: str) -> str:
+        seen = set()
+        while sid in sessions and sessions[sid].parent_id and sid not in seen:
+            seen.add(sid)
+            sid = sessions[sid].parent_id
+        return sid
+
+    def project_of(sid: str) -> str | None:
+        s = sessions.get(sid)
+        return (projects.get(s.project_id) or s.directory) if s else None
+
+    answers: dict[str, list[Message]] = {}
+    for m in recs.messages:
+        if m.role == "assistant" and m.parent_id:
+            answers.setdefault(m.parent_id, []).append(m)
+    out: list[SpanData] = []
+    by_message = {m.id: m for m in recs.messages}
+    for m in recs.messages:
+        trace = trace_id(root_of(m.session_id))
+        if m.role == "user":
+            replies = sorted(answers.get(m.id, []), key=lambda a: (a.time_created or 0, a.id))
+            if not replies or not all(is_final(a) for a in replies):
+                continue
+            last = replies[-1]
+            if last.error is None and last.finish in ("tool-calls", "tool_calls"):
+                continue  # the turn goes on
+            starter = started_by.get(m.session_id)
+            end = max((a.time_completed or a.time_created or 0) for a in replies)
+            attrs = {gen_ai.GEN_AI_OPERATION_NAME: gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value,
+                     gen_ai.GEN_AI_AGENT_NAME: m.agent, gen_ai.GEN_AI_CONVERSATION_ID: m.session_id,
+                     gen_ai.GEN_AI_PROVIDER_NAME: provider_name(last.provider), gen_ai.GEN_AI_REQUEST_MODEL: last.model,
+                     gen_ai.GEN_AI_USAGE_INPUT_TOKENS: sum(a.tokens.input + a.tokens.cache_read + a.tokens.cache_write
+                                                           for a in replies),
+                     gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS: sum(a.tokens.output + a.tokens.reasoning for a in replies),
+                     COST: sum(cost_of(a, mode)[0] for a in replies)}
+            project = project_of(m.session_id)
+            if project:
+                attrs[PROJECT] = project
+            errors = [a.error for a in replies if a.error]
+            if errors:
+                attrs[error_attributes.ERROR_TYPE] = errors[-1]
+            out.append(SpanData(m.id, f"invoke_agent {m.agent}", KIND_INTERNAL, trace, span_id(m.id),
+                                span_id(starter.id) if starter else None, ms_to_ns(m.time_created), ms_to_ns(end),
+                                attrs, errors[-1] if errors else None))
+        elif is_final(m):
+            end = m.time_completed or m.time_created
+            out.append(SpanData(m.id, f"chat {m.model}", KIND_CLIENT, trace, span_id(m.id),
+                                span_id(m.parent_id) if m.parent_id else None, ms_to_ns(m.time_created),
+                                ms_to_ns(end), chat_attributes(m, project_of(m.session_id), mode), m.error))
+    for t in recs.tool_calls:
+        if not tool_is_final(t):
+            continue
+        msg = by_message.get(t.message_id)
+        sid = t.session_id or (msg.session_id if msg else "")
+        attrs = tool_attributes(t)
+        if include_content and t.error:
+            attrs["ocsight.tool.error"] = t.error
+        start = t.time_start or (msg.time_created if msg else 0)
+        out.append(SpanData(t.id, f"execute_tool {t.tool}", KIND_INTERNAL, trace_id(root_of(sid)), span_id(t.id),
+                            span_id(t.message_id), ms_to_ns(start), ms_to_ns(t.time_end or start), attrs,
+                            TOOL_ERROR if t.status == "error" else None))
+    return out

@@ -1,0 +1,240 @@
+"""`ocsight watch`: follows OpenCode's data and ships what it finishes as spans and metrics over OTLP.
+
+Each cycle refreshes the index (reading only what changed), reads the records of the sessions
+that changed or still had unfinished records, maps finished ones to spans, sends those not yet
+acknowledged, and marks them in the checkpoint once the receiver acknowledged them. A failed send
+marks nothing: the next cycle (after a back-off) sends it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from ocsight import index as index_mod
+from ocsight import reader
+from ocsight.errors import OcsightError
+from ocsight.store import locate
+from ocsight.telemetry import checkpoint as cp
+from ocsight.telemetry import otlp
+from ocsight.telemetry import spans as mapping
+
+log = logging.getLogger("ocsight.watch")
+UPDATE_MARGIN_MS = 120_000
+MAX_BACKOFF = 60.0
+BATCH = 512
+
+
+@dataclass
+class WatchOptions:
+    read: reader.ReadOptions
+    protocol: str = "http/protobuf"
+    backfill: bool = False
+    since_ms: int | None = None  # with backfill: only records from then on
+    include_content: bool = False
+    interval: float = 2.0  # longest wait between cycles while nothing changes
+    metric_interval: float = 10.0
+    budgets: tuple[tuple[str, str | None, float], ...] = ()
+
+
+class Sidecar:
+    def __init__(self, opts: WatchOptions, span_exporter=None, metric_exporter=None) -> None:
+        self.opts = opts
+        # OpenCode may not have written anything yet: follow the directories until it does.
+        self.dirs = [locate.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]
+        key = "\n".join(str(d.resolve()) for d in self.dirs)
+        self.resource = otlp.resource()
+        self.span_exporter = span_exporter or otlp.span_exporter(opts.protocol)
+        self.checkpoint = cp.Checkpoint(cp.default_path(key, _destination(opts.protocol)))
+        self.baseline_ms = self.checkpoint.baseline_ms(int(time.time() * 1000))
+        self.last_cycle_ms: int | None = None
+        self.failures = 0
+        self.exported = 0
+        self.skipped = 0
+        self.lag_s = 0.0
+        self._stop = threading.Event()
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        from ocsight.telemetry import metrics
+
+        self.metric_reader = PeriodicExportingMetricReader(
+            metric_exporter or otlp.metric_exporter(opts.protocol), export_interval_millis=opts.metric_interval * 1000)
+        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=[self.metric_reader])
+        totals = metrics.Totals(self._index_path, opts.read.cost_mode)
+        self.record_call = metrics.install(self.meter_provider, totals, lambda: list(opts.budgets))
+        self._health()
+
+    def _index_path(self):
+        try:
+            return index_mod.index_path(locate.locate(self.opts.read.data_dirs, demo=self.opts.read.demo))
+        except OcsightError:
+            return None
+
+    def _health(self) -> None:
+        from opentelemetry.metrics import Observation
+
+        meter = self.meter_provider.get_meter("ocsight.sidecar")
+        meter.create_observable_gauge("ocsight.export.lag", [lambda _o: [Observation(self.lag_s)]], unit="s",
+                                      description="Age of the oldest finished record not yet acknowledged")
+        meter.create_observable_counter("ocsight.export.failures", [lambda _o: [Observation(self.failures)]],
+                                        unit="{failure}", description="Failed sends to the receiver")
+        meter.create_observable_gauge("ocsight.skipped.records", [lambda _o: [Observation(self.skipped)]],
+                                      unit="{record}", description="Records the reader skipped")
+
+    # -- one cycle ----------------------------------------------------------------------------------
+
+    def cycle(self) -> int:
+        """Sends what finished since the last cycle; returns the number of spans acknowledged.
+
+        Raises `ExportFailed` when the receiver did not acknowledge (nothing is marked then)."""
+        started = int(time.time() * 1000)
+        try:
+            idx = reader.open_index(self.opts.read)
+        except OcsightError as e:
+            if "no OpenCode data" in str(e):
+                return 0  # not yet: OpenCode has not written anything
+            raise
+        try:
+            self.skipped = idx.con.execute("SELECT count(*) FROM skipped").fetchone()[0]
+            if self.last_cycle_ms is None:
+                floor = self._floor()
+                rows = idx.con.execute(
+                    "SELECT id FROM session WHERE coalesce(time_updated, time_created, 0) >= ?", (floor or 0,))
+            else:
+                rows = idx.con.execute("SELECT id FROM session WHERE coalesce(time_updated, 0) >= ?",
+                                       (self.last_cycle_ms - UPDATE_MARGIN_MS,))
+            wanted = {r[0] for r in rows} | self.checkpoint.open_sessions()
+            # a subagent's spans hang under its parent's task call: read the whole family
+            family = _families(idx.con, wanted)
+        finally:
+            idx.close()
+        if not family:
+            self.last_cycle_ms = started
+            return 0
+        recs = reader.read_records(self.opts.read, sorted(family))
+        all_spans = mapping.spans(recs, self.opts.read.cost_mode, self.opts.include_content)
+        floor = self._floor()
+        fresh = [s for s in all_spans if floor is None or s.start_ns >= floor * 1_000_000]
+        done = self.checkpoint.exported([s.record for s in fresh])
+        todo = [s for s in fresh if s.record not in done]
+        open_sessions = {m.session_id for m in recs.messages if not mapping.is_final(m)}
+        open_sessions |= {t.session_id for t in recs.tool_calls if not mapping.tool_is_final(t) and t.session_id}
+        open_sessions |= _turns_in_progress(recs)
+        if todo:
+            oldest = min(s.end_ns for s in todo) / 1e9
+            self.lag_s = max(0.0, time.time() - oldest)
+            session_of = {m.id: m.session_id for m in recs.messages}
+            session_of.update({t.id: t.session_id or "" for t in recs.tool_calls})
+            for i in range(0, len(todo), BATCH):  # each acknowledged batch is marked at once
+                batch = todo[i : i + BATCH]
+                if not otlp.export_spans(self.span_exporter, batch, self.resource):
+                    self.failures += 1
+                    raise ExportFailed(f"the receiver did not acknowledge {len(todo) - i} spans")
+                self.checkpoint.mark([(s.record, session_of.get(s.record, "")) for s in batch])
+            by_id = {m.id: m for m in recs.messages}
+            sessions = {s.id: s for s in recs.sessions}
+            for s in todo:
+                m = by_id.get(s.record)
+                if m is not None and m.role == "assistant":
+                    self.record_call(m, sessions[m.session_id].directory if m.session_id in sessions else None)
+            self.exported += len(todo)
+        self.lag_s = 0.0
+        self.checkpoint.set_open_sessions(open_sessions)
+        self.last_cycle_ms = started
+        return len(todo)
+
+    def _floor(self) -> int | None:
+        if self.opts.backfill:
+            return self.opts.since_ms
+        return self.baseline_ms
+
+    # -- following ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def follow(self) -> None:
+        """Cycles on every change in the data directories (and every `interval` regardless), with
+        back-off while the receiver is down, until `stop()` or SIGTERM/SIGINT."""
+        from watchfiles import watch
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        backoff = 0.0
+        paths = [str(p) for p in self.dirs if p.exists()]
+        changes = watch(*paths, stop_event=self._stop, rust_timeout=int(self.opts.interval * 1000),
+                        yield_on_timeout=True, debounce=200, step=50, raise_interrupt=False) if paths else None
+        try:
+            while not self._stop.is_set():
+                try:
+                    n = self.cycle()
+                    backoff = 0.0
+                    if n:
+                        log.info("sent %d spans (%d in all)", n, self.exported)
+                except ExportFailed as e:
+                    backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
+                    log.warning("%s; trying again in %.0f s", e, backoff)
+                    if self._stop.wait(backoff):
+                        break
+                    continue
+                if changes is None:
+                    self._stop.wait(self.opts.interval)
+                else:
+                    next(changes, None)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.meter_provider.shutdown()  # flushes the last metrics
+        except Exception as e:  # noqa: BLE001 - a receiver down at exit must not hide the shutdown
+            log.warning("flushing metrics failed: %s", e)
+        self.span_exporter.shutdown()
+        self.checkpoint.close()
+
+
+class ExportFailed(Exception):
+    pass
+
+
+def _destination(proto: str) -> str:
+    import os
+
+    return "|".join([proto, os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                     or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "default"])
+
+
+def _families(con, sessions: set[str]) -> set[str]:
+    """The sessions with their ancestors and descendants."""
+    parent = dict(con.execute("SELECT id, parent_id FROM session").fetchall())
+    children: dict[str, list[str]] = {}
+    for sid, pid in parent.items():
+        if pid:
+            children.setdefault(pid, []).append(sid)
+    out: set[str] = set()
+    stack = list(sessions)
+    while stack:
+        sid = stack.pop()
+        if sid in out:
+            continue
+        out.add(sid)
+        if parent.get(sid):
+            stack.append(parent[sid])
+        stack.extend(children.get(sid, []))
+    return out
+
+
+def _turns_in_progress(recs) -> set[str]:
+    """Sessions whose last turn still waits for an answer after a tool call."""
+    last: dict[str, object] = {}
+    for m in recs.messages:
+        if m.role == "assistant":
+            prev = last.get(m.session_id)
+            if prev is None or (m.time_created or 0) >= (prev.time_created or 0):
+                last[m.session_id] = m
+    return {sid for sid, m in last.items() if m.error is None and m.finish in ("tool-calls", "tool_calls")}

@@ -1,0 +1,223 @@
+"""`ocsight watch`: spans and metrics over real OTLP to a real receiver, nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from corpus import expected_from_log, raw_store, read_log, store_dir
+from otlp_receiver import Receiver
+
+from ocsight import reader
+from ocsight.telemetry import spans as mapping
+from ocsight.telemetry.watch import ExportFailed, Sidecar, WatchOptions
+
+CORPUS = "opencode-1.18"
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    target = tmp_path / "opencode-data"
+    shutil.copytree(store_dir(CORPUS), target)
+    return target
+
+
+def sidecar(store: Path, receiver: Receiver, monkeypatch, proto: str = "grpc", **kw) -> Sidecar:
+    port = receiver.grpc_port if proto == "grpc" else receiver.http_port
+    scheme = "http://127.0.0.1"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"{scheme}:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+    opts = WatchOptions(read=reader.ReadOptions(data_dirs=(str(store),)), protocol=proto,
+                        metric_interval=kw.pop("metric_interval", 3600), **kw)
+    return Sidecar(opts)
+
+
+def by_name(spans) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for s in spans:
+        out.setdefault(s.name.split(" ")[0], []).append(s)
+    return out
+
+
+def attrs(span) -> dict:
+    out = {}
+    for kv in span.attributes:
+        v = kv.value
+        out[kv.key] = getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") != "array_value" else \
+            [x.string_value for x in v.array_value.values]
+    return out
+
+
+@pytest.mark.parametrize("proto", ["grpc", "http/protobuf"])
+def test_backfill_sends_a_span_per_finished_record(store, receiver, monkeypatch, proto: str):
+    receiver.start_grpc() if proto == "grpc" else receiver.start_http()
+    s = sidecar(store, receiver, monkeypatch, proto, backfill=True)
+    n = s.cycle()
+    s.close()
+    raw = raw_store(store)
+    expected = expected_from_log(read_log(CORPUS))
+    got = by_name(receiver.spans())
+    assert n == len(receiver.spans())
+    assert len(got["chat"]) == len(raw.assistant()) == sum(expected.calls_by_model.values())
+    assert len(got["execute_tool"]) == sum(1 for p in raw.parts.values() if p["type"] == "tool")
+    assert len(got["invoke_agent"]) == sum(1 for m in raw.messages.values() if m["role"] == "user")
+
+
+def test_spans_follow_the_genai_conventions(store, receiver, monkeypatch):
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    s.close()
+    raw = raw_store(store)
+    for span in by_name(receiver.spans())["chat"]:
+        a = attrs(span)
+        m = raw.messages[a["gen_ai.conversation.id"] and next(
+            mid for mid in raw.messages if mapping.span_id(mid) == int.from_bytes(span.span_id, "big"))]
+        i, o, r, cr, cw = raw.tokens(m)
+        assert span.name == f"chat {m['modelID']}" and span.kind == 3  # CLIENT
+        assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == m["providerID"]
+        assert a["gen_ai.usage.input_tokens"] == i + cr + cw  # the conventions count cache inside input
+        assert a["gen_ai.usage.output_tokens"] == o + r  # and reasoning inside output
+        assert a["gen_ai.usage.cache_read.input_tokens"] == cr
+        assert a["gen_ai.usage.reasoning.output_tokens"] == r
+        assert a["gen_ai.usage.cost"] == pytest.approx(m["cost"])
+        assert span.start_time_unix_nano == m["time"]["created"] * 1_000_000
+        if m.get("error"):
+            assert a["error.type"] == m["error"]["name"] and span.status.code == 2
+    for span in by_name(receiver.spans())["execute_tool"]:
+        a = attrs(span)
+        assert span.name == f"execute_tool {a['gen_ai.tool.name']}"
+        assert a["gen_ai.operation.name"] == "execute_tool"
+        assert ("error.type" in a) == (a["ocsight.tool.status"] == "error")
+    resource = receiver.resources()[0]
+    assert resource["service.name"].string_value == "ocsight" and "host.name" in resource
+
+
+def test_a_subagent_session_hangs_under_the_task_call_in_its_parents_trace(store, receiver, monkeypatch):
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    s.close()
+    spans = receiver.spans()
+    task = next(sp for sp in spans if sp.name == "execute_tool task")
+    child_turns = [sp for sp in spans if sp.name.startswith("invoke_agent") and sp.parent_span_id == task.span_id]
+    assert len(child_turns) == 1
+    assert child_turns[0].trace_id == task.trace_id
+    assert len({sp.trace_id for sp in spans}) == len([x for x in raw_store(store).sessions.values()
+                                                      if x["parent"] is None])
+
+
+def test_a_restart_sends_nothing_twice(store, receiver, monkeypatch):
+    receiver.start_grpc()
+    first = sidecar(store, receiver, monkeypatch, backfill=True)
+    sent = first.cycle()
+    first.close()
+    again = sidecar(store, receiver, monkeypatch, backfill=True)
+    assert again.cycle() == 0
+    again.close()
+    assert len(receiver.spans()) == sent
+
+
+def test_nothing_is_lost_while_the_receiver_is_down(store, receiver, monkeypatch):
+    port = receiver.start_grpc()
+    receiver.stop_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    with pytest.raises(ExportFailed):
+        s.cycle()
+    assert s.checkpoint.count() == 0 and s.failures == 1
+    receiver.start_grpc(port)
+    sent = s.cycle()
+    s.close()
+    assert sent == len(receiver.spans()) > 0
+
+
+def test_without_backfill_only_what_is_new_is_sent(store, receiver, monkeypatch):
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch)
+    assert s.cycle() == 0
+    s.close()
+
+
+def test_metrics_carry_the_totals_tagged_by_provider_and_model(store, receiver, monkeypatch, cli):
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    s.close()  # flushes the metrics
+    doc = cli("stats", "--json", "--data-dir", str(store)).json()
+    (kind, points), *_ = receiver.metric_points("ocsight.tokens")[-1:]
+    assert kind == "sum"
+    sums: dict[str, int] = {}
+    for p in points:
+        a = {kv.key: kv.value.string_value for kv in p.attributes}
+        assert "gen_ai.request.model" in a and "gen_ai.provider.name" in a
+        assert not any("session" in k for k in a)  # no unbounded label
+        sums[a["gen_ai.token.type"]] = sums.get(a["gen_ai.token.type"], 0) + p.as_int
+    assert sums == {k: v for k, v in doc["totals"]["tokens"].items() if k != "total"}
+    (kind, points), *_ = receiver.metric_points("gen_ai.client.token.usage")[-1:]
+    assert kind == "histogram" and sum(p.count for p in points) == 2 * (
+        doc["totals"]["messages"]["assistant"])
+    (kind, points), *_ = receiver.metric_points("ocsight.cost.usd")[-1:]
+    assert sum(p.as_double for p in points) == pytest.approx(doc["totals"]["cost"]["usd"])
+
+
+def test_watch_follows_new_records_as_they_arrive(tmp_path, receiver, monkeypatch):
+    """OpenCode writing while the sidecar follows: here, a second store's sessions appear."""
+    receiver.start_grpc()
+    store = tmp_path / "live"
+    store.mkdir()
+    s = sidecar(store, receiver, monkeypatch, backfill=True, interval=0.2)
+    thread = threading.Thread(target=s.follow, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    shutil.copyfile(store_dir(CORPUS) / "opencode.db", store / "opencode.db")
+    deadline = time.monotonic() + 20
+    expected = len(raw_store(store_dir(CORPUS)).assistant())
+    while time.monotonic() < deadline and len(by_name(receiver.spans()).get("chat", [])) < expected:
+        time.sleep(0.1)
+    s.stop()
+    thread.join(10)
+    assert len(by_name(receiver.spans())["chat"]) == expected
+
+
+def test_watch_once_with_the_collector_down_is_a_one_line_error(store, tmp_path):
+    from conftest import run_ocsight
+    from harness import free_port
+
+    r = run_ocsight("watch", "--once", "--backfill", "--protocol", "grpc", "--data-dir", str(store),
+                    env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                         "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}, timeout=120)
+    assert r.code == 1 and "collector" in r.err.splitlines()[-1] and "Traceback" not in r.err
+
+
+def test_sigterm_stops_the_sidecar_cleanly_and_a_restart_resends_nothing(store, receiver):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = receiver.start_grpc()
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    cmd = [sys.executable, "-m", "ocsight", "watch", "--backfill", "--protocol", "grpc", "--data-dir", str(store)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not receiver.spans():
+        time.sleep(0.1)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    _out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    sent = len(receiver.spans())
+    assert sent > 0 and receiver.metric_points("ocsight.tokens")  # metrics flushed on the way out
+    r = subprocess.run([*cmd, "--once"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "sent 0 spans" in r.stderr
+    assert len(receiver.spans()) == sent
