@@ -62,3 +62,52 @@ def test_ocsight_reads_a_live_store_exactly(cli, live):
     assert doc["totals"]["subagent_sessions"] == expected.subagents == 1
     assert {t["tool"]: t["calls"] for t in doc["by_tool"]} == dict(expected.tool_calls)
     assert doc["source"]["skipped"]["total"] == 0
+
+
+def test_watch_follows_the_real_opencode_as_it_writes(tmp_path, monkeypatch):
+    """The sidecar follows a sandboxed OpenCode; each finished call reaches the receiver once."""
+    import threading
+    import time
+
+    from otlp_receiver import Receiver
+
+    from ocsight import reader
+    from ocsight.telemetry.watch import Sidecar, WatchOptions
+
+    receiver = Receiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.start_grpc()}")
+    log = tmp_path / "requests.jsonl"
+    log.touch()
+    try:
+        with mockmodel.MockModel(log) as mock:
+            oc = harness.OpenCode(VERSION, tmp_path / "sandbox", mock.url)
+            oc.run("hello before the sidecar")  # history: not sent without --backfill
+            time.sleep(0.05)
+            data = oc.data_dir
+            sidecar = Sidecar(WatchOptions(read=reader.ReadOptions(data_dirs=(str(data),)), protocol="grpc",
+                                           interval=0.5, metric_interval=3600))
+            thread = threading.Thread(target=sidecar.follow, daemon=True)
+            thread.start()
+            before = len(mockmodel.read_log(log))
+            oc.run("[bash] while watched", "mock/mock-small")
+            oc.run("[task] while watched")
+            calls = [e for e in mockmodel.read_log(log)[before:] if e["scenario"] != "title"]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                chats = [s for s in receiver.spans() if s.name.startswith("chat ")]
+                if len(chats) >= len(calls):
+                    break
+                time.sleep(0.1)
+            time.sleep(1.0)  # anything sent twice would arrive by now
+            sidecar.stop()
+            thread.join(15)
+    finally:
+        receiver.stop()
+    spans = receiver.spans()
+    chats = [s for s in spans if s.name.startswith("chat ")]
+    assert len(chats) == len(calls)
+    assert len({s.span_id for s in spans}) == len(spans)  # none twice
+    assert any(s.name == "execute_tool bash" for s in spans) and any(s.name == "execute_tool task" for s in spans)
+    tokens = sorted(next(kv.value.int_value for kv in s.attributes if kv.key == "gen_ai.usage.input_tokens")
+                    for s in chats)
+    assert tokens == sorted(e["usage"]["prompt_tokens"] for e in calls)  # cache included, as the conventions say

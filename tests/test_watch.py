@@ -221,3 +221,20 @@ def test_sigterm_stops_the_sidecar_cleanly_and_a_restart_resends_nothing(store, 
     r = subprocess.run([*cmd, "--once"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "sent 0 spans" in r.stderr
     assert len(receiver.spans()) == sent
+
+
+def test_budgets_from_the_settings_are_sent_as_a_gauge(store, receiver, monkeypatch):
+    receiver.start_grpc()
+    monkeypatch.setenv("OCSIGHT_BUDGET_DAILY_USD", "5")
+    monkeypatch.setenv("OCSIGHT_PROJECT_BUDGETS_MONTHLY_USD", '{"/work/app": 40}')
+    from ocsight import settings
+
+    st = settings.load()
+    budgets = (("daily", None, st.budget_daily_usd),
+               *(("monthly", p, v) for p, v in st.project_budgets_monthly_usd.items()))
+    s = sidecar(store, receiver, monkeypatch, budgets=budgets)
+    s.close()
+    (kind, points), *_ = receiver.metric_points("ocsight.budget.usd")[-1:]
+    got = {({kv.key: kv.value.string_value for kv in p.attributes}["ocsight.budget.period"],
+            {kv.key: kv.value.string_value for kv in p.attributes}["ocsight.project"]): p.as_double for p in points}
+    assert kind == "gauge" and got == {("daily", "*"): 5.0, ("monthly", "/work/app"): 40.0}

@@ -35,6 +35,9 @@ FIELDS = (
     Field("color", bool, True, "colours in terminal output (NO_COLOR or --no-color turn them off)"),
     Field("live_interval", float, 2.0, "seconds between refreshes of `ocsight live`"),
     Field("session_limit", int, 20, "sessions shown by `ocsight session`"),
+    Field("budget_daily_usd", float | None, None, "daily budget, sent by `ocsight watch` as a gauge for alerts"),
+    Field("budget_monthly_usd", float | None, None, "monthly budget, as above"),
+    Field("project_budgets_monthly_usd", dict[str, float], {}, "monthly budgets per project path"),
 )
 NAMES = tuple(f.name for f in FIELDS)
 
