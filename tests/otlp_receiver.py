@@ -23,6 +23,7 @@ class Receiver:
         self.http_port: int | None = None
         self._grpc = None
         self._http = None
+        self.delay = 0.0  # seconds each trace request takes: a slow receiver
 
     # -- what arrived --------------------------------------------------------------------------------
 
@@ -54,6 +55,10 @@ class Receiver:
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request, context):  # noqa: N802
+                if receiver.delay:
+                    import time
+
+                    time.sleep(receiver.delay)
                 with receiver.lock:
                     receiver.traces.append(request)
                 return trace_service_pb2.ExportTraceServiceResponse()

@@ -238,3 +238,129 @@ def test_budgets_from_the_settings_are_sent_as_a_gauge(store, receiver, monkeypa
     got = {({kv.key: kv.value.string_value for kv in p.attributes}["ocsight.budget.period"],
             {kv.key: kv.value.string_value for kv in p.attributes}["ocsight.project"]): p.as_double for p in points}
     assert kind == "gauge" and got == {("daily", "*"): 5.0, ("monthly", "/work/app"): 40.0}
+
+
+def test_every_span_hangs_under_the_span_of_the_record_that_caused_it(store, receiver, monkeypatch):
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    s.close()
+    raw = raw_store(store)
+    spans = {int.from_bytes(sp.span_id, "big"): sp for sp in receiver.spans()}
+    sid = mapping.span_id
+    for m in raw.messages.values():
+        if m["role"] == "assistant":
+            assert spans[sid(m["id"])].parent_span_id == sid(m["parentID"]).to_bytes(8, "big")
+    for p in raw.parts.values():
+        if p["type"] == "tool":
+            assert spans[sid(p["id"])].parent_span_id == sid(p["messageID"]).to_bytes(8, "big")
+    roots = [sp for sp in spans.values() if not sp.parent_span_id]
+    assert {sp.name.split()[0] for sp in roots} == {"invoke_agent"}
+    assert len(roots) == sum(1 for m in raw.messages.values() if m["role"] == "user"
+                             and raw.sessions[m["sessionID"]]["parent"] is None)
+
+
+def test_a_locked_database_while_following_is_retried_not_fatal(store, receiver, monkeypatch):
+    import sqlite3
+
+    receiver.start_grpc()
+    monkeypatch.setenv("OCSIGHT_BUSY_TIMEOUT", "0.2")
+    s = sidecar(store, receiver, monkeypatch, backfill=True, interval=0.2)
+    lock = sqlite3.connect(store / "opencode.db")
+    lock.execute("BEGIN EXCLUSIVE")
+    thread = threading.Thread(target=s.follow, daemon=True)
+    thread.start()
+    time.sleep(1.5)
+    assert thread.is_alive() and not receiver.spans()
+    lock.rollback()
+    lock.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(receiver.spans()) < 30:
+        time.sleep(0.1)
+    s.stop()
+    thread.join(10)
+    assert len(receiver.spans()) == len({sp.span_id for sp in receiver.spans()}) > 30
+
+
+def test_sigkill_mid_backfill_then_restart_misses_no_span_and_duplicates_none(tmp_path, receiver):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import storegen
+    from conftest import write_store
+
+    store = write_store(storegen.plan_store(seed=77, sessions=120), tmp_path / "big", "db")
+    expected = {mapping.span_id(s.record) for s in mapping.spans(
+        reader.read_records(reader.ReadOptions(data_dirs=(str(store),))))}
+    assert len(expected) > 3 * 512  # several batches
+    port = receiver.start_grpc()
+    receiver.delay = 0.3
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    cmd = [sys.executable, "-m", "ocsight", "watch", "--backfill", "--protocol", "grpc", "--data-dir", str(store)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(receiver.traces) < 2:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    before = {int.from_bytes(s.span_id, "big") for s in receiver.spans()}
+    assert 0 < len(before) < len(expected)  # killed mid-backfill
+    receiver.delay = 0.0
+    r = subprocess.run([*cmd, "--once"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = [int.from_bytes(s.span_id, "big") for s in receiver.spans()]
+    assert set(got) == expected  # none missing, none under another ID
+    assert len(got) - len(expected) <= 512  # at most the batch in flight at the kill is sent again
+
+
+@pytest.fixture
+def rotel(receiver, tmp_path: Path):
+    """The real collector rotel (PyPI): OTLP in on gRPC and HTTP, OTLP out (gRPC) to the test's receiver."""
+    import socket
+    import subprocess
+
+    import rotel as rotel_pkg
+    from harness import free_port
+
+    binary = Path(rotel_pkg.__file__).with_name("rotel-agent")
+    out_port = receiver.start_grpc()
+    grpc_port, http_port = free_port(), free_port()
+    p = subprocess.Popen(
+        [str(binary), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+         "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "otlp",
+         "--otlp-exporter-endpoint", f"http://127.0.0.1:{out_port}", "--otlp-exporter-protocol", "grpc",
+         "--pid-file", str(tmp_path / "rotel.pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield {"grpc": grpc_port, "http/protobuf": http_port}
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+@pytest.mark.parametrize("proto", ["grpc", "http/protobuf"])
+def test_spans_and_metrics_pass_through_the_real_collector_rotel(store, receiver, rotel, monkeypatch, proto: str):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{rotel[proto]}")
+    s = Sidecar(WatchOptions(read=reader.ReadOptions(data_dirs=(str(store),)), protocol=proto, backfill=True,
+                             metric_interval=3600))
+    sent = s.cycle()
+    s.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (len(receiver.spans()) < sent
+                                           or not receiver.metric_points("ocsight.tokens")):
+        time.sleep(0.1)
+    ids = {sp.span_id for sp in receiver.spans()}
+    assert len(ids) == sent == len(raw_store(store).assistant()) + sum(
+        1 for p in raw_store(store).parts.values() if p["type"] == "tool") + sum(
+        1 for m in raw_store(store).messages.values() if m["role"] == "user")
+    assert receiver.metric_points("ocsight.tokens")

@@ -176,7 +176,8 @@ class Sidecar:
                     backoff = 0.0
                     if n:
                         log.info("sent %d spans (%d in all)", n, self.exported)
-                except ExportFailed as e:
+                except (ExportFailed, OcsightError) as e:
+                    # the receiver is down, or the data cannot be read right now (locked, mid-rewrite)
                     backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
                     log.warning("%s; trying again in %.0f s", e, backoff)
                     if self._stop.wait(backoff):
