@@ -364,3 +364,26 @@ def test_spans_and_metrics_pass_through_the_real_collector_rotel(store, receiver
         1 for p in raw_store(store).parts.values() if p["type"] == "tool") + sum(
         1 for m in raw_store(store).messages.values() if m["role"] == "user")
     assert receiver.metric_points("ocsight.tokens")
+
+
+def test_the_prometheus_endpoint_serves_the_pinned_metric_names_on_localhost(store, receiver, monkeypatch, cli):
+    import urllib.request
+
+    from harness import free_port
+
+    receiver.start_grpc()
+    port = free_port()
+    s = sidecar(store, receiver, monkeypatch, backfill=True, prometheus_port=port)
+    try:
+        s.cycle()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        s.close()
+    assert s.prometheus_server.server_address[0] == "127.0.0.1"
+    for name in ("ocsight_tokens_total", "ocsight_cost_usd_total", "ocsight_model_calls_total",
+                 "ocsight_sessions_total", "ocsight_tool_calls_total", "ocsight_errors_total",
+                 "gen_ai_client_token_usage_bucket", "gen_ai_client_operation_duration_seconds_bucket"):
+        assert f"\n{name}{{" in text, name
+    doc = cli("stats", "--json", "--data-dir", str(store)).json()
+    total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("ocsight_tokens_total{"))
+    assert total == doc["totals"]["tokens"]["total"]

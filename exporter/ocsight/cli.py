@@ -362,7 +362,10 @@ def live(interval: float | None, once: bool, **kw) -> None:
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Longest wait between reads while nothing changes (seconds).")
 @click.option("--once", is_flag=True, help="One cycle (backfill and what is finished), then exit.")
-def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content, cost_mode, interval, once) -> None:
+@click.option("--prometheus-port", type=click.IntRange(1, 65535), help="Also serve /metrics for Prometheus.")
+@click.option("--prometheus-host", default="127.0.0.1", show_default=True, help="Address of that endpoint.")
+def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content, cost_mode, interval, once,
+          prometheus_port, prometheus_host) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
     variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured.
@@ -375,6 +378,7 @@ def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content,
     Examples:
       OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 ocsight watch --backfill
       ocsight watch --protocol grpc --since 2026-11-01 --backfill
+      ocsight watch --prometheus-port 9464          also serve /metrics on 127.0.0.1:9464
     """
     import logging
 
@@ -391,7 +395,7 @@ def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content,
     budgets += [("monthly", project, usd) for project, usd in st.project_budgets_monthly_usd.items()]
     opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
                         since_ms=since_ms, include_content=include_content, interval=interval,
-                        budgets=tuple(budgets))
+                        budgets=tuple(budgets), prometheus_port=prometheus_port, prometheus_host=prometheus_host)
     sidecar = Sidecar(opts)
     if once:
         try:

@@ -38,6 +38,8 @@ class WatchOptions:
     interval: float = 2.0  # longest wait between cycles while nothing changes
     metric_interval: float = 10.0
     budgets: tuple[tuple[str, str | None, float], ...] = ()
+    prometheus_port: int | None = None  # also serve /metrics for Prometheus to scrape
+    prometheus_host: str = "127.0.0.1"
 
 
 class Sidecar:
@@ -63,10 +65,26 @@ class Sidecar:
 
         self.metric_reader = PeriodicExportingMetricReader(
             metric_exporter or otlp.metric_exporter(opts.protocol), export_interval_millis=opts.metric_interval * 1000)
-        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=[self.metric_reader])
+        readers = [self.metric_reader]
+        self.prometheus_server = None
+        if opts.prometheus_port is not None:
+            readers.append(self._prometheus(opts.prometheus_host, opts.prometheus_port))
+        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers)
         totals = metrics.Totals(self._index_path, opts.read.cost_mode)
         self.record_call = metrics.install(self.meter_provider, totals, lambda: list(opts.budgets))
         self._health()
+
+    def _prometheus(self, host: str, port: int):
+        """A pull endpoint beside OTLP, on 127.0.0.1 unless told otherwise."""
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import REGISTRY, start_http_server
+
+        reader_ = PrometheusMetricReader()
+        try:
+            self.prometheus_server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+        except OSError as e:
+            raise OcsightError(f"cannot serve Prometheus metrics on {host}:{port}: {e.strerror}") from None
+        return reader_
 
     def _index_path(self):
         try:
@@ -196,6 +214,8 @@ class Sidecar:
         except Exception as e:  # noqa: BLE001 - a receiver down at exit must not hide the shutdown
             log.warning("flushing metrics failed: %s", e)
         self.span_exporter.shutdown()
+        if self.prometheus_server is not None:
+            self.prometheus_server.shutdown()
         self.checkpoint.close()
 
 
