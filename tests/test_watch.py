@@ -387,3 +387,23 @@ def test_the_prometheus_endpoint_serves_the_pinned_metric_names_on_localhost(sto
     doc = cli("stats", "--json", "--data-dir", str(store)).json()
     total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("ocsight_tokens_total{"))
     assert total == doc["totals"]["tokens"]["total"]
+
+
+def test_a_report_run_between_cycles_does_not_hide_changes_from_the_sidecar(tmp_path, receiver, monkeypatch, cli):
+    """The CLI and the sidecar keep separate indexes: one consuming a change cannot hide it from the other."""
+    import storegen
+
+    plan = storegen.plan_store(seed=9, sessions=6)
+    ids = [s["id"] for s in plan.sessions]
+    store = tmp_path / "s"
+    storegen.write_sqlite(plan, store / "opencode.db", session_ids=set(ids[:3]))
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    first = len(receiver.spans())
+    storegen.write_sqlite(plan, store / "opencode.db", session_ids=set(ids[3:]))
+    cli("stats", "--json", "--data-dir", str(store)).json()  # a report refreshes its own index
+    s.cycle()
+    s.close()
+    assert len(receiver.spans()) > first
+    assert len({sp.span_id for sp in receiver.spans()}) == len(receiver.spans())

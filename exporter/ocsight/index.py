@@ -61,9 +61,11 @@ PICO_PER_TOKEN = 1e6
 LARGE_STORE_BYTES = 16 << 20  # USD per 1M tokens -> picodollars per token
 
 
-def index_path(sources: locate.Sources) -> Path:
+def index_path(sources: locate.Sources, name: str = "") -> Path:
+    """`name` gives a consumer its own index (the sidecar: another process refreshing a shared one
+    would consume the changes the sidecar must see)."""
     digest = hashlib.sha256(sources.key.encode()).hexdigest()[:16]
-    return locate.cache_home() / "ocsight" / f"index-{digest}.sqlite"
+    return locate.cache_home() / "ocsight" / f"index-{digest}{'-' + name if name else ''}.sqlite"
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:
@@ -91,12 +93,13 @@ class Index:
         self.path = path
         self.con = self._open()
         self.notes: list[str] = []
+        self.touched: set[str] | None = None
 
     @classmethod
-    def open(cls, sources: locate.Sources, use_cache: bool = True) -> Index:
+    def open(cls, sources: locate.Sources, use_cache: bool = True, name: str = "") -> Index:
         if not use_cache:
             return cls(sources, None)
-        path = index_path(sources)
+        path = index_path(sources, name)
         for d in sources.data_dirs:
             if path.resolve().is_relative_to(d.resolve()):
                 raise OcsightError(f"refusing to keep ocsight's index inside OpenCode's data directory ({d})")
@@ -163,7 +166,9 @@ class Index:
             full = full or full_read
             if full and self._large():
                 catalogue.prefetch_genai()
-            if full or con.execute("SELECT 1 FROM temp.touched LIMIT 1").fetchone():
+            # What this refresh found changed: None when everything was read.
+            self.touched = None if full else {r[0] for r in con.execute("SELECT session_id FROM temp.touched")}
+            if full or self.touched:
                 scope = None if full else "temp.touched"
                 self._stage(sources, catalogue, scope, say)
                 say("summarising")

@@ -19,6 +19,7 @@ class ReadOptions:
     data_dirs: tuple[str, ...] = ()
     demo: bool = False
     use_cache: bool = True
+    index_name: str = ""  # a consumer's own index (`ocsight.index.index_path`)
     cost_mode: str = "auto"
     prices: str | None = None
 
@@ -29,7 +30,7 @@ def open_index(opts: ReadOptions, progress: Callable[[str], None] | None = None)
         raise OcsightError(f"unknown cost mode {opts.cost_mode!r} (choose auto, stored or calculate)", 2)
     sources = locate.locate(opts.data_dirs, demo=opts.demo)
     catalogue = _catalogue(opts)
-    idx = index_mod.Index.open(sources, use_cache=opts.use_cache)
+    idx = index_mod.Index.open(sources, use_cache=opts.use_cache, name=opts.index_name)
     try:
         idx.refresh(catalogue, progress)
         idx.notes += catalogue.problems

@@ -8,6 +8,7 @@ marks nothing: the next cycle (after a back-off) sends it again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -23,7 +24,6 @@ from ocsight.telemetry import otlp
 from ocsight.telemetry import spans as mapping
 
 log = logging.getLogger("ocsight.watch")
-UPDATE_MARGIN_MS = 120_000
 MAX_BACKOFF = 60.0
 BATCH = 512
 
@@ -44,6 +44,7 @@ class WatchOptions:
 
 class Sidecar:
     def __init__(self, opts: WatchOptions, span_exporter=None, metric_exporter=None) -> None:
+        opts.read = dataclasses.replace(opts.read, index_name="watch")
         self.opts = opts
         # OpenCode may not have written anything yet: follow the directories until it does.
         self.dirs = [locate.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]
@@ -88,7 +89,7 @@ class Sidecar:
 
     def _index_path(self):
         try:
-            return index_mod.index_path(locate.locate(self.opts.read.data_dirs, demo=self.opts.read.demo))
+            return index_mod.index_path(locate.locate(self.opts.read.data_dirs, demo=self.opts.read.demo), "watch")
         except OcsightError:
             return None
 
@@ -118,14 +119,14 @@ class Sidecar:
             raise
         try:
             self.skipped = idx.con.execute("SELECT count(*) FROM skipped").fetchone()[0]
-            if self.last_cycle_ms is None:
-                floor = self._floor()
+            if self.last_cycle_ms is None or idx.touched is None:
+                # first cycle, or the index was rebuilt: every session active since the floor
                 rows = idx.con.execute(
-                    "SELECT id FROM session WHERE coalesce(time_updated, time_created, 0) >= ?", (floor or 0,))
+                    "SELECT id FROM session WHERE coalesce(time_updated, time_created, 0) >= ?", (self._floor() or 0,))
+                changed = {r[0] for r in rows} | (idx.touched or set())
             else:
-                rows = idx.con.execute("SELECT id FROM session WHERE coalesce(time_updated, 0) >= ?",
-                                       (self.last_cycle_ms - UPDATE_MARGIN_MS,))
-            wanted = {r[0] for r in rows} | self.checkpoint.open_sessions()
+                changed = set(idx.touched)  # what the refresh found new or rewritten
+            wanted = changed | self.checkpoint.open_sessions()
             # a subagent's spans hang under its parent's task call: read the whole family
             family = _families(idx.con, wanted)
         finally:
