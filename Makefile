@@ -28,6 +28,7 @@ test: $(STAMP) npm
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench_watch.py
 
 # Re-record the OpenCode corpora (and the demo store, one of them) with the real binaries from npm.
 fixtures: $(STAMP) npm

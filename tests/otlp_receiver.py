@@ -24,6 +24,7 @@ class Receiver:
         self._grpc = None
         self._http = None
         self.delay = 0.0  # seconds each trace request takes: a slow receiver
+        self.arrived: dict[bytes, float] = {}  # span ID -> when it first arrived (time.time())
 
     # -- what arrived --------------------------------------------------------------------------------
 
@@ -59,8 +60,15 @@ class Receiver:
                     import time
 
                     time.sleep(receiver.delay)
+                import time
+
+                now = time.time()
                 with receiver.lock:
                     receiver.traces.append(request)
+                    for rs in request.resource_spans:
+                        for ss in rs.scope_spans:
+                            for sp in ss.spans:
+                                receiver.arrived.setdefault(sp.span_id, now)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):

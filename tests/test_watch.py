@@ -151,6 +151,7 @@ def test_without_backfill_only_what_is_new_is_sent(store, receiver, monkeypatch)
 def test_metrics_carry_the_totals_tagged_by_provider_and_model(store, receiver, monkeypatch, cli):
     receiver.start_grpc()
     s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.baseline_ms = 0  # as if the sidecar had run all along: every call is live, and goes into the histograms
     s.cycle()
     s.close()  # flushes the metrics
     doc = cli("stats", "--json", "--data-dir", str(store)).json()
@@ -374,6 +375,7 @@ def test_the_prometheus_endpoint_serves_the_pinned_metric_names_on_localhost(sto
     receiver.start_grpc()
     port = free_port()
     s = sidecar(store, receiver, monkeypatch, backfill=True, prometheus_port=port)
+    s.baseline_ms = 0  # every call live, so the histograms have data too
     try:
         s.cycle()
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -407,3 +409,13 @@ def test_a_report_run_between_cycles_does_not_hide_changes_from_the_sidecar(tmp_
     s.close()
     assert len(receiver.spans()) > first
     assert len({sp.span_id for sp in receiver.spans()}) == len(receiver.spans())
+
+
+def test_backfilled_history_is_counted_but_not_put_in_the_histograms(store, receiver, monkeypatch):
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    s.close()
+    assert receiver.metric_points("ocsight.tokens")
+    assert all(sum(p.count for p in points) == 0
+               for _kind, points in receiver.metric_points("gen_ai.client.token.usage"))

@@ -26,6 +26,7 @@ from ocsight.telemetry import spans as mapping
 log = logging.getLogger("ocsight.watch")
 MAX_BACKOFF = 60.0
 BATCH = 512
+CHUNK_SESSIONS = 250
 
 
 @dataclass
@@ -128,13 +129,26 @@ class Sidecar:
                 changed = set(idx.touched)  # what the refresh found new or rewritten
             wanted = changed | self.checkpoint.open_sessions()
             # a subagent's spans hang under its parent's task call: read the whole family
-            family = _families(idx.con, wanted)
+            family, parents = _families(idx.con, wanted)
         finally:
             idx.close()
         if not family:
             self.last_cycle_ms = started
             return 0
-        recs = reader.read_records(self.opts.read, sorted(family))
+        sent, open_sessions = 0, set()
+        for chunk in _chunks(family, parents, CHUNK_SESSIONS):  # memory stays bounded on a backfill
+            n, still_open = self._send(chunk)
+            sent += n
+            open_sessions |= still_open
+        self.lag_s = 0.0
+        self.checkpoint.set_open_sessions(open_sessions)
+        self.last_cycle_ms = started
+        return sent
+
+    def _send(self, sessions: list[str]) -> tuple[int, set[str]]:
+        """Sends the unsent finished records of some whole session families; returns (spans sent,
+        sessions with unfinished records)."""
+        recs = reader.read_records(self.opts.read, sessions)
         all_spans = mapping.spans(recs, self.opts.read.cost_mode, self.opts.include_content)
         floor = self._floor()
         fresh = [s for s in all_spans if floor is None or s.start_ns >= floor * 1_000_000]
@@ -155,16 +169,15 @@ class Sidecar:
                     raise ExportFailed(f"the receiver did not acknowledge {len(todo) - i} spans")
                 self.checkpoint.mark([(s.record, session_of.get(s.record, "")) for s in batch])
             by_id = {m.id: m for m in recs.messages}
-            sessions = {s.id: s for s in recs.sessions}
+            directories = {s.id: s.directory for s in recs.sessions}
+            live_ns = self.baseline_ms * 1_000_000
             for s in todo:
                 m = by_id.get(s.record)
-                if m is not None and m.role == "assistant":
-                    self.record_call(m, sessions[m.session_id].directory if m.session_id in sessions else None)
+                # The histograms describe calls as they happen; backfilled history is in the counters.
+                if m is not None and m.role == "assistant" and s.start_ns >= live_ns:
+                    self.record_call(m, directories.get(m.session_id))
             self.exported += len(todo)
-        self.lag_s = 0.0
-        self.checkpoint.set_open_sessions(open_sessions)
-        self.last_cycle_ms = started
-        return len(todo)
+        return len(todo), open_sessions
 
     def _floor(self) -> int | None:
         if self.opts.backfill:
@@ -187,7 +200,7 @@ class Sidecar:
         backoff = 0.0
         paths = [str(p) for p in self.dirs if p.exists()]
         changes = watch(*paths, stop_event=self._stop, rust_timeout=int(self.opts.interval * 1000),
-                        yield_on_timeout=True, debounce=200, step=50, raise_interrupt=False) if paths else None
+                        yield_on_timeout=True, debounce=50, step=20, raise_interrupt=False) if paths else None
         try:
             while not self._stop.is_set():
                 try:
@@ -231,8 +244,8 @@ def _destination(proto: str) -> str:
                      or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "default"])
 
 
-def _families(con, sessions: set[str]) -> set[str]:
-    """The sessions with their ancestors and descendants."""
+def _families(con, sessions: set[str]) -> tuple[set[str], dict[str, str | None]]:
+    """The sessions with their ancestors and descendants, and every session's parent."""
     parent = dict(con.execute("SELECT id, parent_id FROM session").fetchall())
     children: dict[str, list[str]] = {}
     for sid, pid in parent.items():
@@ -248,7 +261,29 @@ def _families(con, sessions: set[str]) -> set[str]:
         if parent.get(sid):
             stack.append(parent[sid])
         stack.extend(children.get(sid, []))
-    return out
+    return out, parent
+
+
+def _chunks(family: set[str], parent: dict, size: int):
+    """The family in lists of about `size` sessions, a root session always with its descendants."""
+    def root(sid: str) -> str:
+        seen = set()
+        while parent.get(sid) and sid not in seen:
+            seen.add(sid)
+            sid = parent[sid]
+        return sid
+
+    groups: dict[str, list[str]] = {}
+    for sid in sorted(family):
+        groups.setdefault(root(sid), []).append(sid)
+    chunk: list[str] = []
+    for members in groups.values():
+        chunk += members
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _turns_in_progress(recs) -> set[str]:

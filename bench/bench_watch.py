@@ -1,0 +1,161 @@
+"""`make bench`, sidecar part: `ocsight watch` against a local OTLP receiver on generated stores.
+
+1. Backfill throughput: `ocsight watch --once --backfill` on the 3,000-session benchmark store
+   (index built from scratch included); spans per second and peak memory.
+2. Latency and memory while following a 10,000-session store: `ocsight watch` runs; a final
+   assistant message is written into the database every 0.3 s (as OpenCode writes one: a row
+   with its completion time); latency is from the commit to its span reaching the receiver.
+
+Figures and target verdicts are printed at the end (p50 <= 250 ms, p95 <= 1 s, >= 10,000 spans/s,
+<= 100 MB while following).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench  # noqa: E402
+import storegen  # noqa: E402
+from otlp_receiver import Receiver  # noqa: E402
+
+from ocsight.telemetry.spans import span_id  # noqa: E402
+
+OUT = bench.OUT
+FOLLOW_SESSIONS = 10_000
+WRITES = 40
+
+
+def ocsight() -> str:
+    return str(Path(sys.executable).with_name("ocsight"))
+
+
+def env_for(name: str, port: int) -> dict:
+    base = OUT / f"env-watch-{name}"
+    shutil.rmtree(base, ignore_errors=True)
+    return bench.isolated_env(base) | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+
+
+def backfill(store: Path) -> dict:
+    receiver = Receiver()
+    port = receiver.start_grpc()
+    try:
+        t, mb, _ = bench.run([ocsight(), "watch", "--once", "--backfill", "--protocol", "grpc", "--data-dir",
+                              str(store)], env_for("backfill", port))
+        n = len(receiver.arrived)
+    finally:
+        receiver.stop()
+    return {"spans": n, "seconds": t, "spans_per_s": n / t, "peak_mb": mb}
+
+
+def big_store() -> Path:
+    """Generated in a child process: a child forked from a process holding the plan would report
+    that process's memory as its own peak."""
+    store = OUT / "store-10k"
+    if not (store / "opencode.db").exists():
+        subprocess.run([sys.executable, __file__, "--generate-only"], check=True)
+    return store
+
+
+def generate_big_store() -> None:
+    store = OUT / "store-10k"
+    print(f"generating a {FOLLOW_SESSIONS:,}-session store ...", flush=True)
+    opencode = bench.npm_install()[0]
+    plan = storegen.plan_store(seed=10_000, sessions=FOLLOW_SESSIONS, turns=(3, 6), projects=40,
+                               era_of=lambda n: "1.18")
+    bench.empty_db_from_binary(opencode, store / "opencode.db")
+    storegen.write_sqlite(plan, store / "opencode.db")
+
+
+def follow(store: Path) -> dict:
+    work = OUT / "store-follow"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(store, work)
+    db = work / "opencode.db"
+    con = sqlite3.connect(db)
+    _mid, sid, data = con.execute(
+        "SELECT id, session_id, data FROM message WHERE data LIKE '%\"assistant\"%' ORDER BY rowid DESC LIMIT 1"
+    ).fetchone()
+    template = json.loads(data)
+    receiver = Receiver()
+    port = receiver.start_grpc()
+    p = subprocess.Popen([ocsight(), "watch", "--protocol", "grpc", "--interval", "1", "--data-dir", str(work)],
+                         env=env_for("follow", port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latencies = []
+    try:
+        time.sleep(8)  # the first cycle builds the sidecar's index
+        for i in range(WRITES):
+            new = f"msg_zz_bench_{i:04d}"
+            now = int(time.time() * 1000)
+            template["time"] = {"created": now - 500, "completed": now}
+            written = time.time()
+            con.execute("INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
+                        (new, sid, now - 500, now, json.dumps(template)))
+            con.commit()
+            want = span_id(new).to_bytes(8, "big")
+            deadline = time.time() + 10
+            while want not in receiver.arrived and time.time() < deadline:
+                time.sleep(0.002)
+            if want in receiver.arrived:
+                latencies.append(receiver.arrived[want] - written)
+            time.sleep(0.3)
+    finally:
+        peak_kb = _vm_hwm(p.pid)
+        p.terminate()
+        p.wait()
+        receiver.stop()
+        con.close()
+    latencies.sort()
+    return {
+        "writes": WRITES, "delivered": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
+        "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))] if latencies else None,
+        "peak_mb": peak_kb // 1024, "sessions": FOLLOW_SESSIONS,
+    }
+
+
+def _vm_hwm(pid: int) -> int:
+    """The process's own peak resident memory (kB). Not `ru_maxrss`: Linux carries a forked
+    child's pre-exec peak (this process's size) into it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    if "--generate-only" in sys.argv:
+        generate_big_store()
+        return
+    stores = bench.build_stores(bench.npm_install()[0], False)
+    b = backfill(stores["db-only"])
+    f = follow(big_store())
+    print(f"\nwatch backfill (3,000 sessions): {b['spans']:,} spans in {b['seconds']:.2f} s = "
+          f"{b['spans_per_s']:,.0f} spans/s, peak {b['peak_mb']} MB")
+    print(f"watch following ({f['sessions']:,} sessions): {f['delivered']}/{f['writes']} messages delivered, "
+          f"latency p50 {f['p50_ms']:.0f} ms, p95 {f['p95_ms']:.0f} ms, peak {f['peak_mb']} MB")
+    checks = [
+        ("latency p50 <= 250 ms", f["p50_ms"] is not None and f["p50_ms"] <= 250),
+        ("latency p95 <= 1 s", f["p95_ms"] is not None and f["p95_ms"] <= 1000),
+        ("backfill >= 10,000 spans/s", b["spans_per_s"] >= 10_000),
+        ("memory while following <= 100 MB", f["peak_mb"] <= 100),
+        ("every message delivered", f["delivered"] == f["writes"]),
+    ]
+    print()
+    for label, ok in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {label}")
+    (OUT / "results-watch.json").write_text(json.dumps({"backfill": b, "follow": f}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
