@@ -116,7 +116,7 @@ def read_records(opts: ReadOptions, sessions: list[str] | None = None):
     idx = index_mod.Index(sources, None)
     try:
         idx.stage_records(catalogue, sessions)
-        return records.load(idx.con)
+        return records.load(idx.con, only_wanted=sessions is not None)
     except sqlite3.DatabaseError as e:
         raise OcsightError(f"reading records failed: {e}") from None
     finally:

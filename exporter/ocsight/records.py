@@ -110,14 +110,18 @@ class Records:
         return out
 
 
-def load(con) -> Records:
-    """Records from the temporary tables `Index.stage_records` filled."""
-    projects = [Project(*r) for r in con.execute("SELECT id, worktree, name FROM project ORDER BY id")]
+def load(con, only_wanted: bool = False) -> Records:
+    """Records from the temporary tables `Index.stage_records` filled; with `only_wanted`, only the
+    sessions (and their projects) it was asked for, not every session the sources know."""
+    scope = "WHERE id IN (SELECT session_id FROM temp.wanted)" if only_wanted else ""
+    projects = [Project(*r) for r in con.execute(
+        "SELECT id, worktree, name FROM project "
+        + (f"WHERE id IN (SELECT project_id FROM session {scope}) " if only_wanted else "") + "ORDER BY id")]
     sessions = [
         Session(*r)
         for r in con.execute(
             "SELECT id, project_id, parent_id, directory, title, version, time_created, time_updated "
-            "FROM session ORDER BY time_created, id"
+            f"FROM session {scope} ORDER BY time_created, id"
         )
     ]
     messages = [

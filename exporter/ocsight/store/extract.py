@@ -115,8 +115,9 @@ def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     con.execute(f"CREATE TEMP TABLE step_sessions AS SELECT id FROM session WHERE {steps}")
 
 
-def merge_projects_and_sessions(con: sqlite3.Connection, rank: int) -> None:
-    """Upserts the source's projects and sessions: a lower rank replaces a higher one, never the reverse."""
+def merge_projects_and_sessions(con: sqlite3.Connection, rank: int, sessions: str = "1", args: tuple = ()) -> None:
+    """Upserts the source's projects and sessions (those `sessions`, a condition on `r`, selects):
+    a lower rank replaces a higher one, never the reverse."""
     con.execute(
         "INSERT INTO project (id, rank, worktree, name) SELECT r.id, ?, r.worktree, r.name FROM temp.src_project r "
         "WHERE 1 ON CONFLICT(id) DO UPDATE SET rank = excluded.rank, worktree = excluded.worktree, name = excluded.name "
@@ -126,11 +127,11 @@ def merge_projects_and_sessions(con: sqlite3.Connection, rank: int) -> None:
     cols = ", ".join(SESSION_FIELDS)
     con.execute(
         f"INSERT INTO session (id, rank, {cols}, era) SELECT r.id, ?, {', '.join('r.' + c for c in SESSION_FIELDS)}, "
-        f"ocsight_era(r.version) FROM temp.src_session r WHERE 1 "
+        f"ocsight_era(r.version) FROM temp.src_session r WHERE {sessions} "
         f"ON CONFLICT(id) DO UPDATE SET rank = excluded.rank, era = excluded.era, "
         + ", ".join(f"{c} = excluded.{c}" for c in SESSION_FIELDS)
         + " WHERE excluded.rank <= session.rank",
-        (rank,),
+        (rank, *args),
     )
 
 

@@ -63,6 +63,7 @@ class LegacyTree:
         self.con, self.root, self.rank, self.say = con, str(storage), rank, say
         self.source = f"json:{storage}"
         self.message_root = f"{self.root}/message"
+        self.wanted: str | None = None  # as `Database.wanted`
 
     # -- what changed ------------------------------------------------------------------------------
 
@@ -125,6 +126,7 @@ class LegacyTree:
         con = self.con
         have_projects = {r[0] for r in con.execute("SELECT id FROM project")}
         have_sessions = {r[0] for r in con.execute("SELECT id FROM session")}
+        wanted = {r[0] for r in con.execute(f"SELECT session_id FROM {self.wanted}")} if self.wanted else None
         queue = [("project", pid, "", path) for pid, path in _json_files(f"{self.root}/project", foreign).items()
                  if pid not in have_projects]
         for e in _scandir(f"{self.root}/session"):
@@ -132,7 +134,7 @@ class LegacyTree:
                 foreign.append(e.path)
                 continue
             queue += [("session", sid, e.name, path) for sid, path in _json_files(e.path, foreign).items()
-                      if sid not in have_sessions]
+                      if sid not in have_sessions and (wanted is None or sid in wanted)]
         if not queue:
             return []
         rows, problems = self._read_rows(queue)

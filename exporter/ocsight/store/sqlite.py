@@ -90,6 +90,8 @@ class Database:
         self.stamp = file_stamp(path)
         self.immutable = False
         self.tables: set[str] | None = None
+        # a table of the only sessions wanted (records of some sessions): only theirs are merged
+        self.wanted: str | None = None
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -199,11 +201,6 @@ class Database:
             con.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, NULL)", (self.source, "database", reason))
             notes.append(f"{self.path}: {reason}; skipped")
             return {"stamp": self.stamp, "rank": self.rank, "notes": notes}, "full", notes
-        self._create_views()
-        try:
-            extract.merge_projects_and_sessions(con, self.rank)
-        finally:
-            self._drop_views()
         # Parts are only deleted with their message (a revert, a removed session), so message and
         # session counts reveal deletions; counting every part would cost as much as reading them.
         marks = {
@@ -216,6 +213,7 @@ class Database:
         new_state = {"stamp": self.stamp, "rank": self.rank, "marks": marks, "started_ms": started_ms, "notes": notes}
         prev = state.get("marks") if state.get("rank") == self.rank else None
         if not prev:
+            self._merge()
             return new_state, "full", notes
         grown = {
             t: con.execute(f"SELECT count(*) FROM {a}.{t} WHERE rowid > ?", (prev[t]["rowid"] or 0,)).fetchone()[0]
@@ -229,8 +227,12 @@ class Database:
             for table in ("session", "project"):
                 con.execute(f"DELETE FROM {table} WHERE rank = ? AND id NOT IN (SELECT id FROM {a}.{table})",
                             (self.rank,))
+            self._merge()
             return new_state, "full", notes
         since = state["started_ms"] - UPDATE_MARGIN_MS
+        # Only sessions added or updated since the last read can have changed.
+        self._merge(f"r.id IN (SELECT id FROM {a}.session WHERE rowid > ? OR time_updated >= ?)",
+                    (prev["session"]["rowid"] or 0, since))
         for t in ("message", "part"):
             con.execute(
                 f"INSERT OR IGNORE INTO temp.touched SELECT DISTINCT session_id FROM {a}.{t} "
@@ -238,6 +240,15 @@ class Database:
                 (prev[t]["rowid"] or 0, since),
             )
         return new_state, "incremental", notes
+
+    def _merge(self, sessions: str = "1", args: tuple = ()) -> None:
+        if self.wanted:
+            sessions = f"({sessions}) AND r.id IN (SELECT session_id FROM {self.wanted})"
+        self._create_views()
+        try:
+            extract.merge_projects_and_sessions(self.con, self.rank, sessions, args)
+        finally:
+            self._drop_views()
 
     def _id_at(self, table: str, rowid: int | None) -> str | None:
         if rowid is None:
