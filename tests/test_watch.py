@@ -419,3 +419,32 @@ def test_backfilled_history_is_counted_but_not_put_in_the_histograms(store, rece
     assert receiver.metric_points("ocsight.tokens")
     assert all(sum(p.count for p in points) == 0
                for _kind, points in receiver.metric_points("gen_ai.client.token.usage"))
+
+
+def test_a_half_written_record_is_skipped_then_sent_once_complete(tmp_path, receiver, monkeypatch):
+    """OpenCode 1.1 writes JSON files: one caught mid-write is counted as skipped, not sent, and
+    sent once whole; a corrupt file beside it never stops the sidecar."""
+    import json
+
+    store = tmp_path / "legacy"
+    shutil.copytree(store_dir("opencode-1.1"), store)
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    before = len(receiver.spans())
+    source = next(p for p in sorted((store / "storage" / "message").glob("*/*.json"))
+                  if json.loads(p.read_text())["role"] == "assistant" and json.loads(p.read_text()).get("time", {})
+                  .get("completed"))
+    message = json.loads(source.read_text())
+    message["id"] = "msg_zzz_half_written"
+    target = source.with_name("msg_zzz_half_written.json")
+    text = json.dumps(message, indent=2)
+    target.write_text(text[: len(text) // 2])
+    (source.parent / "junk.json").write_text("{not json")
+    assert s.cycle() == 0
+    assert s.skipped >= 2 and len(receiver.spans()) == before
+    target.write_text(text)
+    assert s.cycle() == 1
+    s.close()
+    names = [sp.name for sp in receiver.spans()[before:]]
+    assert names == [f"chat {message['modelID']}"]
