@@ -42,6 +42,19 @@ def sidecar(store: Path, receiver: Receiver, monkeypatch, proto: str = "grpc", *
     return Sidecar(opts)
 
 
+def backfill_once(store: Path, receiver: Receiver, monkeypatch) -> int:
+    """Sends the whole store over gRPC in one cycle and stops (metrics flushed); returns spans sent."""
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    sent = s.cycle()
+    s.close()
+    return sent
+
+
+def labels(point) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in point.attributes}
+
+
 def by_name(spans) -> dict[str, list]:
     out: dict[str, list] = {}
     for s in spans:
@@ -74,15 +87,13 @@ def test_backfill_sends_a_span_per_finished_record(store, receiver, monkeypatch,
 
 
 def test_spans_follow_the_genai_conventions(store, receiver, monkeypatch):
-    receiver.start_grpc()
-    s = sidecar(store, receiver, monkeypatch, backfill=True)
-    s.cycle()
-    s.close()
+    backfill_once(store, receiver, monkeypatch)
     raw = raw_store(store)
+    message_of_span = {mapping.span_id(mid).to_bytes(8, "big"): m for mid, m in raw.messages.items()}
     for span in by_name(receiver.spans())["chat"]:
         a = attrs(span)
-        m = raw.messages[a["gen_ai.conversation.id"] and next(
-            mid for mid in raw.messages if mapping.span_id(mid) == int.from_bytes(span.span_id, "big"))]
+        m = message_of_span[span.span_id]
+        assert a["gen_ai.conversation.id"] == m["sessionID"]
         i, o, r, cr, cw = raw.tokens(m)
         assert span.name == f"chat {m['modelID']}" and span.kind == 3  # CLIENT
         assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == m["providerID"]
@@ -104,10 +115,7 @@ def test_spans_follow_the_genai_conventions(store, receiver, monkeypatch):
 
 
 def test_a_subagent_session_hangs_under_the_task_call_in_its_parents_trace(store, receiver, monkeypatch):
-    receiver.start_grpc()
-    s = sidecar(store, receiver, monkeypatch, backfill=True)
-    s.cycle()
-    s.close()
+    backfill_once(store, receiver, monkeypatch)
     spans = receiver.spans()
     task = next(sp for sp in spans if sp.name == "execute_tool task")
     child_turns = [sp for sp in spans if sp.name.startswith("invoke_agent") and sp.parent_span_id == task.span_id]
@@ -118,10 +126,7 @@ def test_a_subagent_session_hangs_under_the_task_call_in_its_parents_trace(store
 
 
 def test_a_restart_sends_nothing_twice(store, receiver, monkeypatch):
-    receiver.start_grpc()
-    first = sidecar(store, receiver, monkeypatch, backfill=True)
-    sent = first.cycle()
-    first.close()
+    sent = backfill_once(store, receiver, monkeypatch)
     again = sidecar(store, receiver, monkeypatch, backfill=True)
     assert again.cycle() == 0
     again.close()
@@ -159,7 +164,7 @@ def test_metrics_carry_the_totals_tagged_by_provider_and_model(store, receiver, 
     assert kind == "sum"
     sums: dict[str, int] = {}
     for p in points:
-        a = {kv.key: kv.value.string_value for kv in p.attributes}
+        a = labels(p)
         assert "gen_ai.request.model" in a and "gen_ai.provider.name" in a
         assert not any("session" in k for k in a)  # no unbounded label
         sums[a["gen_ai.token.type"]] = sums.get(a["gen_ai.token.type"], 0) + p.as_int
@@ -236,16 +241,12 @@ def test_budgets_from_the_settings_are_sent_as_a_gauge(store, receiver, monkeypa
     s = sidecar(store, receiver, monkeypatch, budgets=budgets)
     s.close()
     (kind, points), *_ = receiver.metric_points("ocsight.budget.usd")[-1:]
-    got = {({kv.key: kv.value.string_value for kv in p.attributes}["ocsight.budget.period"],
-            {kv.key: kv.value.string_value for kv in p.attributes}["ocsight.project"]): p.as_double for p in points}
+    got = {(labels(p)["ocsight.budget.period"], labels(p)["ocsight.project"]): p.as_double for p in points}
     assert kind == "gauge" and got == {("daily", "*"): 5.0, ("monthly", "/work/app"): 40.0}
 
 
 def test_every_span_hangs_under_the_span_of_the_record_that_caused_it(store, receiver, monkeypatch):
-    receiver.start_grpc()
-    s = sidecar(store, receiver, monkeypatch, backfill=True)
-    s.cycle()
-    s.close()
+    backfill_once(store, receiver, monkeypatch)
     raw = raw_store(store)
     spans = {int.from_bytes(sp.span_id, "big"): sp for sp in receiver.spans()}
     sid = mapping.span_id
@@ -412,10 +413,7 @@ def test_a_report_run_between_cycles_does_not_hide_changes_from_the_sidecar(tmp_
 
 
 def test_backfilled_history_is_counted_but_not_put_in_the_histograms(store, receiver, monkeypatch):
-    receiver.start_grpc()
-    s = sidecar(store, receiver, monkeypatch, backfill=True)
-    s.cycle()
-    s.close()
+    backfill_once(store, receiver, monkeypatch)
     assert receiver.metric_points("ocsight.tokens")
     assert all(sum(p.count for p in points) == 0
                for _kind, points in receiver.metric_points("gen_ai.client.token.usage"))

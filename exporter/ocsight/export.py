@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 
 from ocsight.errors import OcsightError
+from ocsight.normalise import TOKEN_KEYS
 
 LEVELS = ("message", "session", "day", "model")
 FORMATS = ("csv", "json", "markdown")
-TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
 USAGE_FIELDS = [*(f"tokens_{k}" for k in (*TOKEN_KEYS, "total")), "cost_usd", "stored_usd", "estimated_usd",
                 "unpriced_messages"]
 FIELDS = {
@@ -75,9 +75,7 @@ def message_rows(recs, matches, tz: dt.tzinfo | None, mode: str) -> list[dict]:
         project = (p.worktree if p and p.worktree not in (None, "/") else None) or (s.directory if s else None)
         if not matches(m, project or "(unknown)"):
             continue
-        stored = m.cost_usd if mode != "calculate" else 0.0
-        estimated = (m.estimated_usd or 0.0) if (mode == "calculate" or (mode == "auto" and m.cost_usd == 0)) \
-            else 0.0
+        stored, estimated = m.cost_parts(mode)
         t = m.tokens
         out.append({
             "id": m.id, "session_id": m.session_id, "time_created": iso(m.time_created, tz), "role": m.role,

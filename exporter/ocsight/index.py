@@ -57,8 +57,8 @@ SCHEMA = [
 
 DB_RANK_BASE = 0  # databases: 0, 1, ... (the first database wins among databases)
 LEGACY_RANK_BASE = 1000  # legacy trees always lose to any database
-PICO_PER_TOKEN = 1e6
-LARGE_STORE_BYTES = 16 << 20  # USD per 1M tokens -> picodollars per token
+PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
+LARGE_STORE_BYTES = 16 << 20  # a first read of a database this big hides loading genai-prices
 
 
 def index_path(sources: locate.Sources, name: str = "") -> Path:
@@ -183,9 +183,8 @@ class Index:
 
         `wanted`: a table of the only sessions asked for (records), whose metadata alone is merged."""
         con, full = self.con, False
-        dbs = [Database(con, p, rank, attempt) for rank, p in enumerate(self.sources.databases, DB_RANK_BASE)]
-        for source in dbs:
-            source.wanted = wanted
+        dbs = [Database(con, p, rank, attempt, wanted)
+               for rank, p in enumerate(self.sources.databases, DB_RANK_BASE)]
         for db in dbs:
             say(f"checking {db.path}")
             state = self._state(db.source)
@@ -194,9 +193,8 @@ class Index:
             full = full or mode == "full"
             if new_state != state:
                 self._set_state(db.source, new_state)
-        trees = [LegacyTree(con, p, rank, say) for rank, p in enumerate(self.sources.legacy_dirs, LEGACY_RANK_BASE)]
-        for source in trees:
-            source.wanted = wanted
+        trees = [LegacyTree(con, p, rank, say, wanted)
+                 for rank, p in enumerate(self.sources.legacy_dirs, LEGACY_RANK_BASE)]
         for tree in trees:
             say(f"checking {tree.root}")
             full = tree.detect() == "full" or full

@@ -25,6 +25,9 @@ CACHED_IN_INPUT = "cached-in-input"
 REASONING_IN_OUTPUT = "reasoning-in-output"
 DISJOINT = "disjoint"
 
+# The normalised, disjoint token types, in the order every table and report lists them.
+TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
+
 # Providers whose SDK reports prompt tokens without the cache (so 1.0.x stored them disjoint already).
 CACHE_EXCLUSIVE_PROVIDERS = ("anthropic", "amazon-bedrock", "google-vertex-anthropic")
 
@@ -66,7 +69,7 @@ def era_sql(alias: str, session_era: str) -> str:
     Only plain columns are referenced: the counts are made clean in an earlier, materialised step, so
     that SQLite does not re-evaluate them inside every expression built on the era.
     """
-    i, o, r, cr, cw = (f"{alias}.c_{k}" for k in ("input", "output", "reasoning", "cache_read", "cache_write"))
+    i, o, r, cr, cw = (f"{alias}.c_{k}" for k in TOKEN_KEYS)
     tt = f"{alias}.t_total"
     return (
         f"(CASE WHEN typeof({tt}) IN ('integer', 'real') THEN "
@@ -82,7 +85,7 @@ def normalised_sql(alias: str, provider: str) -> dict[str, str]:
 
     Returns expressions for input, output, reasoning, cache_read, cache_write and valid.
     """
-    i, o, r, cr, cw = (f"{alias}.c_{k}" for k in ("input", "output", "reasoning", "cache_read", "cache_write"))
+    i, o, r, cr, cw = (f"{alias}.c_{k}" for k in TOKEN_KEYS)
     era = f"{alias}.era"
     exclusive = ", ".join(f"'{p}'" for p in CACHE_EXCLUSIVE_PROVIDERS)
     return {

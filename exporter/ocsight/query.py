@@ -17,9 +17,9 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from ocsight.errors import EXIT_USAGE, OcsightError
+from ocsight.normalise import TOKEN_KEYS
 from ocsight.store.extract import BUCKET_MS
 
-TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
 PICO = 10**12
 # Tools built into OpenCode; any other `<server>_<tool>` name is an MCP server's tool.
 BUILTIN_TOOLS = frozenset(

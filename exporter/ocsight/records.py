@@ -65,6 +65,14 @@ class Message:
     estimated_usd: float | None  # from prices; None when no price source knows the model
     steps: int  # model calls recorded with their own step records (OpenCode 0.x)
 
+    def is_estimated(self, mode: str = "auto") -> bool:
+        """Whether the cost mode takes ocsight's estimate rather than OpenCode's stored cost."""
+        return mode == "calculate" or (mode == "auto" and self.cost_usd == 0)
+
+    def cost_parts(self, mode: str = "auto") -> tuple[float, float]:
+        """(stored, estimated) USD under a cost mode, as the reports count them (`query.cost_columns`)."""
+        return (0.0, self.estimated_usd or 0.0) if self.is_estimated(mode) else (self.cost_usd, 0.0)
+
 
 @dataclass(frozen=True, slots=True)
 class Step:

@@ -7,7 +7,8 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-TOKEN_COLUMNS = ("input", "output", "reasoning", "cache_read", "cache_write")
+from ocsight.normalise import TOKEN_KEYS
+
 
 
 def money(cost: dict) -> str:
@@ -78,7 +79,7 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
     summary.add_row("Sessions", f"{t['sessions']:,} ({t['subagent_sessions']:,} subagent)")
     m = t["messages"]
     summary.add_row("Messages", f"{m['user']:,} user, {m['assistant']:,} assistant, {m['errors']:,} errors")
-    for k in TOKEN_COLUMNS:
+    for k in TOKEN_KEYS:
         summary.add_row(f"Tokens {k.replace('_', ' ')}", tokens(tok[k]))
     summary.add_row("Tokens total", f"[bold]{tokens(tok['total'])}[/bold]")
     summary.add_row("Cache hit ratio", f"{cached / prompt * 100:.1f}%" if prompt else "-")

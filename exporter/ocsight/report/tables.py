@@ -8,12 +8,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from ocsight.normalise import TOKEN_KEYS
 from ocsight.report.summary import money, short_path, tokens
 
 PERIOD_TITLES = {"day": "Daily usage", "week": "Weekly usage (weeks start on Monday)", "month": "Monthly usage"}
 
 
-FULL = ("input", "output", "reasoning", "cache_read", "cache_write")
+FULL = TOKEN_KEYS
 COMPACT = ("input", "output")  # below WIDE columns, as ccusage does: cache and reasoning columns go
 WIDE = 120
 COMPACT_NOTE = "compact view: widen the terminal to {width} columns for reasoning and cache tokens"

@@ -195,20 +195,17 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
 
 # -- normalised messages and cubes ---------------------------------------------------------------------
 
-TOKEN_KINDS = ("input", "output", "reasoning", "cache_read", "cache_write")
-
-
-def _layers(source: str, keep: str, provider: str, with_steps: bool = False) -> str:
+def _layers(source: str, keep: str, provider: str) -> str:
     """CTEs `c` (clean counts, `cost_pico`), `e` (+ era) and `n` (+ normalised counts, `valid`) over `source`.
 
     The clean counts are materialised: flattened into the later expressions, each would be evaluated
     again inside the era, and the era inside every count built on it.
     """
-    clean = ", ".join(f"{normalise.count_sql(f'x.t_{k}')} AS c_{k}" for k in TOKEN_KINDS)
+    clean = ", ".join(f"{normalise.count_sql(f'x.t_{k}')} AS c_{k}" for k in normalise.TOKEN_KEYS)
     cost = normalise.cost_pico_sql("x.cost")
     era = normalise.era_sql("c", f"coalesce(c.session_era, '{normalise.DISJOINT}')")
     n = normalise.normalised_sql("e", "e.provider")
-    counts = ", ".join(f"{n[k]} AS {k}" for k in TOKEN_KINDS)
+    counts = ", ".join(f"{n[k]} AS {k}" for k in normalise.TOKEN_KEYS)
     return (
         f"c AS MATERIALIZED (SELECT {keep}, {provider} AS provider, x.t_total, se.era AS session_era, "
         f"{cost} AS cost_pico, {clean} FROM {source} LEFT JOIN session se ON se.id = x.session_id), "
@@ -224,14 +221,14 @@ def create_normalised_steps(con: sqlite3.Connection) -> bool:
         con.execute(f"DROP VIEW IF EXISTS temp.{name}")
         con.execute(f"DROP TABLE IF EXISTS temp.{name}")
     source = (
-        "(SELECT s.id, s.rank, s.message_id, s.cost, " + ", ".join(f"s.t_{k}" for k in (*TOKEN_KINDS, "total"))
+        "(SELECT s.id, s.rank, s.message_id, s.cost, " + ", ".join(f"s.t_{k}" for k in (*normalise.TOKEN_KEYS, "total"))
         + ", m.session_id, m.provider FROM temp.stage_step s "
         "JOIN temp.stage_message m ON m.id = s.message_id AND m.rank = s.rank) AS x"
     )
     keep = "x.id, x.rank, x.message_id"
     con.execute(
         f"""CREATE TEMP TABLE norm_step_row AS WITH {_layers(source, keep, 'x.provider')}
-        SELECT id, rank, message_id, valid AND cost_pico IS NOT NULL AS valid, era, {', '.join(TOKEN_KINDS)},
+        SELECT id, rank, message_id, valid AND cost_pico IS NOT NULL AS valid, era, {', '.join(normalise.TOKEN_KEYS)},
             coalesce(cost_pico, 0) AS cost_pico
         FROM n"""
     )
@@ -310,7 +307,7 @@ def create_priced_messages(con: sqlite3.Connection) -> None:
             n.time_completed, n.role, n.provider, n.model, n.agent, n.error,
             {"coalesce(st.steps, 0)" if with_steps else "0"} AS steps,
             {"st.parts" if with_steps else "NULL"} AS step_tokens, {pick('era')} AS era,
-            {', '.join(f"{pick(k)} AS {k}" for k in TOKEN_KINDS)}, coalesce(n.cost_pico, 0) AS cost_pico,
+            {', '.join(f"{pick(k)} AS {k}" for k in normalise.TOKEN_KEYS)}, coalesce(n.cost_pico, 0) AS cost_pico,
             CASE
                 WHEN n.role IS NULL OR n.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
                 WHEN n.cost_pico IS NULL THEN 'cost is not a number'
@@ -318,7 +315,7 @@ def create_priced_messages(con: sqlite3.Connection) -> None:
             END AS problem
         FROM n {"LEFT JOIN temp.norm_step st ON st.message_id = n.id" if with_steps else ""})
         SELECT m.id, m.rank, m.session_id, m.time_created, m.bucket, m.time_completed, m.role, m.provider, m.model,
-            m.agent, m.error, m.era, m.steps, {', '.join(f"m.{k}" for k in TOKEN_KINDS)}, m.cost_pico, m.problem,
+            m.agent, m.error, m.era, m.steps, {', '.join(f"m.{k}" for k in normalise.TOKEN_KEYS)}, m.cost_pico, m.problem,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {estimate} END AS est_pico,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN b.provider IS NOT NULL END AS priced
         FROM m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""

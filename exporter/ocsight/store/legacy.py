@@ -59,11 +59,12 @@ def _json_files(directory: str, foreign: list[str]) -> dict[str, str]:
 class LegacyTree:
     """One `storage/` tree, for the length of a refresh."""
 
-    def __init__(self, con: sqlite3.Connection, storage: Path, rank: int, say: Callable[[str], None]) -> None:
+    def __init__(self, con: sqlite3.Connection, storage: Path, rank: int, say: Callable[[str], None],
+                 wanted: str | None = None) -> None:
         self.con, self.root, self.rank, self.say = con, str(storage), rank, say
         self.source = f"json:{storage}"
         self.message_root = f"{self.root}/message"
-        self.wanted: str | None = None  # as `Database.wanted`
+        self.wanted = wanted  # as `Database.wanted`
 
     # -- what changed ------------------------------------------------------------------------------
 

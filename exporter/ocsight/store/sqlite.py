@@ -83,7 +83,8 @@ def detach_all(con: sqlite3.Connection) -> None:
 class Database:
     """One OpenCode database, attached (at most once) for the length of a refresh."""
 
-    def __init__(self, con: sqlite3.Connection, path: Path, rank: int, attempt: int) -> None:
+    def __init__(self, con: sqlite3.Connection, path: Path, rank: int, attempt: int,
+                 wanted: str | None = None) -> None:
         self.con, self.path, self.rank = con, path, rank
         self.alias = f"oc_{rank}_{attempt}"
         self.source = f"db:{path}"
@@ -91,7 +92,7 @@ class Database:
         self.immutable = False
         self.tables: set[str] | None = None
         # a table of the only sessions wanted (records of some sessions): only theirs are merged
-        self.wanted: str | None = None
+        self.wanted = wanted
 
     # -- opening ---------------------------------------------------------------------------------
 

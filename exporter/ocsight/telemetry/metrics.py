@@ -20,13 +20,12 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes
 
-from ocsight.query import PICO, PROJECT_SQL
+from ocsight.query import PICO, PROJECT_SQL, TOKEN_KEYS
 from ocsight.records import Message
 from ocsight.telemetry.spans import PROJECT, provider_name
 
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
-TOKEN_TYPES = ("input", "output", "reasoning", "cache_read", "cache_write")
 DIMENSIONS = f"c.provider, c.model, c.agent, {PROJECT_SQL}"
 _FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
 
@@ -58,7 +57,7 @@ class Totals:
         est = {"stored": "0", "calculate": "sum(c.est_all_pico)"}.get(self.mode, "sum(c.est_zero_pico)")
         stored = "0" if self.mode == "calculate" else "sum(c.stored_pico)"
         return self._rows(
-            f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_TYPES)}, {stored}, {est}, "
+            f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est}, "
             f"count(DISTINCT c.session_id), c.error {_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' "
             f"GROUP BY 1, 2, 3, 4, c.error"
         )
@@ -71,12 +70,12 @@ class Totals:
 
 
 def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str, str | None, float]]]):
-    """Creates every instrument on the provider; returns `record_call(message, seconds)` for the histograms."""
+    """Creates every instrument on the provider; returns `record_call(message)` for the histograms."""
     meter = meter_provider.get_meter("ocsight")
 
     def tokens(_o: CallbackOptions):
         for p, m, a, proj, _n, *counts in totals.usage():
-            for kind, value in zip(TOKEN_TYPES, counts[:5]):
+            for kind, value in zip(TOKEN_KEYS, counts[:5]):
                 yield Observation(value or 0, {**_labels(p, m, a, proj), gen_ai.GEN_AI_TOKEN_TYPE: kind})
 
     def cost(_o: CallbackOptions):
@@ -122,7 +121,7 @@ def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str
                                       description="Model call duration",
                                       explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
 
-    def record_call(m: Message, project: str | None) -> None:
+    def record_call(m: Message) -> None:
         attrs = {gen_ai.GEN_AI_OPERATION_NAME: "chat", gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider),
                  gen_ai.GEN_AI_REQUEST_MODEL: m.model}
         t = m.tokens

@@ -12,6 +12,7 @@ ended, a turn once its last answer is final and asks for no more tools.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
@@ -81,11 +82,23 @@ def tool_is_final(t: ToolCall) -> bool:
     return t.status in ("completed", "error")
 
 
+def asks_for_tools(m: Message) -> bool:
+    """An answer that ends in tool calls: its turn goes on with another answer."""
+    return m.error is None and m.finish in ("tool-calls", "tool_calls")
+
+
+def root_session(sid: str, parent_of: Mapping[str, str | None]) -> str:
+    """The root of a session's subagent chain (as far as `parent_of` knows it)."""
+    seen = set()
+    while parent_of.get(sid) and sid not in seen:
+        seen.add(sid)
+        sid = parent_of[sid]
+    return sid
+
+
 def cost_of(m: Message, mode: str = "auto") -> tuple[float, bool]:
     """(USD, estimated) under the cost mode, as the reports count it."""
-    if mode == "stored" or (mode == "auto" and m.cost_usd > 0):
-        return m.cost_usd, False
-    return (m.estimated_usd or 0.0), m.estimated_usd is not None
+    return sum(m.cost_parts(mode)), m.is_estimated(mode) and m.estimated_usd is not None
 
 
 def chat_attributes(m: Message, project: str | None, mode: str = "auto") -> dict:
@@ -139,13 +152,7 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
     sessions = {s.id: s for s in recs.sessions}
     projects = {p.id: p.worktree for p in recs.projects}
     started_by = {t.child_session_id: t for t in recs.tool_calls if t.child_session_id}
-
-    def root_of(sid: str) -> str:
-        seen = set()
-        while sid in sessions and sessions[sid].parent_id and sid not in seen:
-            seen.add(sid)
-            sid = sessions[sid].parent_id
-        return sid
+    parent_of = {s.id: s.parent_id for s in recs.sessions}
 
     def project_of(sid: str) -> str | None:
         s = sessions.get(sid)
@@ -158,13 +165,13 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
     out: list[SpanData] = []
     by_message = {m.id: m for m in recs.messages}
     for m in recs.messages:
-        trace = trace_id(root_of(m.session_id))
+        trace = trace_id(root_session(m.session_id, parent_of))
         if m.role == "user":
             replies = sorted(answers.get(m.id, []), key=lambda a: (a.time_created or 0, a.id))
             if not replies or not all(is_final(a) for a in replies):
                 continue
             last = replies[-1]
-            if last.error is None and last.finish in ("tool-calls", "tool_calls"):
+            if asks_for_tools(last):
                 continue  # the turn goes on
             starter = started_by.get(m.session_id)
             end = max((a.time_completed or a.time_created or 0) for a in replies)
@@ -198,7 +205,8 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
         if include_content and t.error:
             attrs["ocsight.tool.error"] = t.error
         start = t.time_start or (msg.time_created if msg else 0)
-        out.append(SpanData(t.id, f"execute_tool {t.tool}", KIND_INTERNAL, trace_id(root_of(sid)), span_id(t.id),
-                            span_id(t.message_id), ms_to_ns(start), ms_to_ns(t.time_end or start), attrs,
+        trace = trace_id(root_session(sid, parent_of))
+        out.append(SpanData(t.id, f"execute_tool {t.tool}", KIND_INTERNAL, trace, span_id(t.id), span_id(t.message_id),
+                            ms_to_ns(start), ms_to_ns(t.time_end or start), attrs,
                             TOOL_ERROR if t.status == "error" else None))
     return out

@@ -169,13 +169,12 @@ class Sidecar:
                     raise ExportFailed(f"the receiver did not acknowledge {len(todo) - i} spans")
                 self.checkpoint.mark([(s.record, session_of.get(s.record, "")) for s in batch])
             by_id = {m.id: m for m in recs.messages}
-            directories = {s.id: s.directory for s in recs.sessions}
             live_ns = self.baseline_ms * 1_000_000
             for s in todo:
                 m = by_id.get(s.record)
                 # The histograms describe calls as they happen; backfilled history is in the counters.
                 if m is not None and m.role == "assistant" and s.start_ns >= live_ns:
-                    self.record_call(m, directories.get(m.session_id))
+                    self.record_call(m)
             self.exported += len(todo)
         return len(todo), open_sessions
 
@@ -266,16 +265,9 @@ def _families(con, sessions: set[str]) -> tuple[set[str], dict[str, str | None]]
 
 def _chunks(family: set[str], parent: dict, size: int):
     """The family in lists of about `size` sessions, a root session always with its descendants."""
-    def root(sid: str) -> str:
-        seen = set()
-        while parent.get(sid) and sid not in seen:
-            seen.add(sid)
-            sid = parent[sid]
-        return sid
-
     groups: dict[str, list[str]] = {}
     for sid in sorted(family):
-        groups.setdefault(root(sid), []).append(sid)
+        groups.setdefault(mapping.root_session(sid, parent), []).append(sid)
     chunk: list[str] = []
     for members in groups.values():
         chunk += members
@@ -294,4 +286,4 @@ def _turns_in_progress(recs) -> set[str]:
             prev = last.get(m.session_id)
             if prev is None or (m.time_created or 0) >= (prev.time_created or 0):
                 last[m.session_id] = m
-    return {sid for sid, m in last.items() if m.error is None and m.finish in ("tool-calls", "tool_calls")}
+    return {sid for sid, m in last.items() if mapping.asks_for_tools(m)}
