@@ -53,7 +53,7 @@ def frame(run, now_ms: int | None = None):
     session = next((s for s in recs.sessions if s.id == row[0]), None)
     calls = [m for m in recs.messages if m.role == "assistant"]
     recent_tokens = sum(m.tokens.total for m in calls if (m.time_created or 0) >= now_ms - RATE_WINDOW_MS)
-    cost = sum(m.cost_usd or (m.estimated_usd or 0.0) for m in calls)
+    cost = sum(sum(m.cost_parts(run.cost_mode)) for m in calls)
     title = (session.title if session else None) or "(untitled)"
     parts.append(
         f"[bold]Session[/bold] {title} [dim]{row[0]} {short_path(session.directory or '') if session else ''}[/dim]\n"
@@ -67,7 +67,7 @@ def frame(run, now_ms: int | None = None):
     for m in calls[-RECENT:][::-1]:
         state = m.error or ("streaming" if m.time_completed is None else m.finish or "done")
         models.add_row(_clock(m.time_created, run.tz), f"{m.provider}/{m.model}", m.agent, tokens(m.tokens.total),
-                       f"${m.cost_usd or (m.estimated_usd or 0.0):,.4f}", state)
+                       f"${sum(m.cost_parts(run.cost_mode)):,.4f}", state)
     tools = Table(title="Latest tool calls", title_justify="left", expand=True)
     for col, just in (("Time", "left"), ("Tool", "left"), ("Status", "left"), ("Seconds", "right")):
         tools.add_column(col, justify=just)
