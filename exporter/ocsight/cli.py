@@ -153,13 +153,10 @@ def analyze(**kw) -> None:
     from ocsight import query, reader
     from ocsight.report import summary
 
-    idx = run.index()
-    try:
+    with run.index() as idx:
         doc = reader.stats_document(idx, run.filters, run.cost_mode)
         top = sorted(query.sessions(idx.con, run.filters, run.cost_mode),
                      key=lambda n: (n["rollup"]["cost"]["usd"], n["rollup"]["tokens"]["total"]), reverse=True)
-    finally:
-        idx.close()
     summary.render(doc, run.console(), top_sessions=top[:5])
 
 
@@ -188,11 +185,8 @@ def stats(as_json: bool, **kw) -> None:
 def _stats_document(run: Run) -> dict:
     from ocsight import reader
 
-    idx = run.index()
-    try:
+    with run.index() as idx:
         return reader.stats_document(idx, run.filters, run.cost_mode)
-    finally:
-        idx.close()
 
 
 def _period_command(grain: str, name: str, example: str) -> None:
@@ -213,11 +207,8 @@ def _period_command(grain: str, name: str, example: str) -> None:
         from ocsight import query
 
         run = Run(kw)
-        idx = run.index()
-        try:
+        with run.index() as idx:
             rows = query.periods(idx.con, run.filters, run.cost_mode, grain, run.tz, breakdown)
-        finally:
-            idx.close()
         if as_json:
             _emit_json({"period": grain, "filters": run.filters.description, "cost_mode": run.cost_mode,
                         "periods": rows})
@@ -253,11 +244,8 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw) -> N
     from ocsight.errors import OcsightError
 
     run = Run(kw)
-    idx = run.index()
-    try:
+    with run.index() as idx:
         roots = query.sessions(idx.con, run.filters, run.cost_mode)
-    finally:
-        idx.close()
     if session_id:
         found = _find_session(roots, session_id)
         if found is None:
@@ -309,8 +297,7 @@ def export(fmt: str, level: str, output: str, **kw) -> None:
         recs = reader.read_records(run.options)
         rows = ex.message_rows(recs, query.message_filter(run.filters), run.tz, run.cost_mode)
     else:
-        idx = run.index()
-        try:
+        with run.index() as idx:
             if level == "session":
                 rows = ex.session_rows(query.sessions(idx.con, run.filters, run.cost_mode), run.tz)
             elif level == "day":
@@ -321,8 +308,6 @@ def export(fmt: str, level: str, output: str, **kw) -> None:
                 doc = query.stats(idx.con, run.filters, run.cost_mode)
                 rows = [{"provider": m["provider"], "model": m["model"], "sessions": m["sessions"],
                          "messages": m["messages"], **ex.usage_fields(m)} for m in doc["by_model"]]
-        finally:
-            idx.close()
     meta = {"ocsight": version, "filters": run.filters.description, "cost_mode": run.cost_mode}
     ex.write_atomically(output, ex.render(fmt, level, rows, meta))
     if output != "-":

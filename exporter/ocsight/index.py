@@ -257,6 +257,12 @@ class Index:
     def close(self) -> None:
         self.con.close()
 
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class _transaction:
     """BEGIN / COMMIT, or ROLLBACK on error; IMMEDIATE serialises concurrent ocsight runs."""

@@ -30,15 +30,12 @@ def frame(run, now_ms: int | None = None):
     now_ms = now_ms or int(time.time() * 1000)
     today = dt.datetime.fromtimestamp(now_ms / 1000, run.tz).date().isoformat()
     filters = query.make_filters(since=today, timezone=run.settings.timezone)
-    idx = run.index()
-    try:
+    with run.index() as idx:
         doc = query.stats(idx.con, filters, run.cost_mode)
         row = idx.con.execute(
             "SELECT s.id FROM session s JOIN usage_cube c ON c.session_id = s.id "
             "ORDER BY c.bucket DESC, s.time_updated DESC LIMIT 1"
         ).fetchone()
-    finally:
-        idx.close()
     t = doc["totals"]
     head = Table.grid(padding=(0, 3))
     for _ in range(4):

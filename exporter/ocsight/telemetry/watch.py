@@ -118,7 +118,7 @@ class Sidecar:
             if "no OpenCode data" in str(e):
                 return 0  # not yet: OpenCode has not written anything
             raise
-        try:
+        with idx:
             self.skipped = idx.con.execute("SELECT count(*) FROM skipped").fetchone()[0]
             if self.last_cycle_ms is None or idx.touched is None:
                 # first cycle, or the index was rebuilt: every session active since the floor
@@ -130,8 +130,6 @@ class Sidecar:
             wanted = changed | self.checkpoint.open_sessions()
             # a subagent's spans hang under its parent's task call: read the whole family
             family, parents = _families(idx.con, wanted)
-        finally:
-            idx.close()
         if not family:
             self.last_cycle_ms = started
             return 0
