@@ -19,7 +19,6 @@ from ocsight.errors import OcsightError
 from ocsight.normalise import TOKEN_KEYS
 
 LEVELS = ("message", "session", "day", "model")
-FORMATS = ("csv", "json", "markdown")
 USAGE_FIELDS = [*(f"tokens_{k}" for k in (*TOKEN_KEYS, "total")), "cost_usd", "stored_usd", "estimated_usd",
                 "unpriced_messages"]
 FIELDS = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
@@ -84,8 +83,3 @@ def sessions_tree(roots: list[dict], limit: int) -> Tree:
     for root in roots[:limit]:
         add(tree, root)
     return tree
-
-
-def print_all(console: Console, *renderables) -> None:
-    for r in renderables:
-        console.print(r)
