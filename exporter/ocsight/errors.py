@@ -13,3 +13,7 @@ class OcsightError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_DATA) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class NoData(OcsightError):
+    """A data directory that holds nothing of OpenCode's (yet): the sidecar waits for it."""

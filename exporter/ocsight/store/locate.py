@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ocsight.errors import OcsightError
+from ocsight.errors import NoData, OcsightError
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
@@ -94,7 +94,7 @@ def locate(explicit: tuple[str, ...] | list[str] = (), demo: bool = False) -> So
             legacy.append(d / "storage")
     if not databases and not legacy:
         where = ", ".join(str(d) for d in dirs)
-        raise OcsightError(f"no OpenCode data in {where} (looked for opencode*.db and storage/)")
+        raise NoData(f"no OpenCode data in {where} (looked for opencode*.db and storage/)")
     return Sources(tuple(dirs), tuple(_dedupe(databases)), tuple(_dedupe(legacy)))
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ocsight import index as index_mod
 from ocsight import reader
-from ocsight.errors import OcsightError
+from ocsight.errors import NoData, OcsightError
 from ocsight.store import locate
 from ocsight.telemetry import checkpoint as cp
 from ocsight.telemetry import otlp
@@ -114,10 +114,8 @@ class Sidecar:
         started = int(time.time() * 1000)
         try:
             idx = reader.open_index(self.opts.read)
-        except OcsightError as e:
-            if "no OpenCode data" in str(e):
-                return 0  # not yet: OpenCode has not written anything
-            raise
+        except NoData:
+            return 0  # not yet: OpenCode has not written anything
         with idx:
             self.skipped = idx.con.execute("SELECT count(*) FROM skipped").fetchone()[0]
             if self.last_cycle_ms is None or idx.touched is None:
