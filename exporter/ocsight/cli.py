@@ -380,7 +380,8 @@ def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content,
     budgets += [("monthly", project, usd) for project, usd in st.project_budgets_monthly_usd.items()]
     opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
                         since_ms=since_ms, include_content=include_content, interval=interval,
-                        budgets=tuple(budgets), prometheus_port=prometheus_port, prometheus_host=prometheus_host)
+                        budgets=tuple(budgets), prometheus_port=prometheus_port, prometheus_host=prometheus_host,
+                        timezone=st.timezone)
     sidecar = Sidecar(opts)
     if once:
         try:

@@ -2,17 +2,20 @@
 
 The counters are observed from the index's cumulative totals at every collection: after a restart
 they go on from the true total, neither from zero nor twice. The conventions' two histograms are
-recorded once per model call, when its span is acknowledged.
+recorded once per model or tool call, when its span is acknowledged. Every point carries the
+sidecar's user and host, so many sidecars can share one collector without their series colliding.
 
-Prometheus names (the SDK's exporter and the collector's agree): `ocsight_tokens_total`,
-`ocsight_cost_usd_total`, `ocsight_model_calls_total`, `ocsight_sessions_total`,
-`ocsight_tool_calls_total`, `ocsight_errors_total`, `ocsight_budget_usd`.
+Prometheus names (the SDK's exporter and the collector's agree; `tests/metric_names.py` pins them):
+`ocsight_tokens_total`, `ocsight_cost_usd_total`, `ocsight_model_calls_total`, `ocsight_sessions_total`,
+`ocsight_tool_calls_total`, `ocsight_errors_total`, `ocsight_spend_usd`, `ocsight_budget_usd`,
+`ocsight_unpriced_calls`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -20,92 +23,148 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes
 
-from ocsight.query import PICO, PROJECT_SQL, TOKEN_KEYS
-from ocsight.records import Message
-from ocsight.telemetry.spans import PROJECT, provider_name
+from ocsight.query import PICO, PROJECT_SQL, TOKEN_KEYS, cost_columns
+from ocsight.records import Message, ToolCall
+from ocsight.store.extract import BUCKET_MS
+from ocsight.telemetry.spans import PROJECT, TOOL_ERROR, provider_name
 
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
-DIMENSIONS = f"c.provider, c.model, c.agent, {PROJECT_SQL}"
+SUBAGENT = "ocsight.subagent"
+TOOL_SERVER = "ocsight.tool.server"  # an MCP tool's server; "opencode" for OpenCode's own tools
+PERIOD = "ocsight.budget.period"
+ALL_PROJECTS = "*"
+DIMENSIONS = f"c.provider, c.model, c.agent, {PROJECT_SQL}, s.parent_id IS NOT NULL"
 _FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
 
 
-def _labels(provider: str, model: str, agent: str, project: str) -> dict:
+def _labels(provider: str, model: str, agent: str, project: str, subagent: int) -> dict:
     return {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(provider), "ocsight.provider.id": provider,
-            gen_ai.GEN_AI_REQUEST_MODEL: model, gen_ai.GEN_AI_AGENT_NAME: agent, PROJECT: project}
+            gen_ai.GEN_AI_REQUEST_MODEL: model, gen_ai.GEN_AI_AGENT_NAME: agent, PROJECT: project,
+            SUBAGENT: bool(subagent)}
+
+
+def tool_server(mcp_server: str | None) -> str:
+    return mcp_server or "opencode"
+
+
+def period_starts(now: dt.datetime) -> dict[str, dt.datetime]:
+    """The current day, ISO week and month in `now`'s zone: what the spend gauges sum from."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"daily": day, "weekly": day - dt.timedelta(days=day.weekday()), "monthly": day.replace(day=1)}
 
 
 class Totals:
-    """Reads the index's cumulative totals for the observable counters (its own read-only connection)."""
+    """Reads the index's cumulative totals for the observable instruments (its own read-only connection)."""
 
-    def __init__(self, index_path: Callable[[], Path | None], cost_mode: str) -> None:
-        self.path, self.mode = index_path, cost_mode
+    def __init__(self, index_path: Callable[[], Path | None], cost_mode: str, tz: dt.tzinfo | None = None) -> None:
+        self.path, self.mode, self.tz = index_path, cost_mode, tz
 
-    def _rows(self, sql: str) -> list[tuple]:
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         path = self.path()
         if path is None or not path.exists():
             return []
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
-            return con.execute(sql).fetchall()
+            return con.execute(sql, args).fetchall()
         except sqlite3.DatabaseError:
             return []  # not built yet
         finally:
             con.close()
 
     def usage(self) -> list[tuple]:
-        est = {"stored": "0", "calculate": "sum(c.est_all_pico)"}.get(self.mode, "sum(c.est_zero_pico)")
-        stored = "0" if self.mode == "calculate" else "sum(c.stored_pico)"
+        """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated, sessions, error)."""
+        stored, est, _unpriced = cost_columns(self.mode)
         return self._rows(
             f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est}, "
             f"count(DISTINCT c.session_id), c.error {_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' "
-            f"GROUP BY 1, 2, 3, 4, c.error"
+            f"GROUP BY 1, 2, 3, 4, 5, c.error"
         )
 
     def tools(self) -> list[tuple]:
         return self._rows(
             f"SELECT {DIMENSIONS}, c.tool, sum(c.calls), sum(c.errors) {_FROM.format(cube='tool_cube')} "
-            f"GROUP BY 1, 2, 3, 4, c.tool"
+            f"GROUP BY 1, 2, 3, 4, 5, c.tool"
         )
 
+    def unpriced(self) -> list[tuple]:
+        _stored, _est, unpriced = cost_columns(self.mode)
+        return self._rows(f"SELECT c.provider, c.model, {unpriced} FROM usage_cube c WHERE c.role = 'assistant' "
+                          "GROUP BY 1, 2")
 
-def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str, str | None, float]]]):
-    """Creates every instrument on the provider; returns `record_call(message)` for the histograms."""
+    def spend(self, now: dt.datetime | None = None) -> list[tuple[str, str, float]]:
+        """(period, project or '*', USD) for the current day, week and month in the configured zone.
+
+        Every real zone's midnight falls on a cube bucket's edge, so the sums are exact."""
+        # naive local time when no zone is set: its .timestamp() then knows the local DST rules
+        now = now or dt.datetime.now(self.tz)
+        stored, est, _unpriced = cost_columns(self.mode)
+        out: list[tuple[str, str, float]] = []
+        for period, start in period_starts(now).items():
+            bucket = int(start.timestamp() * 1000) // BUCKET_MS
+            rows = self._rows(f"SELECT {PROJECT_SQL}, {stored} + {est} {_FROM.format(cube='usage_cube')} "
+                              "WHERE c.role = 'assistant' AND c.bucket >= ? GROUP BY 1", (bucket,))
+            out.append((period, ALL_PROJECTS, sum(r[1] or 0 for r in rows) / PICO))
+            out += [(period, project, (pico or 0) / PICO) for project, pico in rows]
+        return out
+
+
+def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str, str | None, float]]],
+            identity: Mapping[str, str]):
+    """Creates every instrument on the provider; returns `(record_call(message), record_tool(call, message))`
+    for the histograms. `identity` (user and host) goes on every point."""
     meter = meter_provider.get_meter("ocsight")
+    me = dict(identity)
+
+    def usage_labels(p, m, a, proj, sub) -> dict:
+        return {**_labels(p, m, a, proj, sub), **me}
 
     def tokens(_o: CallbackOptions):
-        for p, m, a, proj, _n, *counts in totals.usage():
+        for p, m, a, proj, sub, _n, *counts in totals.usage():
             for kind, value in zip(TOKEN_KEYS, counts[:5]):
-                yield Observation(value or 0, {**_labels(p, m, a, proj), gen_ai.GEN_AI_TOKEN_TYPE: kind})
+                yield Observation(value or 0, {**usage_labels(p, m, a, proj, sub), gen_ai.GEN_AI_TOKEN_TYPE: kind})
 
     def cost(_o: CallbackOptions):
-        for p, m, a, proj, _n, *rest in totals.usage():
+        for p, m, a, proj, sub, _n, *rest in totals.usage():
             stored, estimated = rest[5], rest[6]
-            yield Observation((stored or 0) / PICO, {**_labels(p, m, a, proj), "ocsight.cost.estimated": False})
-            yield Observation((estimated or 0) / PICO, {**_labels(p, m, a, proj), "ocsight.cost.estimated": True})
+            base = usage_labels(p, m, a, proj, sub)
+            yield Observation((stored or 0) / PICO, {**base, "ocsight.cost.estimated": False})
+            yield Observation((estimated or 0) / PICO, {**base, "ocsight.cost.estimated": True})
 
     def calls(_o: CallbackOptions):
-        for p, m, a, proj, n, *_rest in totals.usage():
-            yield Observation(n or 0, _labels(p, m, a, proj))
+        for p, m, a, proj, sub, n, *_rest in totals.usage():
+            yield Observation(n or 0, usage_labels(p, m, a, proj, sub))
 
     def errors(_o: CallbackOptions):
-        for p, m, a, proj, n, *rest in totals.usage():
+        for p, m, a, proj, sub, n, *rest in totals.usage():
             if rest[-1]:
-                yield Observation(n or 0, {**_labels(p, m, a, proj), error_attributes.ERROR_TYPE: rest[-1]})
+                yield Observation(n or 0, {**usage_labels(p, m, a, proj, sub), error_attributes.ERROR_TYPE: rest[-1]})
 
     def sessions(_o: CallbackOptions):
-        for p, m, a, proj, _n, *rest in totals.usage():
-            yield Observation(rest[7] or 0, _labels(p, m, a, proj))
+        for p, m, a, proj, sub, _n, *rest in totals.usage():
+            yield Observation(rest[7] or 0, usage_labels(p, m, a, proj, sub))
 
     def tools(_o: CallbackOptions):
-        for p, m, a, proj, tool, n, errs in totals.tools():
-            base = {**_labels(p, m, a, proj), gen_ai.GEN_AI_TOOL_NAME: tool}
+        from ocsight.query import mcp_server
+
+        for p, m, a, proj, sub, tool, n, errs in totals.tools():
+            base = {**usage_labels(p, m, a, proj, sub), gen_ai.GEN_AI_TOOL_NAME: tool,
+                    TOOL_SERVER: tool_server(mcp_server(tool))}
             yield Observation((n or 0) - (errs or 0), {**base, "ocsight.tool.status": "completed"})
             yield Observation(errs or 0, {**base, "ocsight.tool.status": "error"})
 
+    def unpriced(_o: CallbackOptions):
+        for p, m, n in totals.unpriced():
+            yield Observation(n or 0, {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(p), "ocsight.provider.id": p,
+                                       gen_ai.GEN_AI_REQUEST_MODEL: m, **me})
+
     def budget(_o: CallbackOptions):
         for period, project, usd in budgets():
-            yield Observation(usd, {"ocsight.budget.period": period, PROJECT: project or "*"})
+            yield Observation(usd, {PERIOD: period, PROJECT: project or ALL_PROJECTS, **me})
+
+    def spend(_o: CallbackOptions):
+        for period, project, usd in totals.spend():
+            yield Observation(usd, {PERIOD: period, PROJECT: project, **me})
 
     meter.create_observable_counter("ocsight.tokens", [tokens], unit="{token}", description="Tokens by type")
     meter.create_observable_counter("ocsight.cost.usd", [cost], unit="{USD}", description="Cost in US dollars")
@@ -114,16 +173,20 @@ def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str
     meter.create_observable_counter("ocsight.sessions", [sessions], unit="{session}",
                                     description="Sessions with model calls")
     meter.create_observable_counter("ocsight.tool.calls", [tools], unit="{call}", description="Tool calls")
+    meter.create_observable_gauge("ocsight.unpriced.calls", [unpriced], unit="{call}",
+                                  description="Model calls whose cost is unknown: no price for their model")
     meter.create_observable_gauge("ocsight.budget.usd", [budget], unit="{USD}", description="Configured budgets")
+    meter.create_observable_gauge("ocsight.spend.usd", [spend], unit="{USD}",
+                                  description="Spend in the current day, week and month, in the configured time zone")
     token_hist = meter.create_histogram(gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}",
                                         description="Tokens per model call", explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
     duration = meter.create_histogram(gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION, unit="s",
-                                      description="Model call duration",
+                                      description="Model and tool call duration",
                                       explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
 
     def record_call(m: Message) -> None:
         attrs = {gen_ai.GEN_AI_OPERATION_NAME: "chat", gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider),
-                 gen_ai.GEN_AI_REQUEST_MODEL: m.model}
+                 gen_ai.GEN_AI_REQUEST_MODEL: m.model, **me}
         t = m.tokens
         token_hist.record(t.input + t.cache_read + t.cache_write, {**attrs, gen_ai.GEN_AI_TOKEN_TYPE: "input"})
         token_hist.record(t.output + t.reasoning, {**attrs, gen_ai.GEN_AI_TOKEN_TYPE: "output"})
@@ -131,4 +194,15 @@ def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str
             extra = {error_attributes.ERROR_TYPE: m.error} if m.error else {}
             duration.record(max(0, m.time_completed - m.time_created) / 1000, {**attrs, **extra})
 
-    return record_call
+    def record_tool(t: ToolCall, m: Message | None) -> None:
+        if not (t.time_start and t.time_end):
+            return
+        attrs = {gen_ai.GEN_AI_OPERATION_NAME: "execute_tool", gen_ai.GEN_AI_TOOL_NAME: t.tool,
+                 TOOL_SERVER: tool_server(t.mcp_server), **me}
+        if m is not None:
+            attrs |= {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider), gen_ai.GEN_AI_REQUEST_MODEL: m.model}
+        if t.status == "error":
+            attrs[error_attributes.ERROR_TYPE] = TOOL_ERROR
+        duration.record(max(0, t.time_end - t.time_start) / 1000, attrs)
+
+    return record_call, record_tool

@@ -40,11 +40,18 @@ def resource() -> Resource:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    base = {"service.name": "ocsight", "service.version": __version__, "host.name": socket.gethostname(),
-            "user.name": user}
+    host = socket.gethostname()
+    base = {"service.name": "ocsight", "service.version": __version__, "host.name": host, "user.name": user,
+            "service.instance.id": f"{user}@{host}"}
     env = Resource.create({}).attributes
     ours = {k: v for k, v in env.items() if not (k == "service.name" and str(v).startswith("unknown_service"))}
     return Resource({**base, **ours})
+
+
+def identity(res: Resource) -> dict[str, str]:
+    """The user and host every metric point carries: the collector's Prometheus exporter keeps
+    resource attributes out of the labels, and one collector serves many sidecars."""
+    return {k: str(res.attributes[k]) for k in ("user.name", "host.name") if k in res.attributes}
 
 
 def span_exporter(proto: str, timeout: float | None = None):

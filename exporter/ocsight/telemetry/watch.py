@@ -41,6 +41,7 @@ class WatchOptions:
     budgets: tuple[tuple[str, str | None, float], ...] = ()
     prometheus_port: int | None = None  # also serve /metrics for Prometheus to scrape
     prometheus_host: str = "127.0.0.1"
+    timezone: str | None = None  # where the spend gauges' days, weeks and months begin
 
 
 class Sidecar:
@@ -58,7 +59,7 @@ class Sidecar:
         self.failures = 0
         self.exported = 0
         self.skipped = 0
-        self.lag_s = 0.0
+        self.pending_since: float | None = None  # end of the oldest finished record not yet acknowledged
         self._stop = threading.Event()
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -72,8 +73,12 @@ class Sidecar:
         if opts.prometheus_port is not None:
             readers.append(self._prometheus(opts.prometheus_host, opts.prometheus_port))
         self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers)
-        totals = metrics.Totals(self._index_path, opts.read.cost_mode)
-        self.record_call = metrics.install(self.meter_provider, totals, lambda: list(opts.budgets))
+        from ocsight.query import resolve_timezone
+
+        totals = metrics.Totals(self._index_path, opts.read.cost_mode, resolve_timezone(opts.timezone))
+        self.identity = otlp.identity(self.resource)
+        self.record_call, self.record_tool = metrics.install(
+            self.meter_provider, totals, lambda: list(opts.budgets), self.identity)
         self._health()
 
     def _prometheus(self, host: str, port: int):
@@ -98,12 +103,17 @@ class Sidecar:
         from opentelemetry.metrics import Observation
 
         meter = self.meter_provider.get_meter("ocsight.sidecar")
-        meter.create_observable_gauge("ocsight.export.lag", [lambda _o: [Observation(self.lag_s)]], unit="s",
+        me = self.identity
+        meter.create_observable_gauge("ocsight.export.lag", [lambda _o: [Observation(self.lag_s(), me)]], unit="s",
                                       description="Age of the oldest finished record not yet acknowledged")
-        meter.create_observable_counter("ocsight.export.failures", [lambda _o: [Observation(self.failures)]],
+        meter.create_observable_counter("ocsight.export.failures", [lambda _o: [Observation(self.failures, me)]],
                                         unit="{failure}", description="Failed sends to the receiver")
-        meter.create_observable_gauge("ocsight.skipped.records", [lambda _o: [Observation(self.skipped)]],
+        meter.create_observable_gauge("ocsight.skipped.records", [lambda _o: [Observation(self.skipped, me)]],
                                       unit="{record}", description="Records the reader skipped")
+
+    def lag_s(self) -> float:
+        """Grows while the receiver is down, so an alert can tell a stuck sidecar from an idle one."""
+        return 0.0 if self.pending_since is None else max(0.0, time.time() - self.pending_since)
 
     # -- one cycle ----------------------------------------------------------------------------------
 
@@ -136,7 +146,7 @@ class Sidecar:
             n, still_open = self._send(chunk)
             sent += n
             open_sessions |= still_open
-        self.lag_s = 0.0
+        self.pending_since: float | None = None  # end of the oldest finished record not yet acknowledged
         self.checkpoint.set_open_sessions(open_sessions)
         self.last_cycle_ms = started
         return sent
@@ -155,7 +165,7 @@ class Sidecar:
         open_sessions |= _turns_in_progress(recs)
         if todo:
             oldest = min(s.end_ns for s in todo) / 1e9
-            self.lag_s = max(0.0, time.time() - oldest)
+            self.pending_since = min(oldest, self.pending_since or oldest)
             session_of = {m.id: m.session_id for m in recs.messages}
             session_of.update({t.id: t.session_id or "" for t in recs.tool_calls})
             for i in range(0, len(todo), BATCH):  # each acknowledged batch is marked at once
@@ -165,12 +175,16 @@ class Sidecar:
                     raise ExportFailed(f"the receiver did not acknowledge {len(todo) - i} spans")
                 self.checkpoint.mark([(s.record, session_of.get(s.record, "")) for s in batch])
             by_id = {m.id: m for m in recs.messages}
+            tools = {t.id: t for t in recs.tool_calls}
             live_ns = self.baseline_ms * 1_000_000
             for s in todo:
-                m = by_id.get(s.record)
-                # The histograms describe calls as they happen; backfilled history is in the counters.
-                if m is not None and m.role == "assistant" and s.start_ns >= live_ns:
+                if s.start_ns < live_ns:
+                    continue  # the histograms describe calls as they happen; history is in the counters
+                m, t = by_id.get(s.record), tools.get(s.record)
+                if m is not None and m.role == "assistant":
                     self.record_call(m)
+                elif t is not None:
+                    self.record_tool(t, by_id.get(t.message_id))
             self.exported += len(todo)
         return len(todo), open_sessions
 
