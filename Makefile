@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench fixtures install npm clean
+.PHONY: run test bench fixtures install npm debs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ npm:
 	@command -v npm >/dev/null || { echo "installing Node.js and npm (for the OpenCode binary the tests run)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
 
-test: $(STAMP) npm
+# The stack's tests run the real Prometheus, promtool, Alertmanager and amtool.
+debs:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+		{ echo "installing Prometheus and Alertmanager (for the stack's tests)"; $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; }
+
+test: $(STAMP) npm debs
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -59,7 +59,8 @@ class Sidecar:
         self.failures = 0
         self.exported = 0
         self.skipped = 0
-        self.pending_since: float | None = None  # end of the oldest finished record not yet acknowledged
+        self.pending_since: float | None = None
+        self._index_file = None  # end of the oldest finished record not yet acknowledged
         self._stop = threading.Event()
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -94,10 +95,14 @@ class Sidecar:
         return reader_
 
     def _index_path(self):
-        try:
-            return index_mod.index_path(locate.locate(self.opts.read.data_dirs, demo=self.opts.read.demo), "watch")
-        except OcsightError:
-            return None
+        """Found once OpenCode has written something; then fixed for the sidecar's life."""
+        if self._index_file is None:
+            try:
+                sources = locate.locate(self.opts.read.data_dirs, demo=self.opts.read.demo)
+            except OcsightError:
+                return None
+            self._index_file = index_mod.index_path(sources, "watch")
+        return self._index_file
 
     def _health(self) -> None:
         from opentelemetry.metrics import Observation

