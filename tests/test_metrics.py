@@ -130,3 +130,11 @@ def test_export_lag_grows_while_the_receiver_is_down_and_clears_once_it_acknowle
     s.cycle()
     s.close()
     assert s.lag_s() == 0.0
+
+
+@pytest.mark.parametrize("corpus", ["opencode-1.18", "opencode-1.1", "upgrade-1.1-1.15"])
+def test_each_session_is_counted_once_so_the_series_add_up_to_the_reports_sessions(corpus, tmp_path, cli):
+    target = tmp_path / "data"
+    shutil.copytree(store_dir(corpus), target)
+    doc = cli("stats", "--json", "--data-dir", str(target)).json()
+    assert sum(row[-1] for row in totals(target).sessions()) == doc["totals"]["sessions"]

@@ -73,12 +73,23 @@ class Totals:
             con.close()
 
     def usage(self) -> list[tuple]:
-        """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated, sessions, error)."""
+        """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated, error)."""
         stored, est, _unpriced = cost_columns(self.mode)
         return self._rows(
             f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est}, "
-            f"count(DISTINCT c.session_id), c.error {_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' "
+            f"c.error {_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' "
             f"GROUP BY 1, 2, 3, 4, 5, c.error"
+        )
+
+    def sessions(self) -> list[tuple]:
+        """(provider, model, agent, project, subagent, sessions): each session once, under its first
+        model call's labels, so the series add up to the number of sessions."""
+        return self._rows(
+            f"""SELECT provider, model, agent, project, subagent, count(*) FROM (
+                SELECT c.provider, c.model, c.agent, {PROJECT_SQL} AS project, s.parent_id IS NOT NULL AS subagent,
+                    row_number() OVER (PARTITION BY c.session_id ORDER BY c.bucket, c.rowid) AS n
+                {_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant')
+            WHERE n = 1 GROUP BY 1, 2, 3, 4, 5"""
         )
 
     def tools(self) -> list[tuple]:
@@ -141,8 +152,8 @@ def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str
                 yield Observation(n or 0, {**usage_labels(p, m, a, proj, sub), error_attributes.ERROR_TYPE: rest[-1]})
 
     def sessions(_o: CallbackOptions):
-        for p, m, a, proj, sub, _n, *rest in totals.usage():
-            yield Observation(rest[7] or 0, usage_labels(p, m, a, proj, sub))
+        for p, m, a, proj, sub, n in totals.sessions():
+            yield Observation(n, usage_labels(p, m, a, proj, sub))
 
     def tools(_o: CallbackOptions):
         from ocsight.query import mcp_server
