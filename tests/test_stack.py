@@ -232,3 +232,35 @@ def test_the_exposition_passes_promtool_check_metrics(compose_sidecar):
     p = subprocess.run(["promtool", "check", "metrics"], input=compose_sidecar, capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["idle", "opencode-running"])
+def test_the_sidecar_reads_opencode_data_through_a_read_only_mount_as_in_the_stack(tmp_path: Path, live: bool):
+    """The stack mounts OpenCode's data `:ro`: an idle database and a live one (its -wal and -shm held
+    open by a writer, as OpenCode holds them) both read through a read-only bind mount."""
+    import shutil
+    import sqlite3
+
+    data, mount = tmp_path / "data", tmp_path / "mount"
+    shutil.copytree(store_dir("opencode-1.18"), data)
+    mount.mkdir()
+    writer = None
+    if live:
+        writer = sqlite3.connect(data / "opencode.db")
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("CREATE TABLE IF NOT EXISTS ocsight_test_marker (x)")  # leaves frames in the WAL
+        writer.commit()
+        assert (data / "opencode.db-wal").exists() and (data / "opencode.db-shm").exists()
+    try:
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        expected = subprocess.run([sys.executable, "-m", "ocsight", "stats", "--json", "--no-cache", "--data-dir",
+                                   str(data)], capture_output=True, text=True, env=env, timeout=120)
+        script = (f"mount --bind -o ro {data} {mount} && touch {mount}/probe 2>/dev/null && exit 9; "
+                  f"exec {sys.executable} -m ocsight stats --json --no-cache --data-dir {mount}")
+        got = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, env=env,
+                             timeout=120)
+    finally:
+        if writer is not None:
+            writer.close()
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["totals"] == json.loads(expected.stdout)["totals"]
