@@ -38,7 +38,10 @@ METRIC_LABELS: Mapping[str, frozenset[str]] = MappingProxyType({
     "ocsight_model_calls_total": USAGE_LABELS,
     "ocsight_errors_total": USAGE_LABELS | {"error_type"},
     "ocsight_sessions_total": USAGE_LABELS,
-    "ocsight_tool_calls_total": USAGE_LABELS | {"gen_ai_tool_name", "ocsight_tool_status", "ocsight_tool_server"},
+    # tools are the largest label space: no agent, no subagent
+    "ocsight_tool_calls_total": SIDECAR_LABELS | {"gen_ai_provider_name", "ocsight_provider_id", "gen_ai_request_model",
+                                                  "ocsight_project", "gen_ai_tool_name", "ocsight_tool_status",
+                                                  "ocsight_tool_server"},
     "ocsight_export_failures_total": SIDECAR_LABELS,
     # gauges
     "ocsight_spend_usd": _BUDGET,

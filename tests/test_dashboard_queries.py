@@ -71,9 +71,9 @@ def fed_prometheus(tmp_path_factory) -> Iterator[Prometheus]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source.rename(target)
             sidecar.cycle()
-            wait_until(lambda: prom.query('increase(gen_ai_client_operation_duration_seconds_count'
-                                          '{gen_ai_operation_name="execute_tool"}[1m]) > 0'), 60,
-                       what="the histograms growing")
+            for grown in ('increase(gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name="execute_tool"}'
+                          '[1m]) > 0', "increase(ocsight_model_calls_total[1m]) > 0"):
+                wait_until(lambda: prom.query(grown), 60, what=f"the series growing: {grown}")
             yield prom
     finally:
         sidecar.close()

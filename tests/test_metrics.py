@@ -138,3 +138,48 @@ def test_each_session_is_counted_once_so_the_series_add_up_to_the_reports_sessio
     shutil.copytree(store_dir(corpus), target)
     doc = cli("stats", "--json", "--data-dir", str(target)).json()
     assert sum(row[-1] for row in totals(target).sessions()) == doc["totals"]["sessions"]
+
+
+def test_failed_and_successful_calls_of_one_label_set_add_up_in_every_counter(tmp_path, receiver, monkeypatch, cli):
+    """An observable instrument keeps one observation per label set: failed calls must not replace the rest."""
+    import storegen
+
+    b = storegen.Builder()
+    session = b.session(b.project())
+    t = storegen.BASE_MS
+    b.assistant(session, t + 1000, storegen.tokens(input=100, output=10), cost=0.5)
+    b.assistant(session, t + 2000, storegen.tokens(input=7, output=3), cost=0.25, error="APIError")
+    store = tmp_path / "data"
+    storegen.write_sqlite(b.plan, store / "opencode.db")
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    s.close()
+
+    def total(name: str, **match: str) -> float:
+        (_kind, points), *_ = receiver.metric_points(name)[-1:]
+        return sum(p.as_int or p.as_double for p in points if match.items() <= labels(p).items())
+
+    assert total("ocsight.tokens", **{"gen_ai.token.type": "input"}) == 107
+    assert total("ocsight.cost.usd") == pytest.approx(0.75)
+    assert total("ocsight.model.calls") == 2
+    assert total("ocsight.errors", **{"error.type": "APIError"}) == 1
+
+
+def test_a_store_with_thousands_of_label_sets_loses_none_to_the_sdks_overflow_series(tmp_path, receiver, monkeypatch,
+                                                                                     cli):
+    import storegen
+
+    plan = storegen.plan_store(seed=4, sessions=900, projects=300, turns=(2, 3))
+    store = tmp_path / "data"
+    storegen.write_sqlite(plan, store / "opencode.db")
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    s.close()
+    (_kind, points), *_ = receiver.metric_points("ocsight.tool.calls")[-1:]
+    assert len(points) > 2000  # past the SDK's default limit
+    assert not any("otel.metric.overflow" in labels(p) for p in points)
+    (_kind, points), *_ = receiver.metric_points("ocsight.tokens")[-1:]
+    doc = cli("stats", "--json", "--data-dir", str(store)).json()
+    assert sum(p.as_int for p in points) == doc["totals"]["tokens"]["total"]

@@ -33,6 +33,7 @@ DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 SUBAGENT = "ocsight.subagent"
 TOOL_SERVER = "ocsight.tool.server"  # an MCP tool's server; "opencode" for OpenCode's own tools
 PERIOD = "ocsight.budget.period"
+CARDINALITY_LIMIT = 1_000_000
 ALL_PROJECTS = "*"
 DIMENSIONS = f"c.provider, c.model, c.agent, {PROJECT_SQL}, s.parent_id IS NOT NULL"
 _FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
@@ -59,6 +60,16 @@ class Totals:
 
     def __init__(self, index_path: Callable[[], Path | None], cost_mode: str, tz: dt.tzinfo | None = None) -> None:
         self.path, self.mode, self.tz = index_path, cost_mode, tz
+        self._cache: dict[str, list] = {}
+
+    def _cached(self, key: str, read: Callable[[], list]) -> list:
+        """Instruments sharing a read see the same one, until the index changes (`invalidate`)."""
+        if key not in self._cache:
+            self._cache[key] = read()
+        return self._cache[key]
+
+    def invalidate(self) -> None:
+        self._cache = {}
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         path = self.path()
@@ -73,13 +84,17 @@ class Totals:
             con.close()
 
     def usage(self) -> list[tuple]:
-        """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated, error)."""
+        """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated), a row per label set."""
         stored, est, _unpriced = cost_columns(self.mode)
+        return self._cached("usage", lambda: self._rows(
+            f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est} "
+            f"{_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5"))
+
+    def errors(self) -> list[tuple]:
+        """(provider, model, agent, project, subagent, error type, failed calls)."""
         return self._rows(
-            f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est}, "
-            f"c.error {_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' "
-            f"GROUP BY 1, 2, 3, 4, 5, c.error"
-        )
+            f"SELECT {DIMENSIONS}, c.error, sum(c.messages) {_FROM.format(cube='usage_cube')} "
+            f"WHERE c.role = 'assistant' AND c.error IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6")
 
     def sessions(self) -> list[tuple]:
         """(provider, model, agent, project, subagent, sessions): each session once, under its first
@@ -93,9 +108,11 @@ class Totals:
         )
 
     def tools(self) -> list[tuple]:
+        """(provider, model, project, tool, calls, errors): tools are the largest label space, so
+        they go without agent and subagent."""
         return self._rows(
-            f"SELECT {DIMENSIONS}, c.tool, sum(c.calls), sum(c.errors) {_FROM.format(cube='tool_cube')} "
-            f"GROUP BY 1, 2, 3, 4, 5, c.tool"
+            f"SELECT c.provider, c.model, {PROJECT_SQL}, c.tool, sum(c.calls), sum(c.errors) "
+            f"{_FROM.format(cube='tool_cube')} GROUP BY 1, 2, 3, 4"
         )
 
     def unpriced(self) -> list[tuple]:
@@ -137,7 +154,7 @@ def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str
 
     def cost(_o: CallbackOptions):
         for p, m, a, proj, sub, _n, *rest in totals.usage():
-            stored, estimated = rest[5], rest[6]
+            stored, estimated = rest[5:7]
             base = usage_labels(p, m, a, proj, sub)
             yield Observation((stored or 0) / PICO, {**base, "ocsight.cost.estimated": False})
             yield Observation((estimated or 0) / PICO, {**base, "ocsight.cost.estimated": True})
@@ -147,9 +164,8 @@ def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str
             yield Observation(n or 0, usage_labels(p, m, a, proj, sub))
 
     def errors(_o: CallbackOptions):
-        for p, m, a, proj, sub, n, *rest in totals.usage():
-            if rest[-1]:
-                yield Observation(n or 0, {**usage_labels(p, m, a, proj, sub), error_attributes.ERROR_TYPE: rest[-1]})
+        for p, m, a, proj, sub, error, n in totals.errors():
+            yield Observation(n or 0, {**usage_labels(p, m, a, proj, sub), error_attributes.ERROR_TYPE: error})
 
     def sessions(_o: CallbackOptions):
         for p, m, a, proj, sub, n in totals.sessions():
@@ -158,9 +174,10 @@ def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str
     def tools(_o: CallbackOptions):
         from ocsight.query import mcp_server
 
-        for p, m, a, proj, sub, tool, n, errs in totals.tools():
-            base = {**usage_labels(p, m, a, proj, sub), gen_ai.GEN_AI_TOOL_NAME: tool,
-                    TOOL_SERVER: tool_server(mcp_server(tool))}
+        for p, m, proj, tool, n, errs in totals.tools():
+            base = {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(p), "ocsight.provider.id": p,
+                    gen_ai.GEN_AI_REQUEST_MODEL: m, PROJECT: proj, gen_ai.GEN_AI_TOOL_NAME: tool,
+                    TOOL_SERVER: tool_server(mcp_server(tool)), **me}
             yield Observation((n or 0) - (errs or 0), {**base, "ocsight.tool.status": "completed"})
             yield Observation(errs or 0, {**base, "ocsight.tool.status": "error"})
 

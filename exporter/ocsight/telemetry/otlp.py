@@ -1,5 +1,5 @@
-"""OTLP wiring: the resource, span and metric exporters (gRPC or HTTP/protobuf), spans as the SDK's
-`ReadableSpan` with the IDs and times `telemetry.spans` chose.
+"""OTLP wiring: the resource, span and metric exporters (gRPC or HTTP/protobuf), and sending a batch
+of spans with the IDs and times `telemetry.spans` chose.
 
 Endpoints, headers, TLS, timeouts, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are the SDK's
 standard `OTEL_*` variables; ocsight only picks the protocol and adds user and host.
@@ -12,15 +12,12 @@ import os
 import socket
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.status import Status, StatusCode
 
 from ocsight import __version__
 from ocsight.errors import EXIT_USAGE, OcsightError
-from ocsight.telemetry.spans import KIND_CLIENT, SpanData
+from ocsight.telemetry.spans import SpanData
 
 PROTOCOLS = ("grpc", "http/protobuf")
 SCOPE = InstrumentationScope("ocsight", __version__)
@@ -55,11 +52,10 @@ def identity(res: Resource) -> dict[str, str]:
 
 
 def span_exporter(proto: str, timeout: float | None = None):
-    if proto == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter(timeout=timeout)
+    """An exporter `export_spans` can feed; the SDK's configuration, ocsight's encoding."""
+    from ocsight.telemetry.exporters import GrpcRequestExporter, HttpRequestExporter
+
+    return (GrpcRequestExporter if proto == "grpc" else HttpRequestExporter)(timeout=timeout)
 
 
 def metric_exporter(proto: str, timeout: float | None = None):
@@ -75,18 +71,11 @@ def metric_exporter(proto: str, timeout: float | None = None):
     return OTLPMetricExporter(timeout=timeout, preferred_temporality=temporality)
 
 
-def readable(span: SpanData, res: Resource) -> ReadableSpan:
-    ctx = SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    parent = (SpanContext(span.trace_id, span.parent_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-              if span.parent_id else None)
-    status = Status(StatusCode.ERROR, span.error) if span.error else Status(StatusCode.UNSET)
-    return ReadableSpan(
-        name=span.name, context=ctx, parent=parent, resource=res, attributes=span.attributes,
-        kind=SpanKind.CLIENT if span.kind == KIND_CLIENT else SpanKind.INTERNAL, status=status,
-        start_time=span.start_ns, end_time=max(span.end_ns, span.start_ns), instrumentation_scope=SCOPE,
-    )
-
-
 def export_spans(exporter, spans: list[SpanData], res: Resource) -> bool:
     """Sends one batch; True when the receiver acknowledged it."""
-    return not spans or exporter.export([readable(s, res) for s in spans]) == SpanExportResult.SUCCESS
+    from ocsight.telemetry.encode import trace_request
+
+    if not spans:
+        return True
+    request = trace_request(spans, res.attributes, (SCOPE.name, SCOPE.version or ""))
+    return exporter.export(request) == SpanExportResult.SUCCESS

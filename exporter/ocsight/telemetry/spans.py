@@ -11,6 +11,7 @@ ended, a turn once its last answer is final and asks for no more tools.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ def _hash(text: str, bits: int) -> int:
     return value or 1  # zero is the invalid ID
 
 
+@functools.lru_cache(maxsize=4096)  # every span of a session asks for its trace
 def trace_id(root_session: str) -> int:
     return _hash(f"trace:{root_session}", 128)
 

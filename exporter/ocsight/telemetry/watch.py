@@ -64,6 +64,7 @@ class Sidecar:
         self._stop = threading.Event()
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.metrics.view import View
 
         from ocsight.telemetry import metrics
 
@@ -73,13 +74,16 @@ class Sidecar:
         self.prometheus_server = None
         if opts.prometheus_port is not None:
             readers.append(self._prometheus(opts.prometheus_host, opts.prometheus_port))
-        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers)
+        # The SDK folds every label set past 2,000 into one overflow series: a long history of many
+        # projects and models has more, and none of them may be lost.
+        every_series = View(instrument_name="*", aggregation_cardinality_limit=metrics.CARDINALITY_LIMIT)
+        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers, views=[every_series])
         from ocsight.query import resolve_timezone
 
-        totals = metrics.Totals(self._index_path, opts.read.cost_mode, resolve_timezone(opts.timezone))
+        self.totals = metrics.Totals(self._index_path, opts.read.cost_mode, resolve_timezone(opts.timezone))
         self.identity = otlp.identity(self.resource)
         self.record_call, self.record_tool = metrics.install(
-            self.meter_provider, totals, lambda: list(opts.budgets), self.identity)
+            self.meter_provider, self.totals, lambda: list(opts.budgets), self.identity)
         self._health()
 
     def _prometheus(self, host: str, port: int):
@@ -132,6 +136,7 @@ class Sidecar:
         except NoData:
             return 0  # not yet: OpenCode has not written anything
         with idx:
+            self.totals.invalidate()  # the refresh may have changed every total
             self.skipped = idx.con.execute("SELECT count(*) FROM skipped").fetchone()[0]
             if self.last_cycle_ms is None or idx.touched is None:
                 # first cycle, or the index was rebuilt: every session active since the floor
