@@ -35,6 +35,7 @@ test: $(STAMP) npm debs
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_watch.py
+	$(BIN)/python bench/bench_mcp.py
 
 # Re-record the OpenCode corpora (and the demo store, one of them) with the real binaries from npm.
 fixtures: $(STAMP) npm

@@ -85,7 +85,7 @@ class OpenCode:
     """One OpenCode version in a sandbox under `root`; the sandbox (data included) outlives the object,
     so that a later version can be run on the same data, as a user upgrading does."""
 
-    def __init__(self, version: str, root: Path, mock_url: str) -> None:
+    def __init__(self, version: str, root: Path, mock_url: str, extra_config: dict | None = None) -> None:
         self.version = version
         self.binary = install(version)
         self.root = root
@@ -98,7 +98,7 @@ class OpenCode:
         self.env["GIT_CONFIG_NOSYSTEM"] = "1"
         cfg = root / "config" / "opencode" / "opencode.json"
         cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(json.dumps(config(mock_url), indent=2))
+        cfg.write_text(json.dumps({**config(mock_url), **(extra_config or {})}, indent=2))
 
     def workdir(self, project: str = DEFAULT_PROJECT) -> Path:
         """A git repository under the sandbox's home, made on first use (OpenCode's project is its root commit)."""

@@ -15,6 +15,7 @@ user message:
 | `[write]`  | a `write` tool call (a file edit: a patch part)     | a text            |
 | `[error]`  | HTTP 400 (OpenCode stores an `APIError`)            |                   |
 | `[long]`   | a long text in many chunks                          |                   |
+| `[mcp]`    | an `ocsight_usage_summary` call (ocsight's MCP tool)| a text            |
 
 Token counts vary from request to request but are a pure function of the user message and the step
 (how many model answers the turn already has), so the same script gives the same counts whatever
@@ -36,7 +37,9 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-SCENARIOS = ("bash", "fail", "reason", "task", "todo", "write", "error", "long")
+SCENARIOS = ("bash", "fail", "reason", "task", "todo", "write", "error", "long", "mcp")
+# What `[mcp]` asks ocsight's MCP server (named `ocsight` in OpenCode's config) for: all history.
+MCP_TOOL, MCP_ARGUMENTS = "ocsight_usage_summary", {"since": "2000-01-01"}
 SUBAGENT_PROMPT = "[bash] from inside the subagent"
 _KEYWORD = re.compile(r"\[(" + "|".join(SCENARIOS) + r")\]")
 
@@ -139,6 +142,8 @@ def plan_reply(body: dict) -> Reply:
                                       "priority": "high"}]}
     elif scenario == "write":
         reply.tool, reply.arguments = "write", {"filePath": "hello.txt", "content": "hello from the mock\n"}
+    elif scenario == "mcp":
+        reply.tool, reply.arguments = MCP_TOOL, dict(MCP_ARGUMENTS)
     elif scenario == "long":
         reply.text = " ".join(f"Line {i} of a long answer about nothing in particular." for i in range(120))
     return reply

@@ -397,6 +397,45 @@ def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content,
     sidecar.follow()
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("--data-dir", "data_dirs", multiple=True, metavar="DIR", help="OpenCode data directory (repeatable).")
+@click.option("--demo", is_flag=True, help="Serve the bundled demo store.")
+@click.option("--cost-mode", type=click.Choice(["auto", "stored", "calculate"]), help="Cost policy (default auto).")
+@click.option("--prices", metavar="FILE", help="Price overrides (TOML or JSON, models.dev cost keys).")
+@click.option("--timezone", "-z", metavar="TZ", help="IANA time zone for day boundaries (default: local).")
+@click.option("--http", is_flag=True, help="Serve streamable HTTP instead of stdio.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --http: the address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True,
+              help="With --http: the port to listen on.")
+def mcp(data_dirs, demo, cost_mode, prices, timezone, http, host, port) -> None:
+    """An MCP server that answers usage questions (tokens, cost, sessions) for OpenCode or any MCP client.
+
+    Tools: usage_summary, top_sessions, provider_trends, session_details, refresh_index. Resources:
+    ocsight://metrics/summary, ocsight://providers, ocsight://providers/{provider},
+    ocsight://sessions/{id}. Read-only: it never writes into OpenCode's data; each answer first
+    reads what OpenCode wrote since the last one.
+
+    \b
+    Examples:
+      ocsight mcp                                   stdio, as OpenCode starts it
+      ocsight mcp --http --port 8765                http://127.0.0.1:8765/mcp
+      npx @modelcontextprotocol/inspector ocsight mcp
+    """
+    from ocsight.errors import NoData
+    from ocsight.mcp.service import Config
+    from ocsight.store import locate
+
+    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "prices": prices, "timezone": timezone})
+    try:
+        locate.locate(run.options.data_dirs, demo=run.demo)
+    except NoData:
+        pass  # OpenCode may not have written anything yet: the answers say so until it has
+    from ocsight.mcp import server
+
+    server.run(Config(read=run.options, cost_mode=run.cost_mode, timezone=run.settings.timezone), http=http,
+               host=host, port=port)
+
+
 @cli.command("config", context_settings=CONTEXT)
 @_json_option
 def config_command(as_json: bool) -> None:

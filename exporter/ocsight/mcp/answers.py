@@ -1,0 +1,417 @@
+"""The MCP server's answers: JSON documents from the index, and a short text for the model to read.
+
+Every figure comes from `ocsight.query` and `ocsight.reader` (the same functions as `stats --json`,
+`daily --json` and `session --json`, with the same field names), so an answer and a report can
+never disagree. Nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import heapq
+import re
+import sqlite3
+from dataclasses import dataclass
+
+from ocsight import __version__, query, reader
+from ocsight.errors import EXIT_USAGE, OcsightError
+from ocsight.index import Index
+from ocsight.mcp import scope
+from ocsight.normalise import TOKEN_KEYS
+
+MAX_LIMIT = 100
+INTERVALS = ("day", "week")
+SORT_KEYS = ("cost", "tokens")
+LISTED = 5  # rows of each breakdown named in a text summary
+
+
+class NotFound(OcsightError):
+    """An ID or a name the store does not know (an MCP "not found", not a crash)."""
+
+
+def bad_argument(message: str) -> OcsightError:
+    return OcsightError(message, EXIT_USAGE)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer: the JSON document, and the same in a few sentences."""
+
+    doc: dict
+    text: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a tool's arguments select: the days and the provider, model, project and agent."""
+
+    days: int | None = None
+    since: str | None = None
+    until: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    project: str | None = None
+    agent: str | None = None
+
+
+# -- arguments -------------------------------------------------------------------------------------
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def filters(con: sqlite3.Connection, w: Window, timezone: str | None) -> query.Filters:
+    """The filters a window asks for; names the store has never seen are errors (a typo would
+    otherwise answer zero)."""
+    if w.days is not None and w.days < 1:
+        raise bad_argument(f"days must be at least 1 (got {w.days})")
+    try:
+        f = query.make_filters(days=w.days, since=w.since, until=w.until, timezone=timezone,
+                               providers=_split(w.provider), models=_split(w.model), projects=_split(w.project),
+                               agents=_split(w.agent))
+    except OcsightError as e:
+        raise bad_argument(re.sub(r"--(\w+)", r"\1", str(e))) from None
+    for dim, values in (("provider", f.providers), ("model", f.models), ("agent", f.agents),
+                        ("project", f.projects)):
+        if values:
+            _check_known(con, dim, values)
+    return f
+
+
+def _check_known(con: sqlite3.Connection, dim: str, values: tuple[str, ...]) -> None:
+    known = known_values(con, dim)
+    for v in values:
+        if dim == "project":
+            found = any(v in p for p in known)
+        else:
+            found = v.lower() in {k.lower() for k in known}
+        if not found:
+            shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+            what = "no project path contains" if dim == "project" else f"unknown {dim}"
+            raise NotFound(f"{what} {v!r} (known: {shown or 'none'})")
+
+
+def known_values(con: sqlite3.Connection, dim: str, prefix: str = "", limit: int | None = None) -> list[str]:
+    """The values of one dimension that have model usage, for completion and for checking names.
+
+    Models are listed as `provider/model`, and a model ID matches either form. Sessions are the
+    newest first; the rest are sorted. Projects match `prefix` anywhere in their path."""
+    usage = "FROM main.usage_cube c LEFT JOIN main.session s ON s.id = c.session_id " \
+            "LEFT JOIN main.project p ON p.id = s.project_id WHERE c.role = 'assistant'"
+    if dim == "provider":
+        values = [r[0] for r in con.execute(f"SELECT DISTINCT c.provider {usage} ORDER BY 1")]
+    elif dim == "model":
+        pairs = con.execute(f"SELECT DISTINCT c.provider, c.model {usage} ORDER BY 1, 2").fetchall()
+        values = [f"{p}/{m}" for p, m in pairs] + sorted({m for _p, m in pairs})
+    elif dim == "agent":
+        values = [r[0] for r in con.execute(f"SELECT DISTINCT c.agent {usage} ORDER BY 1")]
+    elif dim == "project":
+        values = [r[0] for r in con.execute(f"SELECT DISTINCT {query.PROJECT_SQL} {usage} ORDER BY 1")]
+    elif dim == "session":
+        values = [r[0] for r in con.execute(
+            "SELECT c.session_id FROM main.usage_cube c LEFT JOIN main.session s ON s.id = c.session_id "
+            "WHERE c.role = 'assistant' AND c.session_id LIKE ? ESCAPE '\\' GROUP BY c.session_id "
+            "ORDER BY max(s.time_created) DESC, c.session_id LIMIT ?",
+            (_like_prefix(prefix), limit or -1))]
+    else:
+        raise ValueError(dim)
+    if dim == "project":
+        values = [v for v in values if v and prefix.lower() in v.lower()]
+    elif prefix:
+        values = [v for v in values if v and v.lower().startswith(prefix.lower())]
+    return values[:limit] if limit else values
+
+
+def _like_prefix(prefix: str) -> str:
+    return re.sub(r"([\\%_])", r"\\\1", prefix) + "%"
+
+
+def trend_window(w: Window, days: int = 30) -> Window:
+    """A trend's window: the `days` days up to `until` (or today) unless `days` or `since` says otherwise."""
+    if w.days is not None or w.since is not None:
+        return w
+    if w.until is None:
+        return dataclasses.replace(w, days=days)
+    try:
+        last = query.parse_date(w.until, "until")
+    except OcsightError as e:
+        raise bad_argument(str(e)) from None
+    return dataclasses.replace(w, since=(last - dt.timedelta(days=days - 1)).isoformat())
+
+
+# -- answers -----------------------------------------------------------------------------------------
+
+def usage_summary(idx: Index, f: query.Filters, mode: str) -> Answer:
+    """Exactly `stats --json` for these filters."""
+    doc = reader.stats_document(idx, f, mode)
+    return Answer(doc, _stats_text(doc, f"OpenCode usage, {describe(f)}"))
+
+
+def metrics_summary(idx: Index, mode: str, timezone: str | None) -> dict:
+    """`stats --json` over all time (the `ocsight://metrics/summary` resource)."""
+    return reader.stats_document(idx, query.make_filters(timezone=timezone), mode)
+
+
+def providers(idx: Index, mode: str, timezone: str | None) -> dict:
+    """Every provider and model with its usage, all time (`ocsight://providers`)."""
+    f = query.make_filters(timezone=timezone)
+    body = query.stats(idx.con, f, mode)
+    return {"ocsight": __version__, "filters": f.description, "cost_mode": mode, "totals": body["totals"],
+            "by_provider": body["by_provider"], "by_model": body["by_model"]}
+
+
+def provider(idx: Index, name: str, mode: str, timezone: str | None) -> dict:
+    """`stats --json --provider NAME`, all time; an unknown provider is not found."""
+    _check_known(idx.con, "provider", (name,))
+    return reader.stats_document(idx, query.make_filters(timezone=timezone, providers=(name,)), mode)
+
+
+def top_sessions(idx: Index, f: query.Filters, mode: str, limit: int, by: str,
+                 tz: dt.tzinfo | None = None) -> Answer:
+    """The costliest (or largest) root sessions, each with its subagents rolled up, in the shape of
+    `session --json`. Sessions are looked at in batches of whole trees, so memory stays flat."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise bad_argument(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
+    if by not in SORT_KEYS:
+        raise bad_argument(f"by must be one of {', '.join(SORT_KEYS)} (got {by!r})")
+
+    def key(n: dict) -> tuple:
+        r = n["rollup"]
+        main = (r["cost"]["usd"], r["tokens"]["total"]) if by == "cost" else (r["tokens"]["total"], r["cost"]["usd"])
+        return (*main, n["time_created"] or 0, n["id"])
+
+    best: list[dict] = []
+    total = 0
+    for batch in _batches(idx.con):
+        if batch is None:
+            roots = query.sessions(idx.con, f, mode)
+        else:
+            with scope.only(idx.con, batch):
+                roots = query.sessions(idx.con, f, mode)
+        total += len(roots)
+        best = heapq.nlargest(limit, [*best, *roots], key=key)
+        del roots
+    doc = {"ocsight": __version__, "filters": f.description, "cost_mode": mode, "by": by, "sessions": best,
+           "total_sessions": total}
+    return Answer(doc, _top_text(doc, describe(f), tz))
+
+
+def _batches(con: sqlite3.Connection):
+    """None (one run over everything) for a small store, else batches of whole session trees."""
+    count = con.execute("SELECT count(DISTINCT session_id) FROM main.usage_cube").fetchone()[0]
+    if count <= scope.BATCH_SESSIONS:
+        yield None
+        return
+    yield from scope.tree_batches(con)
+
+
+def provider_trends(idx: Index, f: query.Filters, mode: str, interval: str, tz: dt.tzinfo | None) -> Answer:
+    """Usage per day or week (as `daily --json` / `weekly --json`), in all and per provider."""
+    if interval not in INTERVALS:
+        raise bad_argument(f"interval must be one of {', '.join(INTERVALS)} (got {interval!r})")
+    overall = query.periods(idx.con, f, mode, interval, tz, breakdown=True)
+    names = sorted({m["provider"] for p in overall for m in p.pop("models")})
+    per_provider = [
+        {"provider": name, "periods": query.periods(idx.con, dataclasses.replace(f, providers=(name,)), mode,
+                                                     interval, tz)}
+        for name in names
+    ]
+    per_provider.sort(key=lambda e: -sum(p["cost"]["usd"] for p in e["periods"]))
+    doc = {"ocsight": __version__, "period": interval, "filters": f.description, "cost_mode": mode,
+           "periods": overall, "by_provider": per_provider}
+    return Answer(doc, _trends_text(doc, describe(f)))
+
+
+def session_details(idx: Index, session_id: str, mode: str, timezone: str | None) -> Answer:
+    """One session, all time: its own usage and tool calls, its subagents (nested, as in
+    `session --json`), and the `stats --json` breakdowns of the session with its subagents."""
+    sid = session_id.strip()
+    con = idx.con
+    if not sid:
+        raise bad_argument("id must be a session ID such as ses_...")
+    tree = scope.subtree(con, sid)
+    f = query.make_filters(timezone=timezone)
+    with scope.only(con, tree):
+        node = next((n for n in query.sessions(con, f, mode) if n["id"] == sid), None)
+        if node is None:
+            known = con.execute("SELECT 1 FROM main.session WHERE id = ?", (sid,)).fetchone()
+            raise NotFound(f"session {sid!r} has no model usage" if known else
+                           f"unknown session {sid!r} (top_sessions lists session IDs)")
+        with_subagents = query.stats(con, f, mode)
+    with scope.only(con, [sid]):
+        own_tools = query.stats(con, f, mode)["by_tool"]
+    doc = {"ocsight": __version__, "cost_mode": mode, "session": node, "by_tool": own_tools,
+           "with_subagents": with_subagents}
+    return Answer(doc, _session_text(doc, query.resolve_timezone(timezone)))
+
+
+def refresh(idx: Index, seconds: float) -> Answer:
+    """What the refresh before this answer read, and what the index holds."""
+    info = reader.source_info(idx)
+    changed = None if idx.touched is None else len(idx.touched)
+    read = "full" if changed is None else "incremental" if changed else "unchanged"
+    doc = {"ocsight": __version__, "index": info["index"], "read": read, "changed_sessions": changed,
+           "seconds": round(seconds, 3), "records": info["records"],
+           "skipped": {k: info["skipped"][k] for k in ("total", "by_reason")}, "notes": info["notes"],
+           "databases": info["databases"], "legacy_dirs": info["legacy_dirs"]}
+    return Answer(doc, _refresh_text(doc))
+
+
+# -- text ----------------------------------------------------------------------------------------------
+
+def usd(x: float) -> str:
+    return f"${x:,.4f}"
+
+
+def describe(f: query.Filters) -> str:
+    """The window and filters in words: "the last 7 days (Europe/Paris), provider anthropic"."""
+    d = f.description
+    if d.get("days"):
+        when = f"the last {d['days']} days" if d["days"] != 1 else "today"
+        if d.get("since"):
+            when += f" from {d['since']}"
+    elif d.get("since") and d.get("until"):
+        when = f"{d['since']} to {d['until']}"
+    elif d.get("since"):
+        when = f"since {d['since']}"
+    elif d.get("until"):
+        when = f"up to {d['until']}"
+    else:
+        when = "all time"
+    if d.get("until") and d.get("days"):
+        when += f" up to {d['until']}"
+    parts = [f"{when} ({d.get('timezone', 'local')})"]
+    parts += [f"{k} {', '.join(d[k])}" for k in ("provider", "model", "project", "agent") if d.get(k)]
+    return ", ".join(parts)
+
+
+def _cost(c: dict) -> str:
+    text = usd(c["usd"])
+    if c["estimated_usd"]:
+        text += f" (stored {usd(c['stored_usd'])}, estimated {usd(c['estimated_usd'])})"
+    if c["unpriced_messages"]:
+        text += f" ({c['unpriced_messages']:,} calls unpriced)"
+    return text
+
+
+def _tokens(t: dict) -> str:
+    kinds = ", ".join(f"{k.replace('_', ' ')} {t[k]:,}" for k in TOKEN_KEYS)
+    return f"{t['total']:,} tokens ({kinds})"
+
+
+def _rows(rows: list[dict], label) -> str:
+    shown = "; ".join(f"{label(r)} {usd(r['cost']['usd'])}, {r['tokens']['total']:,} tokens, {r['messages']:,} calls"
+                      for r in rows[:LISTED])
+    more = f"; and {len(rows) - LISTED} more" if len(rows) > LISTED else ""
+    return shown + more
+
+
+def _stats_text(doc: dict, title: str) -> str:
+    t = doc["totals"]
+    m = t["messages"]
+    if not m["assistant"]:
+        return f"{title}: no model calls."
+    head = (f"{title}: {_cost(t['cost'])} over {_n(t['sessions'], 'session')} ({t['subagent_sessions']:,} subagent), "
+            f"{_n(m['assistant'], 'model call')} ({_n(m['errors'], 'error')}), {_tokens(t['tokens'])}.")
+    lines = [
+        head,
+        "By provider: " + _rows(doc["by_provider"], lambda r: r["provider"]) + ".",
+        "By model: " + _rows(doc["by_model"], lambda r: f"{r['provider']}/{r['model']}") + ".",
+        "By agent: " + _rows(doc["by_agent"], lambda r: r["agent"]) + ".",
+        "By project: " + _rows(doc["by_project"], lambda r: r["project"]) + ".",
+    ]
+    if doc["by_tool"]:
+        lines.append("Tools: " + _tools(doc["by_tool"][:8]) + ".")
+    if doc["unpriced_models"]:
+        names = ", ".join(f"{u['provider']}/{u['model']}" for u in doc["unpriced_models"])
+        lines.append(f"No price known for: {names}.")
+    lines.append("Costs in USD; the JSON below has every figure (fields as in `ocsight stats --json`).")
+    return "\n".join(lines)
+
+
+def _tools(rows: list[dict]) -> str:
+    return ", ".join(f"{r['tool']} {r['calls']:,}" + (f" ({r['errors']:,} failed)" if r["errors"] else "")
+                     for r in rows)
+
+
+def _when(ms: int | None, tz: dt.tzinfo | None) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M") if ms else "unknown time"
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _title(n: dict) -> str:
+    return f"{n['id']} \"{n['title'] or '(untitled)'}\""
+
+
+def _top_text(doc: dict, window: str, tz: dt.tzinfo | None) -> str:
+    rows = doc["sessions"]
+    if not rows:
+        return f"No sessions with model calls in {window}."
+    head = f"Top {len(rows)} of {_n(doc['total_sessions'], 'session')} by {doc['by']}, {window}"
+    lines = [f"{head}, each with its subagents:"]
+    for i, n in enumerate(rows, 1):
+        r = n["rollup"]
+        sub = f", {_n(r['sessions'] - 1, 'subagent session')}" if r["sessions"] > 1 else ""
+        lines.append(f"{i}. {_title(n)} in {n['project']}, {_when(n['time_created'], tz)}: {usd(r['cost']['usd'])}, "
+                     f"{r['tokens']['total']:,} tokens, {_n(r['messages'], 'call')}{sub}")
+    return "\n".join(lines)
+
+
+def _trends_text(doc: dict, window: str) -> str:
+    periods = doc["periods"]
+    if not periods:
+        return f"No model calls in {window}."
+    unit = doc["period"]
+    total = sum(p["cost"]["usd"] for p in periods)
+    span = f"{periods[0]['period']} to {periods[-1]['period']}"
+    lines = [f"Usage per {unit}, {window}: {usd(total)} over {_n(len(periods), unit)} with model calls, {span}."]
+    for e in doc["by_provider"]:
+        cost = sum(p["cost"]["usd"] for p in e["periods"])
+        tokens = sum(p["tokens"]["total"] for p in e["periods"])
+        busiest = max(e["periods"], key=lambda p: (p["cost"]["usd"], p["tokens"]["total"]))
+        lines.append(f"{e['provider']}: {usd(cost)}, {tokens:,} tokens; "
+                     f"highest {unit} {busiest['period']} ({usd(busiest['cost']['usd'])}).")
+    latest = "; ".join(f"{p['period']} {usd(p['cost']['usd'])}, {p['tokens']['total']:,} tokens"
+                       for p in periods[-7:][::-1])
+    lines.append(f"Latest: {latest}.")
+    return "\n".join(lines)
+
+
+def _session_text(doc: dict, tz: dt.tzinfo | None) -> str:
+    n = doc["session"]
+    w = doc["with_subagents"]["totals"]
+    parent = f", a subagent of {n['parent_id']}" if n["parent_id"] else ""
+    about = f"OpenCode {n['version'] or '?'}, {_when(n['time_created'], tz)}{parent}"
+    own = (f"Own usage: {_cost(n['cost'])}, {_tokens(n['tokens'])}, {_n(n['messages'], 'model call')} "
+           f"({_n(n['errors'], 'error')}), models {', '.join(n['models']) or '-'}, "
+           f"agents {', '.join(n['agents']) or '-'}.")
+    tools = _n(n["tool_calls"], "tool call") + (f": {_tools(doc['by_tool'])}" if doc["by_tool"] else "") + "."
+    lines = [f"Session {_title(n)} in {n['project']} ({about}).", own, tools]
+    if n["children"]:
+        children = "; ".join(f"{_title(c)} {usd(c['rollup']['cost']['usd'])}" for c in n["children"][:LISTED])
+        lines.append(f"With its subagents ({_n(len(list(_below(n))), 'session')}): {_cost(w['cost'])}, "
+                     f"{_tokens(w['tokens'])}, {_n(w['messages']['assistant'], 'model call')}. "
+                     f"Subagents: {children}.")
+    else:
+        lines.append("No subagent sessions.")
+    return "\n".join(lines)
+
+
+def _below(node: dict):
+    for child in node["children"]:
+        yield child
+        yield from _below(child)
+
+
+def _refresh_text(doc: dict) -> str:
+    r = doc["records"]
+    what = ("read everything afresh" if doc["read"] == "full" else "found nothing new" if doc["read"] == "unchanged"
+            else f"read {_n(doc['changed_sessions'], 'changed session')}")
+    skipped = f"; {doc['skipped']['total']:,} records skipped" if doc["skipped"]["total"] else ""
+    return (f"Index refreshed in {doc['seconds']:.3f} s: {what}. It holds {r['sessions']:,} sessions, "
+            f"{r['messages']:,} messages and {r['tool_calls']:,} tool calls{skipped}.")
+
