@@ -94,6 +94,7 @@ def follow(store: Path) -> dict:
     latencies = []
     try:
         time.sleep(8)  # the first cycle builds the sidecar's index
+        first_cycle_kb = _vm_hwm(p.pid)  # its peak: before any metric export or write
         for i in range(WRITES):
             new = f"msg_zz_bench_{i:04d}"
             now = int(time.time() * 1000)
@@ -120,7 +121,7 @@ def follow(store: Path) -> dict:
         "writes": WRITES, "delivered": len(latencies),
         "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
         "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))] if latencies else None,
-        "peak_mb": peak_kb // 1024, "sessions": FOLLOW_SESSIONS,
+        "peak_mb": peak_kb // 1024, "first_cycle_peak_mb": first_cycle_kb // 1024, "sessions": FOLLOW_SESSIONS,
     }
 
 
@@ -143,7 +144,8 @@ def main() -> None:
     print(f"\nwatch backfill (3,000 sessions): {b['spans']:,} spans in {b['seconds']:.2f} s = "
           f"{b['spans_per_s']:,.0f} spans/s, peak {b['peak_mb']} MB")
     print(f"watch following ({f['sessions']:,} sessions): {f['delivered']}/{f['writes']} messages delivered, "
-          f"latency p50 {f['p50_ms']:.0f} ms, p95 {f['p95_ms']:.0f} ms, peak {f['peak_mb']} MB")
+          f"latency p50 {f['p50_ms']:.0f} ms, p95 {f['p95_ms']:.0f} ms, peak {f['peak_mb']} MB "
+          f"({f['first_cycle_peak_mb']} MB by the end of the first cycle)")
     checks = [
         ("latency p50 <= 250 ms", f["p50_ms"] is not None and f["p50_ms"] <= 250),
         ("latency p95 <= 1 s", f["p95_ms"] is not None and f["p95_ms"] <= 1000),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,7 +15,7 @@ from otlp_receiver import Receiver
 from test_watch import labels, sidecar
 
 from ocsight import reader
-from ocsight.telemetry import metrics
+from ocsight.telemetry import indexed, metrics
 from ocsight.telemetry.watch import ExportFailed
 
 CORPUS = "opencode-1.18"
@@ -166,6 +167,13 @@ def test_failed_and_successful_calls_of_one_label_set_add_up_in_every_counter(tm
     assert total("ocsight.errors", **{"error.type": "APIError"}) == 1
 
 
+def last_collection(receiver: Receiver, name: str) -> list:
+    """Every point of `name` from the last export: a long history's points come in several requests."""
+    points = [p for _kind, pts in receiver.metric_points(name) for p in pts]
+    last = max((p.time_unix_nano for p in points), default=None)
+    return [p for p in points if p.time_unix_nano == last]
+
+
 def test_a_store_with_thousands_of_label_sets_loses_none_to_the_sdks_overflow_series(tmp_path, receiver, monkeypatch,
                                                                                      cli):
     import storegen
@@ -177,9 +185,207 @@ def test_a_store_with_thousands_of_label_sets_loses_none_to_the_sdks_overflow_se
     s = sidecar(store, receiver, monkeypatch, backfill=True)
     s.cycle()
     s.close()
-    (_kind, points), *_ = receiver.metric_points("ocsight.tool.calls")[-1:]
+    points = last_collection(receiver, "ocsight.tool.calls")
     assert len(points) > 2000  # past the SDK's default limit
     assert not any("otel.metric.overflow" in labels(p) for p in points)
-    (_kind, points), *_ = receiver.metric_points("ocsight.tokens")[-1:]
+    assert len({tuple((kv.key, str(kv.value)) for kv in p.attributes) for p in points}) == len(points)
     doc = cli("stats", "--json", "--data-dir", str(store)).json()
-    assert sum(p.as_int for p in points) == doc["totals"]["tokens"]["total"]
+    assert sum(p.as_int for p in last_collection(receiver, "ocsight.tokens")) == doc["totals"]["tokens"]["total"]
+    # in requests a gRPC receiver takes (4 MiB by default), however long the history
+    assert len(receiver.metrics) > 1
+    assert all(sum(len(getattr(m, m.WhichOneof("data")).data_points) for rm in req.resource_metrics
+                   for sm in rm.scope_metrics for m in sm.metrics) <= indexed.MAX_POINTS + 10 for req in receiver.metrics)
+
+
+# -- the index-derived metrics are built at each collection, not kept by the SDK -------------------------
+
+PROMETHEUS_NAMES = {"ocsight.tokens": "ocsight_tokens_total", "ocsight.cost.usd": "ocsight_cost_usd_total",
+                    "ocsight.model.calls": "ocsight_model_calls_total", "ocsight.errors": "ocsight_errors_total",
+                    "ocsight.sessions": "ocsight_sessions_total", "ocsight.tool.calls": "ocsight_tool_calls_total",
+                    "ocsight.unpriced.calls": "ocsight_unpriced_calls", "ocsight.budget.usd": "ocsight_budget_usd",
+                    "ocsight.spend.usd": "ocsight_spend_usd"}
+SCOPE_LABELS = {"otel_scope_name": "ocsight", "otel_scope_version": "", "otel_scope_schema_url": ""}
+BUDGETS = (("daily", None, 5.0), ("monthly", None, 300.0), ("monthly", "/somewhere/shop", 100.0))
+
+
+def scraped(text: str) -> dict[tuple[str, frozenset], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name in PROMETHEUS_NAMES.values()}
+
+
+def test_the_prometheus_endpoint_serves_the_same_series_and_values_as_otlp(store, receiver, monkeypatch):
+    import urllib.request
+
+    from harness import free_port
+    from metric_names import METRIC_LABELS
+
+    receiver.start_grpc()
+    port = free_port()
+    s = sidecar(store, receiver, monkeypatch, backfill=True, prometheus_port=port, budgets=BUDGETS)
+    try:
+        s.cycle()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        s.close()  # flushes the metrics over OTLP
+    want = {}
+    for name, prom in PROMETHEUS_NAMES.items():
+        points = last_collection(receiver, name)
+        assert points, name
+        for p in points:
+            attrs = {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in p.attributes}
+            got = {k.replace(".", "_"): ({True: "true", False: "false"}[v] if isinstance(v, bool) else v)
+                   for k, v in attrs.items()}
+            assert set(got) == METRIC_LABELS[prom], prom
+            want[(prom, frozenset({**got, **SCOPE_LABELS}.items()))] = p.as_int if p.HasField("as_int") else p.as_double
+    assert scraped(text) == want
+    assert sum(v for (name, _labels), v in want.items() if name == "ocsight_budget_usd") == 405.0
+
+
+def test_the_collector_writes_what_the_sdks_prometheus_exporter_wrote_for_the_same_points(store):
+    """The same points through the SDK's exporter (observable instruments, as the sidecar had them) and
+    through the collector: the same exposition, name for name, label for label, value for value."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.metrics import Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ocsight.telemetry.prometheus_collector import PrometheusCollector
+
+    t = totals(store)
+    identity = {"user.name": "ana", "host.name": "box"}
+
+    def series():
+        return metrics.index_points(t, lambda: list(BUDGETS), identity)
+
+    sdk_registry = CollectorRegistry()
+    provider = MeterProvider(resource=Resource({}), metric_readers=[PrometheusMetricReader(registry=sdk_registry)])
+    meter = provider.get_meter("ocsight")
+    for instrument in metrics.INSTRUMENTS:
+        def observe(_options, instrument=instrument):
+            for i, points in series():
+                if i == instrument:
+                    return [Observation(value, attributes) for attributes, value in points]
+            return []
+
+        create = meter.create_observable_counter if instrument.counter else meter.create_observable_gauge
+        create(instrument.name, [observe], unit=instrument.unit, description=instrument.description)
+    ours = CollectorRegistry()
+    ours.register(PrometheusCollector(series))
+    try:
+        sdk_text = generate_latest(sdk_registry).decode()
+    finally:
+        provider.shutdown()
+    without_target = "".join(line + "\n" for line in sdk_text.splitlines() if "target_info" not in line)
+    assert generate_latest(ours).decode() == without_target
+    assert {name for name, _labels in scraped(without_target)} == set(PROMETHEUS_NAMES.values())
+
+
+def test_counters_keep_one_start_time_from_one_export_to_the_next(store, receiver, monkeypatch):
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    s.cycle()
+    s.metric_reader.collect()
+    s.cycle()
+    s.close()
+    first, second = [points for _kind, points in receiver.metric_points("ocsight.tokens")]
+    assert {p.start_time_unix_nano for p in first + second} == {s.started_ns}
+    assert s.started_ns < first[0].time_unix_nano < second[0].time_unix_nano
+    assert [p.as_int for p in first] == [p.as_int for p in second]
+    (_kind, gauges), *_ = receiver.metric_points("ocsight.spend.usd")
+    assert all(p.start_time_unix_nano == 0 for p in gauges)
+
+
+class Capture:
+    """A metric exporter keeping what it is given; `fail` makes it refuse."""
+
+    def __init__(self, fail: bool = False) -> None:
+        from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+        self.requests: list = []
+        self.fail, self.result = fail, MetricExportResult
+        MetricExporter.__init__(self)
+
+    def export(self, data, timeout_millis: float = 10_000, **kwargs):
+        self.requests.append(data)
+        return self.result.FAILURE if self.fail else self.result.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        pass
+
+
+def names(data) -> dict[str, int]:
+    """Metric name -> points, in one request."""
+    return {m.name: len(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics
+            for m in sm.metrics}
+
+
+def captured_sidecar(store: Path, receiver: Receiver, monkeypatch, capture: Capture):
+    from ocsight.telemetry.watch import Sidecar, WatchOptions
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.start_grpc()}")
+    s = Sidecar(WatchOptions(read=reader.ReadOptions(data_dirs=(str(store),)), protocol="grpc", backfill=True,
+                             metric_interval=3600, budgets=BUDGETS), metric_exporter=capture)
+    s.baseline_ms = 0  # every call live: the histograms have points too
+    s.cycle()
+    return s
+
+
+def test_the_sdk_holds_only_the_histograms_and_health_and_the_index_points_go_in_small_requests(store, receiver,
+                                                                                             monkeypatch):
+    capture = Capture()
+    s = captured_sidecar(store, receiver, monkeypatch, capture)
+    try:
+        s.metric_exporter.max_points = 25
+        s.metric_reader.collect()
+        index_names = {i.name for i in metrics.INSTRUMENTS}
+        first, *rest = [names(r) for r in capture.requests]
+        # the SDK's own metrics and the first index points share a request: one resource, and the
+        # histograms and the counters under one "ocsight" scope, as before
+        assert {"gen_ai.client.token.usage", "ocsight.export.lag", "ocsight.tokens"} <= set(first)
+        assert [len(rm.scope_metrics) for rm in capture.requests[0].resource_metrics] == [2]
+        assert rest and all(set(r) <= index_names for r in rest)
+        assert all(sum(n for name, n in r.items() if name in index_names) <= 25 for r in [first, *rest])
+        expected = {i.name: len(list(points)) for i, points in s.index_points()}
+        sent: dict[str, int] = {}
+        for r in [first, *rest]:
+            for name, n in r.items():
+                sent[name] = sent.get(name, 0) + n
+        assert {k: v for k, v in sent.items() if k in index_names} == {k: v for k, v in expected.items() if v}
+
+        capture.requests.clear()
+        s.metric_exporter.series = lambda: ()  # what the SDK itself holds
+        s.metric_reader.collect()
+        (only,) = capture.requests
+        assert not set(names(only)) & index_names
+    finally:
+        s.close()
+
+
+def test_a_refused_request_ends_the_export_and_an_unreadable_index_still_sends_the_rest(store, receiver, monkeypatch,
+                                                                                        caplog):
+    capture = Capture(fail=True)
+    s = captured_sidecar(store, receiver, monkeypatch, capture)
+    try:
+        s.metric_exporter.max_points = 25
+        s.metric_reader.collect()  # logged by the SDK's reader, never raised
+        assert len(capture.requests) == 1
+
+        def unreadable():
+            raise sqlite3.OperationalError("database is locked")
+
+        capture.requests.clear()
+        capture.fail = False
+        s.metric_exporter.series = unreadable
+        s.metric_reader.collect()
+        (only,) = capture.requests
+        assert "ocsight.export.lag" in names(only) and "ocsight.tokens" not in names(only)
+        assert "reading the index for the metrics failed" in caplog.text
+    finally:
+        s.close()

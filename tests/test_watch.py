@@ -445,3 +445,24 @@ def test_a_half_written_record_is_skipped_then_sent_once_complete(tmp_path, rece
     s.close()
     names = [sp.name for sp in receiver.spans()[before:]]
     assert names == [f"chat {message['modelID']}"]
+
+
+def test_the_sidecar_caps_sqlites_memory_while_it_runs_and_gives_the_cap_back(store, receiver, monkeypatch):
+    import sqlite3
+
+    from ocsight.telemetry.watch import SQLITE_SOFT_HEAP
+
+    def soft_heap_limit() -> int:
+        con = sqlite3.connect(":memory:")
+        try:
+            return con.execute("PRAGMA soft_heap_limit").fetchone()[0]
+        finally:
+            con.close()
+
+    before = soft_heap_limit()
+    receiver.start_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    assert soft_heap_limit() == SQLITE_SOFT_HEAP
+    s.cycle()
+    s.close()
+    assert soft_heap_limit() == before

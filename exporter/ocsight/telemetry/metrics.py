@@ -1,11 +1,15 @@
 """Token, cost and call metrics, tagged by provider, model, agent and project (never by session).
 
-The counters are observed from the index's cumulative totals at every collection: after a restart
-they go on from the true total, neither from zero nor twice. The conventions' two histograms are
-recorded once per model or tool call, when its span is acknowledged. Every point carries the
-sidecar's user and host, so many sidecars can share one collector without their series colliding.
+The counters are read from the index's cumulative totals at every collection: after a restart
+they go on from the true total, neither from zero nor twice. They are not the SDK's instruments:
+a long history has thousands of label sets, which the SDK would keep in memory for good; their
+points are built from `Totals` when a collection asks for them (`index_points`, one mapping for
+both outputs, see `telemetry.indexed`) and dropped once sent. The conventions' two histograms are
+SDK instruments, recorded once per model or tool call, when its span is acknowledged. Every point
+carries the sidecar's user and host, so many sidecars can share one collector without their series
+colliding.
 
-Prometheus names (the SDK's exporter and the collector's agree; `tests/metric_names.py` pins them):
+Prometheus names (the sidecar's endpoint and the collector's agree; `tests/metric_names.py` pins them):
 `ocsight_tokens_total`, `ocsight_cost_usd_total`, `ocsight_model_calls_total`, `ocsight_sessions_total`,
 `ocsight_tool_calls_total`, `ocsight_errors_total`, `ocsight_spend_usd`, `ocsight_budget_usd`,
 `ocsight_unpriced_calls`.
@@ -15,10 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes
@@ -137,75 +142,121 @@ class Totals:
         return out
 
 
-def install(meter_provider, totals: Totals, budgets: Callable[[], list[tuple[str, str | None, float]]],
-            identity: Mapping[str, str]):
-    """Creates every instrument on the provider; returns `(record_call(message), record_tool(call, message))`
-    for the histograms. `identity` (user and host) goes on every point."""
+@dataclass(frozen=True)
+class Instrument:
+    """One of the index-derived instruments: a cumulative monotonic sum (`counter`) or a gauge."""
+
+    name: str
+    unit: str
+    description: str
+    counter: bool
+
+
+Point = tuple[dict[str, Any], int | float]  # (attributes, value)
+
+
+def _usage_labels(p, m, a, proj, sub, me: Mapping[str, str]) -> dict:
+    return {**_labels(p, m, a, proj, sub), **me}
+
+
+def _tokens(rows, me) -> Iterator[Point]:
+    for p, m, a, proj, sub, _n, *counts in rows:
+        base = _usage_labels(p, m, a, proj, sub, me)
+        for kind, value in zip(TOKEN_KEYS, counts[:5]):
+            yield {**base, gen_ai.GEN_AI_TOKEN_TYPE: kind}, value or 0
+
+
+def _cost(rows, me) -> Iterator[Point]:
+    for p, m, a, proj, sub, _n, *rest in rows:
+        stored, estimated = rest[5:7]
+        base = _usage_labels(p, m, a, proj, sub, me)
+        yield {**base, "ocsight.cost.estimated": False}, (stored or 0) / PICO
+        yield {**base, "ocsight.cost.estimated": True}, (estimated or 0) / PICO
+
+
+def _calls(rows, me) -> Iterator[Point]:
+    for p, m, a, proj, sub, n, *_rest in rows:
+        yield _usage_labels(p, m, a, proj, sub, me), n or 0
+
+
+def _errors(rows, me) -> Iterator[Point]:
+    for p, m, a, proj, sub, error, n in rows:
+        yield {**_usage_labels(p, m, a, proj, sub, me), error_attributes.ERROR_TYPE: error}, n or 0
+
+
+def _sessions(rows, me) -> Iterator[Point]:
+    for p, m, a, proj, sub, n in rows:
+        yield _usage_labels(p, m, a, proj, sub, me), n
+
+
+def _tools(rows, me) -> Iterator[Point]:
+    from ocsight.query import mcp_server
+
+    for p, m, proj, tool, n, errs in rows:
+        base = {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(p), "ocsight.provider.id": p,
+                gen_ai.GEN_AI_REQUEST_MODEL: m, PROJECT: proj, gen_ai.GEN_AI_TOOL_NAME: tool,
+                TOOL_SERVER: tool_server(mcp_server(tool)), **me}
+        yield {**base, "ocsight.tool.status": "completed"}, (n or 0) - (errs or 0)
+        yield {**base, "ocsight.tool.status": "error"}, errs or 0
+
+
+def _unpriced(rows, me) -> Iterator[Point]:
+    for p, m, n in rows:
+        yield {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(p), "ocsight.provider.id": p,
+               gen_ai.GEN_AI_REQUEST_MODEL: m, **me}, n or 0
+
+
+def _budgets(rows, me) -> Iterator[Point]:
+    for period, project, usd in rows:
+        yield {PERIOD: period, PROJECT: project or ALL_PROJECTS, **me}, usd
+
+
+def _spend(rows, me) -> Iterator[Point]:
+    for period, project, usd in rows:
+        yield {PERIOD: period, PROJECT: project, **me}, usd
+
+
+# Every index-derived instrument: what it reads (a `Totals` method, or "budgets") and how its rows become points.
+INDEX_METRICS: tuple[tuple[Instrument, str, Callable[[list, Mapping[str, str]], Iterator[Point]]], ...] = (
+    (Instrument("ocsight.tokens", "{token}", "Tokens by type", True), "usage", _tokens),
+    (Instrument("ocsight.cost.usd", "{USD}", "Cost in US dollars", True), "usage", _cost),
+    (Instrument("ocsight.model.calls", "{call}", "Model calls", True), "usage", _calls),
+    (Instrument("ocsight.errors", "{error}", "Failed model calls", True), "errors", _errors),
+    (Instrument("ocsight.sessions", "{session}", "Sessions with model calls", True), "sessions", _sessions),
+    (Instrument("ocsight.tool.calls", "{call}", "Tool calls", True), "tools", _tools),
+    (Instrument("ocsight.unpriced.calls", "{call}", "Model calls whose cost is unknown: no price for their model",
+                False), "unpriced", _unpriced),
+    (Instrument("ocsight.budget.usd", "{USD}", "Configured budgets", False), "budgets", _budgets),
+    (Instrument("ocsight.spend.usd", "{USD}", "Spend in the current day, week and month, in the configured time zone",
+                False), "spend", _spend),
+)
+INSTRUMENTS: tuple[Instrument, ...] = tuple(i for i, _source, _points in INDEX_METRICS)
+
+
+def points(rows_of: Callable[[str], list], identity: Mapping[str, str]) -> Iterator[tuple[Instrument, Iterator[Point]]]:
+    """Every index-derived instrument with its points, `(attributes, value)` one per label set: the one
+    mapping from rows to points that both the OTLP and the Prometheus outputs use. `rows_of(source)`
+    gives the rows of one `INDEX_METRICS` source; each is asked for when its instrument's turn comes,
+    and `identity` (user and host) goes on every point."""
+    me = dict(identity)
+    for instrument, source, mapping in INDEX_METRICS:
+        yield instrument, mapping(rows_of(source), me)
+
+
+def index_points(totals: Totals, budgets: Callable[[], list[tuple[str, str | None, float]]],
+                 identity: Mapping[str, str]) -> Iterator[tuple[Instrument, Iterator[Point]]]:
+    """`points` over the index's totals as they are now, and the configured budgets."""
+    return points(lambda source: budgets() if source == "budgets" else getattr(totals, source)(), identity)
+
+
+def install(meter_provider, identity: Mapping[str, str]):
+    """Creates the conventions' two histograms on the provider; returns `(record_call(message),
+    record_tool(call, message))`. `identity` (user and host) goes on every point.
+
+    The index-derived instruments are not on the provider: `telemetry.indexed` builds them at each
+    collection from `index_points`, so their thousands of series are not kept in the SDK's storage."""
     meter = meter_provider.get_meter("ocsight")
     me = dict(identity)
-
-    def usage_labels(p, m, a, proj, sub) -> dict:
-        return {**_labels(p, m, a, proj, sub), **me}
-
-    def tokens(_o: CallbackOptions):
-        for p, m, a, proj, sub, _n, *counts in totals.usage():
-            for kind, value in zip(TOKEN_KEYS, counts[:5]):
-                yield Observation(value or 0, {**usage_labels(p, m, a, proj, sub), gen_ai.GEN_AI_TOKEN_TYPE: kind})
-
-    def cost(_o: CallbackOptions):
-        for p, m, a, proj, sub, _n, *rest in totals.usage():
-            stored, estimated = rest[5:7]
-            base = usage_labels(p, m, a, proj, sub)
-            yield Observation((stored or 0) / PICO, {**base, "ocsight.cost.estimated": False})
-            yield Observation((estimated or 0) / PICO, {**base, "ocsight.cost.estimated": True})
-
-    def calls(_o: CallbackOptions):
-        for p, m, a, proj, sub, n, *_rest in totals.usage():
-            yield Observation(n or 0, usage_labels(p, m, a, proj, sub))
-
-    def errors(_o: CallbackOptions):
-        for p, m, a, proj, sub, error, n in totals.errors():
-            yield Observation(n or 0, {**usage_labels(p, m, a, proj, sub), error_attributes.ERROR_TYPE: error})
-
-    def sessions(_o: CallbackOptions):
-        for p, m, a, proj, sub, n in totals.sessions():
-            yield Observation(n, usage_labels(p, m, a, proj, sub))
-
-    def tools(_o: CallbackOptions):
-        from ocsight.query import mcp_server
-
-        for p, m, proj, tool, n, errs in totals.tools():
-            base = {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(p), "ocsight.provider.id": p,
-                    gen_ai.GEN_AI_REQUEST_MODEL: m, PROJECT: proj, gen_ai.GEN_AI_TOOL_NAME: tool,
-                    TOOL_SERVER: tool_server(mcp_server(tool)), **me}
-            yield Observation((n or 0) - (errs or 0), {**base, "ocsight.tool.status": "completed"})
-            yield Observation(errs or 0, {**base, "ocsight.tool.status": "error"})
-
-    def unpriced(_o: CallbackOptions):
-        for p, m, n in totals.unpriced():
-            yield Observation(n or 0, {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(p), "ocsight.provider.id": p,
-                                       gen_ai.GEN_AI_REQUEST_MODEL: m, **me})
-
-    def budget(_o: CallbackOptions):
-        for period, project, usd in budgets():
-            yield Observation(usd, {PERIOD: period, PROJECT: project or ALL_PROJECTS, **me})
-
-    def spend(_o: CallbackOptions):
-        for period, project, usd in totals.spend():
-            yield Observation(usd, {PERIOD: period, PROJECT: project, **me})
-
-    meter.create_observable_counter("ocsight.tokens", [tokens], unit="{token}", description="Tokens by type")
-    meter.create_observable_counter("ocsight.cost.usd", [cost], unit="{USD}", description="Cost in US dollars")
-    meter.create_observable_counter("ocsight.model.calls", [calls], unit="{call}", description="Model calls")
-    meter.create_observable_counter("ocsight.errors", [errors], unit="{error}", description="Failed model calls")
-    meter.create_observable_counter("ocsight.sessions", [sessions], unit="{session}",
-                                    description="Sessions with model calls")
-    meter.create_observable_counter("ocsight.tool.calls", [tools], unit="{call}", description="Tool calls")
-    meter.create_observable_gauge("ocsight.unpriced.calls", [unpriced], unit="{call}",
-                                  description="Model calls whose cost is unknown: no price for their model")
-    meter.create_observable_gauge("ocsight.budget.usd", [budget], unit="{USD}", description="Configured budgets")
-    meter.create_observable_gauge("ocsight.spend.usd", [spend], unit="{USD}",
-                                  description="Spend in the current day, week and month, in the configured time zone")
     token_hist = meter.create_histogram(gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}",
                                         description="Tokens per model call", explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
     duration = meter.create_histogram(gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION, unit="s",
