@@ -35,6 +35,28 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     time.tzset()
 
 
+@pytest.fixture
+def receiver():
+    """A real OTLP receiver in this process; each test starts the protocols it needs."""
+    from otlp_receiver import Receiver
+
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A copy of what OpenCode 1.18 recorded (tests/fixtures/corpora), free to change."""
+    import shutil
+
+    from corpus import store_dir
+
+    target = tmp_path / "opencode-data"
+    shutil.copytree(store_dir("opencode-1.18"), target)
+    return target
+
+
 @dataclass
 class Result:
     code: int

@@ -22,20 +22,6 @@ CORPUS = "opencode-1.18"
 UTC = dt.timezone.utc
 
 
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    target = tmp_path / "opencode-data"
-    shutil.copytree(store_dir(CORPUS), target)
-    return target
-
-
 def totals(store: Path, tz=UTC, mode: str = "auto") -> metrics.Totals:
     with reader.open_index(reader.ReadOptions(data_dirs=(str(store),))) as idx:
         path = idx.path

@@ -19,20 +19,6 @@ from ocsight.telemetry.watch import ExportFailed, Sidecar, WatchOptions
 CORPUS = "opencode-1.18"
 
 
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    target = tmp_path / "opencode-data"
-    shutil.copytree(store_dir(CORPUS), target)
-    return target
-
-
 def sidecar(store: Path, receiver: Receiver, monkeypatch, proto: str = "grpc", **kw) -> Sidecar:
     port = receiver.grpc_port if proto == "grpc" else receiver.http_port
     scheme = "http://127.0.0.1"
@@ -236,10 +222,7 @@ def test_budgets_from_the_settings_are_sent_as_a_gauge(store, receiver, monkeypa
     monkeypatch.setenv("OCSIGHT_PROJECT_BUDGETS_MONTHLY_USD", '{"/work/app": 40}')
     from ocsight import settings
 
-    st = settings.load()
-    budgets = (("daily", None, st.budget_daily_usd),
-               *(("monthly", p, v) for p, v in st.project_budgets_monthly_usd.items()))
-    s = sidecar(store, receiver, monkeypatch, budgets=budgets)
+    s = sidecar(store, receiver, monkeypatch, budgets=settings.load().budgets())
     s.close()
     (kind, points), *_ = receiver.metric_points("ocsight.budget.usd")[-1:]
     got = {(labels(p)["ocsight.budget.period"], labels(p)["ocsight.project"]): p.as_double for p in points}

@@ -375,12 +375,9 @@ def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content,
     run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone})
     since_ms = query.make_filters(since=since, timezone=run.settings.timezone).since_ms if since else None
     st = run.settings
-    budgets = [(period, None, usd) for period, usd in (("daily", st.budget_daily_usd),
-                                                       ("monthly", st.budget_monthly_usd)) if usd is not None]
-    budgets += [("monthly", project, usd) for project, usd in st.project_budgets_monthly_usd.items()]
     opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
                         since_ms=since_ms, include_content=include_content, interval=interval,
-                        budgets=tuple(budgets), prometheus_port=prometheus_port, prometheus_host=prometheus_host,
+                        budgets=st.budgets(), prometheus_port=prometheus_port, prometheus_host=prometheus_host,
                         timezone=st.timezone)
     sidecar = Sidecar(opts)
     if once:

@@ -55,6 +55,12 @@ class Settings:
         except KeyError:
             raise AttributeError(name) from None
 
+    def budgets(self) -> tuple[tuple[str, str | None, float], ...]:
+        """Every configured budget as (period, project or None for all projects, USD)."""
+        overall = tuple((period, None, usd) for period, usd in (("daily", self.budget_daily_usd),
+                                                                ("monthly", self.budget_monthly_usd)) if usd is not None)
+        return overall + tuple(("monthly", project, usd) for project, usd in self.project_budgets_monthly_usd.items())
+
     def with_flags(self, **flags) -> Settings:
         """Flags given on the command line (not None) override everything else."""
         given = {k: v for k, v in flags.items() if v is not None and v != ()}

@@ -28,7 +28,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes
 
-from ocsight.query import PICO, PROJECT_SQL, TOKEN_KEYS, cost_columns
+from ocsight.query import PICO, PROJECT_SQL, TOKEN_KEYS, cost_columns, mcp_server
 from ocsight.records import Message, ToolCall
 from ocsight.store.extract import BUCKET_MS
 from ocsight.telemetry.spans import PROJECT, TOOL_ERROR, provider_name
@@ -44,10 +44,9 @@ DIMENSIONS = f"c.provider, c.model, c.agent, {PROJECT_SQL}, s.parent_id IS NOT N
 _FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
 
 
-def _labels(provider: str, model: str, agent: str, project: str, subagent: int) -> dict:
+def _model_labels(provider: str, model: str) -> dict:
     return {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(provider), "ocsight.provider.id": provider,
-            gen_ai.GEN_AI_REQUEST_MODEL: model, gen_ai.GEN_AI_AGENT_NAME: agent, PROJECT: project,
-            SUBAGENT: bool(subagent)}
+            gen_ai.GEN_AI_REQUEST_MODEL: model}
 
 
 def tool_server(mcp_server: str | None) -> str:
@@ -65,16 +64,6 @@ class Totals:
 
     def __init__(self, index_path: Callable[[], Path | None], cost_mode: str, tz: dt.tzinfo | None = None) -> None:
         self.path, self.mode, self.tz = index_path, cost_mode, tz
-        self._cache: dict[str, list] = {}
-
-    def _cached(self, key: str, read: Callable[[], list]) -> list:
-        """Instruments sharing a read see the same one, until the index changes (`invalidate`)."""
-        if key not in self._cache:
-            self._cache[key] = read()
-        return self._cache[key]
-
-    def invalidate(self) -> None:
-        self._cache = {}
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         path = self.path()
@@ -91,9 +80,9 @@ class Totals:
     def usage(self) -> list[tuple]:
         """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated), a row per label set."""
         stored, est, _unpriced = cost_columns(self.mode)
-        return self._cached("usage", lambda: self._rows(
+        return self._rows(
             f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est} "
-            f"{_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5"))
+            f"{_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5")
 
     def errors(self) -> list[tuple]:
         """(provider, model, agent, project, subagent, error type, failed calls)."""
@@ -156,7 +145,7 @@ Point = tuple[dict[str, Any], int | float]  # (attributes, value)
 
 
 def _usage_labels(p, m, a, proj, sub, me: Mapping[str, str]) -> dict:
-    return {**_labels(p, m, a, proj, sub), **me}
+    return {**_model_labels(p, m), gen_ai.GEN_AI_AGENT_NAME: a, PROJECT: proj, SUBAGENT: bool(sub), **me}
 
 
 def _tokens(rows, me) -> Iterator[Point]:
@@ -190,11 +179,8 @@ def _sessions(rows, me) -> Iterator[Point]:
 
 
 def _tools(rows, me) -> Iterator[Point]:
-    from ocsight.query import mcp_server
-
     for p, m, proj, tool, n, errs in rows:
-        base = {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(p), "ocsight.provider.id": p,
-                gen_ai.GEN_AI_REQUEST_MODEL: m, PROJECT: proj, gen_ai.GEN_AI_TOOL_NAME: tool,
+        base = {**_model_labels(p, m), PROJECT: proj, gen_ai.GEN_AI_TOOL_NAME: tool,
                 TOOL_SERVER: tool_server(mcp_server(tool)), **me}
         yield {**base, "ocsight.tool.status": "completed"}, (n or 0) - (errs or 0)
         yield {**base, "ocsight.tool.status": "error"}, errs or 0
@@ -202,18 +188,13 @@ def _tools(rows, me) -> Iterator[Point]:
 
 def _unpriced(rows, me) -> Iterator[Point]:
     for p, m, n in rows:
-        yield {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(p), "ocsight.provider.id": p,
-               gen_ai.GEN_AI_REQUEST_MODEL: m, **me}, n or 0
+        yield {**_model_labels(p, m), **me}, n or 0
 
 
-def _budgets(rows, me) -> Iterator[Point]:
+def _periods(rows, me) -> Iterator[Point]:
+    """Budgets and spend: the same label set, so a rule compares them one to one."""
     for period, project, usd in rows:
         yield {PERIOD: period, PROJECT: project or ALL_PROJECTS, **me}, usd
-
-
-def _spend(rows, me) -> Iterator[Point]:
-    for period, project, usd in rows:
-        yield {PERIOD: period, PROJECT: project, **me}, usd
 
 
 # Every index-derived instrument: what it reads (a `Totals` method, or "budgets") and how its rows become points.
@@ -226,9 +207,9 @@ INDEX_METRICS: tuple[tuple[Instrument, str, Callable[[list, Mapping[str, str]], 
     (Instrument("ocsight.tool.calls", "{call}", "Tool calls", True), "tools", _tools),
     (Instrument("ocsight.unpriced.calls", "{call}", "Model calls whose cost is unknown: no price for their model",
                 False), "unpriced", _unpriced),
-    (Instrument("ocsight.budget.usd", "{USD}", "Configured budgets", False), "budgets", _budgets),
+    (Instrument("ocsight.budget.usd", "{USD}", "Configured budgets", False), "budgets", _periods),
     (Instrument("ocsight.spend.usd", "{USD}", "Spend in the current day, week and month, in the configured time zone",
-                False), "spend", _spend),
+                False), "spend", _periods),
 )
 INSTRUMENTS: tuple[Instrument, ...] = tuple(i for i, _source, _points in INDEX_METRICS)
 
@@ -245,8 +226,16 @@ def points(rows_of: Callable[[str], list], identity: Mapping[str, str]) -> Itera
 
 def index_points(totals: Totals, budgets: Callable[[], list[tuple[str, str | None, float]]],
                  identity: Mapping[str, str]) -> Iterator[tuple[Instrument, Iterator[Point]]]:
-    """`points` over the index's totals as they are now, and the configured budgets."""
-    return points(lambda source: budgets() if source == "budgets" else getattr(totals, source)(), identity)
+    """`points` over the index's totals as they are now, and the configured budgets; each source is
+    read once, so the instruments sharing it (tokens, cost, calls) agree within a collection."""
+    read: dict[str, list] = {}
+
+    def rows_of(source: str) -> list:
+        if source not in read:
+            read[source] = budgets() if source == "budgets" else getattr(totals, source)()
+        return read[source]
+
+    return points(rows_of, identity)
 
 
 def install(meter_provider, identity: Mapping[str, str]):

@@ -64,8 +64,8 @@ class Sidecar:
         self.failures = 0
         self.exported = 0
         self.skipped = 0
-        self.pending_since: float | None = None
-        self._index_file = None  # end of the oldest finished record not yet acknowledged
+        self.pending_since: float | None = None  # end of the oldest finished record not yet acknowledged
+        self._index_file = None
         self._stop = threading.Event()
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -157,7 +157,6 @@ class Sidecar:
         except NoData:
             return 0  # not yet: OpenCode has not written anything
         with idx:
-            self.totals.invalidate()  # the refresh may have changed every total
             self.skipped = idx.con.execute("SELECT count(*) FROM skipped").fetchone()[0]
             if self.last_cycle_ms is None or idx.touched is None:
                 # first cycle, or the index was rebuilt: every session active since the floor
