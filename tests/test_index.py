@@ -191,3 +191,11 @@ def test_each_set_of_sources_has_its_own_index(cli, tmp_path: Path):
     da, db = stats(cli, "--data-dir", str(a)), stats(cli, "--data-dir", str(b))
     assert da["source"]["index"] != db["source"]["index"]
     assert da["totals"]["sessions"] == 3 and db["totals"]["sessions"] == 5
+
+
+@pytest.mark.parametrize(("lean", "temp_store"), [(False, 2), (True, 1)])  # 2: MEMORY, 1: FILE
+def test_a_refresh_stages_in_memory_unless_its_consumer_runs_long(lean: bool, temp_store: int):
+    from ocsight import reader
+
+    with reader.open_index(reader.ReadOptions(demo=True, lean_memory=lean)) as idx:
+        assert idx.con.execute("PRAGMA temp_store").fetchone()[0] == temp_store

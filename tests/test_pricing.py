@@ -264,3 +264,62 @@ def test_costs_sum_exactly_whatever_the_order_of_messages(cli, tmp_path: Path):
     doc = stats(cli, "--data-dir", str(write_store(b.plan, tmp_path / "c", "db")))
     exact = sum(Decimal(str(c)) for c in costs)  # 12346.2789011
     assert Decimal(repr(doc["totals"]["cost"]["stored_usd"])) == exact
+
+
+GENAI_PAIRS = [("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-5"), ("acme", "mystery-1")]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
+def test_the_genai_helper_process_answers_what_an_in_process_lookup_answers():
+    from ocsight import genai_lookup
+
+    catalogue = pricing.Catalogue()
+    catalogue.prefetch_genai()
+    helper = catalogue._genai_helper
+    answers = catalogue.resolve_all(GENAI_PAIRS)
+    assert helper.proc is None and catalogue._genai_helper is helper  # asked once, then spent
+    assert answers == {pair: genai_lookup.lookup(*pair) for pair in GENAI_PAIRS}
+    assert answers[("anthropic", "claude-sonnet-4-5")].source == "genai-prices"
+    assert answers[("acme", "mystery-1")] is None
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
+def test_a_dead_genai_helper_falls_back_to_an_in_process_lookup():
+    from ocsight import genai_lookup
+
+    catalogue = pricing.Catalogue()
+    catalogue.prefetch_genai()
+    catalogue._genai_helper.proc.kill()
+    catalogue._genai_helper.proc.wait()
+    assert catalogue.resolve_all(GENAI_PAIRS) == {pair: genai_lookup.lookup(*pair) for pair in GENAI_PAIRS}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
+def test_a_genai_helper_never_asked_ends_at_once_when_closed():
+    import time
+
+    from ocsight.genai_lookup import Helper
+
+    helper = Helper()
+    proc = helper.proc
+    started = time.perf_counter()
+    helper.close()
+    assert proc.returncode is not None and helper.proc is None
+    assert time.perf_counter() - started < 0.1  # not after its import
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
+def test_a_first_read_of_a_large_store_prices_through_the_genai_helper(cli, tmp_path: Path, monkeypatch):
+    from ocsight import genai_lookup, index
+
+    asked: list[list] = []
+    ask = genai_lookup.Helper.ask
+    monkeypatch.setattr(genai_lookup.Helper, "ask", lambda self, pairs: asked.append(list(pairs)) or ask(self, pairs))
+    monkeypatch.setattr(index, "LARGE_STORE_BYTES", 0)
+    root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5-20250929", input=100_000, total=100_000)
+    doc = stats(cli, "--cost-mode", "calculate", "--data-dir", str(root))
+    assert asked == [[("anthropic", "claude-sonnet-4-5-20250929")]]
+    assert doc["pricing"]["models"][0]["source"] == "genai-prices"
+    assert doc["totals"]["cost"]["estimated_usd"] == pytest.approx(0.3)
+    stats(cli, "--data-dir", str(root))
+    assert len(asked) == 1  # a cached index asks no catalogue again

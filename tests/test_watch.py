@@ -449,3 +449,12 @@ def test_the_sidecar_caps_sqlites_memory_while_it_runs_and_gives_the_cap_back(st
     s.cycle()
     s.close()
     assert soft_heap_limit() == before
+
+
+def test_the_sidecar_keeps_its_memory_flat_by_staging_through_files(store, receiver, monkeypatch):
+    s = sidecar(store, receiver, monkeypatch)
+    try:
+        with reader.open_index(s.opts.read) as idx:
+            assert idx.con.execute("PRAGMA temp_store").fetchone()[0] == 1  # FILE
+    finally:
+        s.close()

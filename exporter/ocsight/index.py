@@ -68,12 +68,13 @@ def index_path(sources: locate.Sources, name: str = "") -> Path:
     return locate.cache_home() / "ocsight" / f"index-{digest}{'-' + name if name else ''}.sqlite"
 
 
-def _connect(path: Path | None) -> sqlite3.Connection:
+def _connect(path: Path | None, lean: bool = False) -> sqlite3.Connection:
     target = ":memory:" if path is None else f"file:{path}"
     con = sqlite3.connect(target, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
-    # Staging tables spill to temporary files beyond the page cache: as fast here, with a third less
-    # memory on large stores (they live in the system's temp directory, never in OpenCode's).
-    con.execute("PRAGMA temp_store = FILE")
+    # A refresh's staging tables are held in memory: a first read of a large store is faster so.
+    # Long-running consumers (`lean`) keep their memory flat instead: the tables spill to temporary
+    # files beyond the page cache (in the system's temp directory, never in OpenCode's).
+    con.execute(f"PRAGMA temp_store = {'FILE' if lean else 'MEMORY'}")
     con.execute("PRAGMA cache_size = -8000")  # 8 MB: larger caches bought no speed, only memory
     if path is not None:
         con.execute("PRAGMA journal_mode = WAL")
@@ -90,17 +91,18 @@ class _Retry(Exception):
 class Index:
     """The index for one set of sources; `refresh()` brings it up to date with them."""
 
-    def __init__(self, sources: locate.Sources, path: Path | None) -> None:
+    def __init__(self, sources: locate.Sources, path: Path | None, lean: bool = False) -> None:
         self.sources = sources
         self.path = path
+        self.lean = lean
         self.con = self._open()
         self.notes: list[str] = []
         self.touched: set[str] | None = None
 
     @classmethod
-    def open(cls, sources: locate.Sources, use_cache: bool = True, name: str = "") -> Index:
+    def open(cls, sources: locate.Sources, use_cache: bool = True, name: str = "", lean: bool = False) -> Index:
         if not use_cache:
-            return cls(sources, None)
+            return cls(sources, None, lean)
         path = index_path(sources, name)
         for d in sources.data_dirs:
             if path.resolve().is_relative_to(d.resolve()):
@@ -109,11 +111,11 @@ class Index:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OcsightError(f"cannot create ocsight's cache directory {path.parent}: {e.strerror}") from None
-        return cls(sources, path)
+        return cls(sources, path, lean)
 
     def _open(self) -> sqlite3.Connection:
         try:
-            con = _connect(self.path)
+            con = _connect(self.path, self.lean)
             if self._schema_ok(con):
                 return con
             con.close()
@@ -122,7 +124,7 @@ class Index:
         if self.path is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        con = _connect(self.path)
+        con = _connect(self.path, self.lean)
         with _transaction(con):
             for ddl in SCHEMA:
                 con.execute(ddl)
@@ -161,20 +163,26 @@ class Index:
         con = self.con
         with _transaction(con, immediate=True):
             full = con.execute("SELECT 1 FROM meta WHERE key = 'cube'").fetchone() is None
+            if full and self._large():
+                catalogue.prefetch_genai()  # as early as possible: it has the whole read to load
             con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
             con.execute("DELETE FROM temp.touched")
             _reprice(con, catalogue)
             sources, full_read = self._detect(say, attempt)
-            full = full or full_read
-            if full and self._large():
+            if full_read and not full and self._large():
                 catalogue.prefetch_genai()
+            full = full or full_read
             # What this refresh found changed: None when everything was read.
             self.touched = None if full else {r[0] for r in con.execute("SELECT session_id FROM temp.touched")}
             if full or self.touched:
                 scope = None if full else "temp.touched"
-                self._stage(sources, catalogue, scope, say)
+                self._stage(sources, scope, say)
                 say("summarising")
-                extract.build_cubes(con, scope)
+                extract.create_normalised_messages(con)
+                extract.clear_cubes(con, scope)
+                extract.sum_tool_calls(con)
+                _price_new_models(con, catalogue)  # last: a price catalogue had the whole read to load
+                extract.sum_usage(con)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('cube', ?)", (__version__,))
             self._check_unchanged(sources)
 
@@ -200,14 +208,12 @@ class Index:
             full = tree.detect() == "full" or full
         return [*dbs, *trees], full
 
-    def _stage(self, sources: list, catalogue, scope: str | None, say: Callable[[str], None],
-               detail: bool = False) -> None:
+    def _stage(self, sources: list, scope: str | None, say: Callable[[str], None], detail: bool = False) -> None:
         """Stages the sessions in table `scope` (all when None) from every source, databases first."""
         extract.create_staging(self.con, detail)
         for n, source in enumerate(sources):
             say(f"reading {getattr(source, 'path', None) or source.root}")
             source.stage(scope, first=n == 0)
-        _price_new_models(self.con, catalogue)
 
     def _large(self) -> bool:
         """Whether a full read will take long enough to hide loading a price catalogue behind it."""
@@ -240,8 +246,9 @@ class Index:
                 _reprice(con, catalogue)
                 sources, _full = self._detect(lambda _m: None, attempt,
                                               "temp.wanted" if sessions is not None else None)
-                self._stage(sources, catalogue, "temp.wanted" if sessions is not None else None,
-                            lambda _m: None, detail=True)
+                self._stage(sources, "temp.wanted" if sessions is not None else None, lambda _m: None, detail=True)
+                extract.create_normalised_messages(con)
+                _price_new_models(con, catalogue)
                 extract.create_priced_messages(con)
                 self._check_unchanged(sources)
 

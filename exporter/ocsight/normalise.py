@@ -63,18 +63,16 @@ def count_sql(col: str) -> str:
     )
 
 
-def era_sql(alias: str, session_era: str) -> str:
-    """The era of a row holding clean counts `c_*` (see `count_sql`) and the stored `t_total`.
+def era_sql(counts: dict[str, str], total: str, session_era: str) -> str:
+    """The era of a row from its clean counts (`count_sql` expressions, by token key) and stored total.
 
-    Only plain columns are referenced: the counts are made clean in an earlier, materialised step, so
-    that SQLite does not re-evaluate them inside every expression built on the era.
+    `session_era` is evaluated only for rows whose total does not decide it.
     """
-    i, o, r, cr, cw = (f"{alias}.c_{k}" for k in TOKEN_KEYS)
-    tt = f"{alias}.t_total"
+    i, o, r, cr, cw = (counts[k] for k in TOKEN_KEYS)
     return (
-        f"(CASE WHEN typeof({tt}) IN ('integer', 'real') THEN "
-        f"CASE WHEN {tt} = {i} + {o} + {r} + {cr} + {cw} THEN '{DISJOINT}' "
-        f"WHEN {tt} = {i} + {o} + {cr} + {cw} THEN '{REASONING_IN_OUTPUT}' "
+        f"(CASE WHEN typeof({total}) IN ('integer', 'real') THEN "
+        f"CASE WHEN {total} = {i} + {o} + {r} + {cr} + {cw} THEN '{DISJOINT}' "
+        f"WHEN {total} = {i} + {o} + {cr} + {cw} THEN '{REASONING_IN_OUTPUT}' "
         f"ELSE {session_era} END "
         f"ELSE {session_era} END)"
     )

@@ -21,7 +21,6 @@ import atexit
 import json
 import os
 import re
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +189,7 @@ class Catalogue:
         self._overrides: dict[tuple[str, str], Price] | None = None
         self._config: dict[tuple[str, str], Price] | None = None
         self._models: dict[tuple[str, str], Price] | None = None
-        self._genai_loading: threading.Thread | None = None
+        self._genai_helper = None  # a genai_lookup.Helper, once prefetching
         self.problems: list[str] = []
 
     def fingerprint(self) -> str:
@@ -280,49 +279,43 @@ class Catalogue:
         return self._models
 
     def prefetch_genai(self) -> None:
-        """Loads genai-prices (a fifth of a second) on another thread, while the caller reads the
-        store: worth it when many models may be new to the index, as on its first build."""
-        if self._genai_loading is None:
-            self._genai_loading = threading.Thread(target=_load_genai, daemon=True)
-            self._genai_loading.start()
-            atexit.register(self._genai_loading.join)  # never exit in the middle of an import
+        """Starts loading genai-prices in a helper process (`ocsight.genai_lookup`): worth it when
+        many models may be new to the index, as on its first build."""
+        if self._genai_helper is None and _genai_version() != "none":
+            from ocsight.genai_lookup import Helper
 
-    def genai(self, provider: str, model: str) -> Price | None:
-        if self._genai_loading is not None:
-            self._genai_loading.join()
-        snap = _load_genai()
-        if snap is None:
-            return None
-        import datetime
-
-        for pid in (provider, None):
             try:
-                _prov, info = snap.find_provider_model(model, None, pid, None)
-            except (LookupError, ValueError):
-                continue
-            try:
-                return price_from_genai(info.get_prices(datetime.datetime.now(datetime.timezone.utc)))
-            except (AttributeError, TypeError, ValueError):
-                return None
-        return None
+                self._genai_helper = Helper()
+            except OSError:
+                return
+            atexit.register(self._genai_helper.close)
 
-    def resolve(self, provider: str, model: str) -> Price | None:
+    def _genai(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Price | None]:
+        from ocsight import genai_lookup
+
+        if self._genai_helper is not None:
+            answers = self._genai_helper.ask(pairs)
+            if answers is not None:
+                return answers
+        return {pair: genai_lookup.lookup(*pair) for pair in pairs}
+
+    def _known(self, provider: str, model: str) -> Price | None:
         for table in (self.overrides(), self.config(), self.models_json()):
             price = table.get((provider, model)) or table.get((provider, "*"))
             if price is not None:
                 return price
-        return self.genai(provider, model)
+        return None
+
+    def resolve(self, provider: str, model: str) -> Price | None:
+        return self.resolve_all([(provider, model)])[(provider, model)]
 
     def resolve_all(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Price | None]:
-        return {pair: self.resolve(*pair) for pair in pairs}
-
-
-def _load_genai():
-    try:
-        from genai_prices import data_snapshot
-    except ImportError:
-        return None
-    return data_snapshot.get_snapshot()
+        """Looked up in one batch: genai-prices is asked only about the pairs no other source knows."""
+        out = {pair: self._known(*pair) for pair in pairs}
+        missing = [pair for pair, price in out.items() if price is None]
+        if missing:
+            out.update(self._genai(missing))
+        return out
 
 
 def _genai_version() -> str:

@@ -20,6 +20,7 @@ class ReadOptions:
     demo: bool = False
     use_cache: bool = True
     index_name: str = ""  # a consumer's own index (`ocsight.index.index_path`)
+    lean_memory: bool = False  # long-running consumers: a refresh's staged rows spill to temporary files
     cost_mode: str = "auto"
     prices: str | None = None
 
@@ -30,7 +31,7 @@ def open_index(opts: ReadOptions, progress: Callable[[str], None] | None = None)
         raise OcsightError(f"unknown cost mode {opts.cost_mode!r} (choose auto, stored or calculate)", 2)
     sources = locate.locate(opts.data_dirs, demo=opts.demo)
     catalogue = _catalogue(opts)
-    idx = index_mod.Index.open(sources, use_cache=opts.use_cache, name=opts.index_name)
+    idx = index_mod.Index.open(sources, use_cache=opts.use_cache, name=opts.index_name, lean=opts.lean_memory)
     try:
         idx.refresh(catalogue, progress)
         idx.notes += catalogue.problems

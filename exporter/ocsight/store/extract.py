@@ -196,21 +196,22 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
 # -- normalised messages and cubes ---------------------------------------------------------------------
 
 def _layers(source: str, keep: str, provider: str) -> str:
-    """CTEs `c` (clean counts, `cost_pico`), `e` (+ era) and `n` (+ normalised counts, `valid`) over `source`.
+    """CTEs `c` (clean counts, `cost_pico`, era) and `n` (+ normalised counts, `valid`) over `source`.
 
-    The clean counts are materialised: flattened into the later expressions, each would be evaluated
-    again inside the era, and the era inside every count built on it.
+    `c` is materialised: flattened into the later expressions, the clean counts and the era would be
+    evaluated again inside every count built on them. The session's era is looked up only for rows
+    whose `tokens.total` does not decide theirs.
     """
-    clean = ", ".join(f"{normalise.count_sql(f'x.t_{k}')} AS c_{k}" for k in normalise.TOKEN_KEYS)
-    cost = normalise.cost_pico_sql("x.cost")
-    era = normalise.era_sql("c", f"coalesce(c.session_era, '{normalise.DISJOINT}')")
-    n = normalise.normalised_sql("e", "e.provider")
+    clean = {k: normalise.count_sql(f"x.t_{k}") for k in normalise.TOKEN_KEYS}
+    session_era = f"coalesce((SELECT se.era FROM session se WHERE se.id = x.session_id), '{normalise.DISJOINT}')"
+    era = normalise.era_sql(clean, "x.t_total", session_era)
+    n = normalise.normalised_sql("c", "c.provider")
     counts = ", ".join(f"{n[k]} AS {k}" for k in normalise.TOKEN_KEYS)
     return (
-        f"c AS MATERIALIZED (SELECT {keep}, {provider} AS provider, x.t_total, se.era AS session_era, "
-        f"{cost} AS cost_pico, {clean} FROM {source} LEFT JOIN session se ON se.id = x.session_id), "
-        f"e AS (SELECT c.*, {era} AS era FROM c), "
-        f"n AS (SELECT e.*, {n['valid']} AS valid, {counts} FROM e)"
+        f"c AS MATERIALIZED (SELECT {keep}, {provider} AS provider, {normalise.cost_pico_sql('x.cost')} AS cost_pico, "
+        + ", ".join(f"{clean[k]} AS c_{k}" for k in normalise.TOKEN_KEYS)
+        + f", {era} AS era FROM {source}), "
+        f"n AS (SELECT c.*, {n['valid']} AS valid, {counts} FROM c)"
     )
 
 
@@ -245,7 +246,7 @@ def create_normalised_steps(con: sqlite3.Connection) -> bool:
 def _estimate_sql(row: str, provider: str, model: str) -> str:
     """Picodollars for one set of normalised counts, at the rate OpenCode would pick for its prompt size.
 
-    Most prompts are below every tier: those use the base rate joined in as `b` (see `build_cubes`).
+    Most prompts are below every tier: those use the base rate joined in as `b` (see `create_priced_messages`).
     """
     return (
         f"(CASE WHEN b.provider IS NULL THEN NULL "
@@ -266,13 +267,13 @@ def _tiered_estimate_sql(row: str, provider: str, model: str) -> str:
     )
 
 
-def create_priced_messages(con: sqlite3.Connection) -> None:
-    """`temp.valid_message`: every staged message, normalised once, with its estimated cost.
+def create_normalised_messages(con: sqlite3.Connection) -> None:
+    """`temp.norm_message`: every staged message, normalised once. Prices are not needed yet, so this
+    runs while a price catalogue may still be loading.
 
     A message with step records (OpenCode 0.x) takes the sum of its steps' tokens: 0.x overwrote
-    `message.tokens` with the last step's while adding up `cost`. Estimates are made per model call
-    (a 0.x message's steps are priced one by one, since the long-context price depends on each
-    call's prompt). Messages with a `problem` stay in the table, to be counted as skipped.
+    `message.tokens` with the last step's while adding up `cost`. Messages with a `problem` stay in
+    the table, to be counted as skipped.
     """
     with_steps = create_normalised_steps(con)
     use_steps = "(coalesce(st.steps, 0) > 0 AND coalesce(st.valid, 0))" if with_steps else "0"
@@ -284,6 +285,32 @@ def create_priced_messages(con: sqlite3.Connection) -> None:
         "x.id, x.rank, x.session_id, x.time_created, x.role, x.time_completed, coalesce(x.model, '') AS model, "
         "coalesce(x.agent, '(none)') AS agent, x.error"
     )
+    con.execute("DROP TABLE IF EXISTS temp.norm_message")
+    con.execute(
+        f"""CREATE TEMP TABLE norm_message AS WITH {_layers('temp.stage_message AS x', keep,
+                                                           "coalesce(x.provider, '')")}
+        SELECT n.id, n.rank, n.session_id, n.time_created, n.time_created / {BUCKET_MS} AS bucket,
+            n.time_completed, n.role, n.provider, n.model, n.agent, n.error, {pick('era')} AS era,
+            {"coalesce(st.steps, 0)" if with_steps else "0"} AS steps,
+            {"st.parts" if with_steps else "NULL"} AS step_tokens,
+            {', '.join(f"{pick(k)} AS {k}" for k in normalise.TOKEN_KEYS)}, coalesce(n.cost_pico, 0) AS cost_pico,
+            CASE
+                WHEN n.role IS NULL OR n.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
+                WHEN n.cost_pico IS NULL THEN 'cost is not a number'
+                WHEN NOT {use_steps} AND NOT n.valid THEN 'token counts are not numbers'
+            END AS problem
+        FROM n {"LEFT JOIN temp.norm_step st ON st.message_id = n.id" if with_steps else ""}"""
+    )
+    con.execute("CREATE INDEX temp.norm_message_id ON norm_message (id)")
+
+
+def create_priced_messages(con: sqlite3.Connection) -> None:
+    """`temp.valid_message`: the normalised messages with their estimated cost at the index's prices.
+
+    A view, so whatever reads it prices the messages it reads, once. Estimates are made per model
+    call: a 0.x message's steps are priced one by one, since the long-context price depends on each
+    call's prompt.
+    """
     step_estimate = (
         "(SELECT sum(" + _estimate_sql("s", "m.provider", "m.model") + ") FROM (SELECT "
         "j.value->>0 AS input, j.value->>1 AS output, j.value->>2 AS reasoning, j.value->>3 AS cache_read, "
@@ -291,6 +318,7 @@ def create_priced_messages(con: sqlite3.Connection) -> None:
     )
     estimate = f"CASE WHEN m.steps > 1 THEN {step_estimate} ELSE {_estimate_sql('m', 'm.provider', 'm.model')} END"
     # One row per priced model: its base rates and the prompt size above which another rate may apply.
+    con.execute("DROP VIEW IF EXISTS temp.valid_message")
     con.execute("DROP TABLE IF EXISTS temp.base_price")
     con.execute(
         """CREATE TEMP TABLE base_price AS SELECT p.provider, p.model, p.input, p.output, p.cache_read,
@@ -299,40 +327,47 @@ def create_priced_messages(con: sqlite3.Connection) -> None:
         FROM price p WHERE p.kind = -1"""
     )
     con.execute("CREATE UNIQUE INDEX temp.base_price_model ON base_price (provider, model)")
-    con.execute("DROP TABLE IF EXISTS temp.valid_message")
     con.execute(
-        f"""CREATE TEMP TABLE valid_message AS WITH {_layers('temp.stage_message AS x', keep,
-                                                            "coalesce(x.provider, '')")},
-        m AS NOT MATERIALIZED (SELECT n.id, n.rank, n.session_id, n.time_created, n.time_created / {BUCKET_MS} AS bucket,
-            n.time_completed, n.role, n.provider, n.model, n.agent, n.error,
-            {"coalesce(st.steps, 0)" if with_steps else "0"} AS steps,
-            {"st.parts" if with_steps else "NULL"} AS step_tokens, {pick('era')} AS era,
-            {', '.join(f"{pick(k)} AS {k}" for k in normalise.TOKEN_KEYS)}, coalesce(n.cost_pico, 0) AS cost_pico,
-            CASE
-                WHEN n.role IS NULL OR n.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
-                WHEN n.cost_pico IS NULL THEN 'cost is not a number'
-                WHEN NOT {use_steps} AND NOT n.valid THEN 'token counts are not numbers'
-            END AS problem
-        FROM n {"LEFT JOIN temp.norm_step st ON st.message_id = n.id" if with_steps else ""})
-        SELECT m.id, m.rank, m.session_id, m.time_created, m.bucket, m.time_completed, m.role, m.provider, m.model,
-            m.agent, m.error, m.era, m.steps, {', '.join(f"m.{k}" for k in normalise.TOKEN_KEYS)}, m.cost_pico, m.problem,
+        f"""CREATE TEMP VIEW valid_message AS SELECT m.id, m.rank, m.session_id, m.time_created, m.bucket,
+            m.time_completed, m.role, m.provider, m.model, m.agent, m.error, m.era, m.steps,
+            {', '.join(f"m.{k}" for k in normalise.TOKEN_KEYS)}, m.cost_pico, m.problem,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {estimate} END AS est_pico,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN b.provider IS NOT NULL END AS priced
-        FROM m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""
+        FROM temp.norm_message m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""
     )
-    con.execute("CREATE INDEX temp.valid_message_id ON valid_message (id)")
 
 
-def build_cubes(con: sqlite3.Connection, scope: str | None) -> None:
-    """Re-sums the cube rows of the staged sessions: all of them (`scope` None) or those in a table.
-
-    Valid messages go into the cubes, the others into `skipped` with their reason.
-    """
-    create_priced_messages(con)
+def clear_cubes(con: sqlite3.Connection, scope: str | None) -> None:
+    """Drops the cube rows and skipped messages of the staged sessions: all (`scope` None) or those in a table."""
     where = f"session_id IN (SELECT session_id FROM {scope})" if scope else "1"
     for table in ("usage_cube", "tool_cube"):
         con.execute(f"DELETE FROM {table} WHERE {where}")
     con.execute(f"DELETE FROM skipped WHERE source = 'index' AND ({where})")
+
+
+def sum_tool_calls(con: sqlite3.Connection) -> None:
+    """Sums the staged tool calls of valid messages into `tool_cube`; invalid messages and tool calls
+    without their message go into `skipped`. Needs no prices."""
+    con.execute(
+        """INSERT INTO tool_cube SELECT m.session_id, m.bucket, m.provider, m.model, m.agent,
+            coalesce(t.tool, '(unknown)'), count(*), sum(t.status = 'error')
+        FROM temp.stage_tool t JOIN temp.norm_message m ON m.id = t.message_id
+        WHERE m.problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6"""
+    )
+    con.execute(
+        """INSERT OR REPLACE INTO skipped SELECT 'index', 'message:' || id, problem, session_id
+        FROM temp.norm_message WHERE problem IS NOT NULL"""
+    )
+    con.execute(
+        """INSERT OR REPLACE INTO skipped SELECT 'index', 'tool_call:' || t.id, 'tool call without its message',
+            t.session_id FROM temp.stage_tool t
+        WHERE NOT EXISTS (SELECT 1 FROM temp.norm_message m WHERE m.id = t.message_id)"""
+    )
+
+
+def sum_usage(con: sqlite3.Connection) -> None:
+    """Sums the valid messages into `usage_cube`, with their estimates at the index's prices."""
+    create_priced_messages(con)
     tokens = "(input + output + reasoning + cache_read + cache_write) > 0"
     con.execute(
         f"""INSERT INTO usage_cube SELECT session_id, bucket, role, provider, model, agent, error, count(*),
@@ -340,20 +375,6 @@ def build_cubes(con: sqlite3.Connection, scope: str | None) -> None:
             sum(CASE WHEN cost_pico = 0 THEN coalesce(est_pico, 0) ELSE 0 END), sum(coalesce(est_pico, 0)),
             sum(role = 'assistant' AND cost_pico = 0 AND {tokens} AND NOT priced),
             sum(role = 'assistant' AND {tokens} AND NOT priced)
-        FROM temp.valid_message WHERE problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6, 7"""
-    )
-    con.execute(
-        """INSERT INTO tool_cube SELECT m.session_id, m.bucket, m.provider, m.model, m.agent,
-            coalesce(t.tool, '(unknown)'), count(*), sum(t.status = 'error')
-        FROM temp.stage_tool t JOIN temp.valid_message m ON m.id = t.message_id
-        WHERE m.problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6"""
-    )
-    con.execute(
-        """INSERT OR REPLACE INTO skipped SELECT 'index', 'message:' || id, problem, session_id
-        FROM temp.valid_message WHERE problem IS NOT NULL"""
-    )
-    con.execute(
-        """INSERT OR REPLACE INTO skipped SELECT 'index', 'tool_call:' || t.id, 'tool call without its message',
-            t.session_id FROM temp.stage_tool t
-        WHERE NOT EXISTS (SELECT 1 FROM temp.valid_message m WHERE m.id = t.message_id)"""
+        FROM (SELECT * FROM temp.valid_message WHERE problem IS NULL LIMIT -1)  -- not flattened: one estimate a row
+        GROUP BY 1, 2, 3, 4, 5, 6, 7"""
     )

@@ -51,7 +51,7 @@ class WatchOptions:
 
 class Sidecar:
     def __init__(self, opts: WatchOptions, span_exporter=None, metric_exporter=None) -> None:
-        opts.read = dataclasses.replace(opts.read, index_name="watch")
+        opts.read = dataclasses.replace(opts.read, index_name="watch", lean_memory=True)
         self.opts = opts
         # OpenCode may not have written anything yet: follow the directories until it does.
         self.dirs = [locate.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]

@@ -1,0 +1,106 @@
+"""genai-prices lookups, in this process or in a helper process started ahead of need.
+
+Importing genai-prices takes a quarter of a second of CPU (pydantic models for its whole catalogue).
+On a thread that import holds the GIL the reader needs between its SQLite statements, and slowed
+a first read of a large store by as much as it cost; a helper process loads it on another core
+while the store is read, then answers the (provider, model) pairs the read found, in one exchange
+over a pipe (`python -m ocsight.genai_lookup`: JSON pairs in, JSON prices out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import subprocess
+import sys
+from collections.abc import Iterable
+from functools import cache
+
+from ocsight.pricing import Price, Rate, price_from_genai
+
+ANSWER_TIMEOUT_S = 30.0
+Pair = tuple[str, str]
+
+
+@cache
+def snapshot():
+    """genai-prices' catalogue, or None when the package is not installed."""
+    try:
+        from genai_prices import data_snapshot
+    except ImportError:
+        return None
+    return data_snapshot.get_snapshot()
+
+
+def lookup(provider: str, model: str) -> Price | None:
+    """The provider's own entry for the model when genai-prices knows one, else any provider's."""
+    snap = snapshot()
+    if snap is None:
+        return None
+    for pid in (provider, None):
+        try:
+            _prov, info = snap.find_provider_model(model, None, pid, None)
+        except (LookupError, ValueError):
+            continue
+        try:
+            return price_from_genai(info.get_prices(datetime.datetime.now(datetime.timezone.utc)))
+        except (AttributeError, TypeError, ValueError):
+            return None
+    return None
+
+
+def encode(price: Price | None) -> list | None:
+    return None if price is None else [price.source, [list(dataclasses.astuple(r)) for r in price.rates]]
+
+
+def decode(obj: list | None) -> Price | None:
+    return None if obj is None else Price(obj[0], tuple(Rate(*r) for r in obj[1]))
+
+
+class Helper:
+    """A helper process, loading genai-prices from the moment it starts; answers one batch of pairs."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-m", "ocsight.genai_lookup"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+
+    def ask(self, pairs: Iterable[Pair]) -> dict[Pair, Price | None] | None:
+        """The prices of `pairs`; None when the helper failed (the caller then looks them up itself)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        pairs = list(pairs)
+        try:
+            out, _err = proc.communicate(json.dumps(pairs) + "\n", timeout=ANSWER_TIMEOUT_S)
+            answers = json.loads(out)
+            if proc.returncode != 0 or len(answers) != len(pairs):
+                return None
+            return {pair: decode(a) for pair, a in zip(pairs, answers)}
+        except (subprocess.TimeoutExpired, ValueError, TypeError, IndexError, OSError):
+            proc.kill()
+            proc.wait()
+            return None
+
+    def close(self) -> None:
+        """Ends a helper that was never asked, at once: it has nothing to finish (exit must not wait
+        for its import)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    snapshot()  # loaded before the question arrives: that is the point of the helper
+    line = sys.stdin.readline()
+    if not line.strip():
+        return
+    pairs = json.loads(line)
+    json.dump([encode(lookup(p, m)) for p, m in pairs], sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
