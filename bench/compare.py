@@ -1,0 +1,76 @@
+"""First runs of this working tree against another revision, alternating, on a `make bench` store.
+
+Run `make bench` once first (it generates the stores), then e.g. `python bench/compare.py HEAD~1`.
+On a machine whose speed drifts, paired alternating runs tell a change's effect where two separate
+benchmark runs cannot. Also checks that both versions print the same `stats --json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+
+
+def first_run(package_root: Path, store: Path, cache: Path) -> tuple[float, int, dict]:
+    """Wall seconds, peak RSS in MB and the parsed output of one `ocsight stats --json` with no index."""
+    shutil.rmtree(cache / "ocsight", ignore_errors=True)
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(package_root)}
+    started = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "ocsight", "stats", "--json", "--data-dir", str(store)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.stdout.read(), p.stderr.read()
+    _pid, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"ocsight failed: {err.decode()[-500:]}")
+    doc = json.loads(out)
+    return wall, usage.ru_maxrss // 1024, {k: v for k, v in doc.items() if k not in ("source", "generated_at")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("revision", help="the git revision to compare with")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--store", default="combined", choices=("combined", "db", "json"))
+    args = ap.parse_args()
+    store = OUT / f"store-{args.store}"
+    if not store.exists():
+        raise SystemExit(f"no {store}: run `make bench` first")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        base.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.revision, "exporter"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "x", "-C", str(base)], input=archive, check=True)
+        cache = Path(tmp) / "cache"
+        (cache / "opencode").mkdir(parents=True)
+        shutil.copyfile(OUT / "models.json", cache / "opencode" / "models.json")
+        trees = {args.revision: base / "exporter", "working tree": ROOT / "exporter"}
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in trees}
+        outputs = []
+        for r in range(args.rounds):
+            for name in list(trees)[:: 1 if r % 2 == 0 else -1]:
+                wall, mb, doc = first_run(trees[name], store, cache)
+                runs[name].append((wall, mb))
+                outputs.append(doc)
+    for name, rs in runs.items():
+        print(f"{name:>14}: first run {statistics.median(w for w, _ in rs):.3f} s (median of {len(rs)}), "
+              f"peak {max(m for _, m in rs)} MB")
+    diffs = [b[0] - a[0] for a, b in zip(*runs.values())]
+    print(f"paired difference (working tree - {args.revision}): {statistics.median(diffs):+.3f} s (median)")
+    print("same stats --json:", all(doc == outputs[0] for doc in outputs))
+
+
+if __name__ == "__main__":
+    main()
