@@ -12,11 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from corpus import store_dir
 from otlp_receiver import Receiver
-from test_watch import labels, sidecar
+from test_watch import backfill_with_receiver_down, labels, sidecar
 
 from ocsight import reader
 from ocsight.telemetry import indexed, metrics
-from ocsight.telemetry.watch import ExportFailed
 
 CORPUS = "opencode-1.18"
 UTC = dt.timezone.utc
@@ -105,11 +104,7 @@ def test_live_tool_calls_go_into_the_duration_histogram_as_execute_tool(store, r
 
 
 def test_export_lag_grows_while_the_receiver_is_down_and_clears_once_it_acknowledges(store, receiver, monkeypatch):
-    port = receiver.start_grpc()
-    receiver.stop_grpc()
-    s = sidecar(store, receiver, monkeypatch, backfill=True)
-    with pytest.raises(ExportFailed):
-        s.cycle()
+    s, port = backfill_with_receiver_down(store, receiver, monkeypatch)
     first = s.lag_s()
     time.sleep(0.2)
     assert first > 0 and s.lag_s() > first

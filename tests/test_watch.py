@@ -38,6 +38,17 @@ def backfill_once(store: Path, receiver: Receiver, monkeypatch) -> int:
     return sent
 
 
+def backfill_with_receiver_down(store: Path, receiver: Receiver, monkeypatch) -> tuple[Sidecar, int]:
+    """A backfilling sidecar whose first cycle failed, the receiver being down; and the receiver's
+    gRPC port, to start it again on."""
+    port = receiver.start_grpc()
+    receiver.stop_grpc()
+    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    with pytest.raises(ExportFailed):
+        s.cycle()
+    return s, port
+
+
 def labels(point) -> dict[str, str]:
     return {kv.key: kv.value.string_value for kv in point.attributes}
 
@@ -121,11 +132,7 @@ def test_a_restart_sends_nothing_twice(store, receiver, monkeypatch):
 
 
 def test_nothing_is_lost_while_the_receiver_is_down(store, receiver, monkeypatch):
-    port = receiver.start_grpc()
-    receiver.stop_grpc()
-    s = sidecar(store, receiver, monkeypatch, backfill=True)
-    with pytest.raises(ExportFailed):
-        s.cycle()
+    s, port = backfill_with_receiver_down(store, receiver, monkeypatch)
     assert s.checkpoint.count() == 0 and s.failures == 1
     receiver.start_grpc(port)
     sent = s.cycle()

@@ -427,12 +427,9 @@ def mcp(data_dirs, demo, cost_mode, prices, timezone, http, host, port) -> None:
         locate.locate(run.options.data_dirs, demo=run.demo)
     except NoData:
         pass  # OpenCode may not have written anything yet: the answers say so until it has
-    import dataclasses
-
     from ocsight.mcp import server
 
-    read = dataclasses.replace(run.options, lean_memory=True)  # a long-running server keeps its memory flat
-    server.run(Config(read=read, cost_mode=run.cost_mode, timezone=run.settings.timezone), http=http,
+    server.run(Config(read=run.options, cost_mode=run.cost_mode, timezone=run.settings.timezone), http=http,
                host=host, port=port)
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from ocsight import query, reader
@@ -43,13 +43,15 @@ class Config:
 class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
+        # A server runs for days: its refreshes keep their memory flat, as the sidecar's do.
+        self.read = replace(config.read, lean_memory=True)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocsight-index")
 
     @contextmanager
     def _index(self) -> Iterator[tuple[Index, float]]:
         """The index, refreshed now (and the seconds that took); on the index thread only."""
         started = time.perf_counter()
-        idx = reader.open_index(self.config.read)
+        idx = reader.open_index(self.read)
         seconds = time.perf_counter() - started
         # Answers scan the cubes once: a smaller page cache than a refresh's costs no time here.
         idx.con.execute(f"PRAGMA cache_size = {CACHE_KIB}")
