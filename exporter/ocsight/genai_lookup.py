@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -100,7 +101,11 @@ def main() -> None:
         return
     pairs = json.loads(line)
     json.dump([encode(lookup(p, m)) for p, m in pairs], sys.stdout)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
     main()
+    # Tearing down genai-prices' catalogue (thousands of pydantic objects) takes longer than the
+    # answer did, and the reader waits for the end of the answer.
+    os._exit(0)

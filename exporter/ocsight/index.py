@@ -211,6 +211,9 @@ class Index:
     def _stage(self, sources: list, scope: str | None, say: Callable[[str], None], detail: bool = False) -> None:
         """Stages the sessions in table `scope` (all when None) from every source, databases first."""
         extract.create_staging(self.con, detail)
+        if scope is None:
+            for tree in (s for s in sources if isinstance(s, LegacyTree)):
+                tree.list_ahead()
         for n, source in enumerate(sources):
             say(f"reading {getattr(source, 'path', None) or source.root}")
             source.stage(scope, first=n == 0)
