@@ -1,3 +1,3 @@
-from ocsight.cli import main
+from ocsight.cli import entry
 
-main()
+entry()

@@ -467,6 +467,15 @@ def config_command(as_json: bool) -> None:
     Console(highlight=False).print(table)
 
 
+def entry() -> None:
+    """The `ocsight` command: `main` in a process of its own, whose SQLite is tuned before any
+    connection opens (`ocsight.sqlite_tuning`; a process hosting other SQLite users must not)."""
+    from ocsight.sqlite_tuning import disable_memory_statistics
+
+    disable_memory_statistics()
+    main()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Runs the CLI; every failure becomes one line on stderr and a documented exit code."""
     from ocsight.errors import OcsightError

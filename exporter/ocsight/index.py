@@ -163,20 +163,17 @@ class Index:
         con = self.con
         with _transaction(con, immediate=True):
             full = con.execute("SELECT 1 FROM meta WHERE key = 'cube'").fetchone() is None
-            if full and self._large():
-                catalogue.prefetch_genai()  # as early as possible: it has the whole read to load
             con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
             con.execute("DELETE FROM temp.touched")
             _reprice(con, catalogue)
             sources, full_read = self._detect(say, attempt)
-            if full_read and not full and self._large():
-                catalogue.prefetch_genai()
             full = full or full_read
             # What this refresh found changed: None when everything was read.
             self.touched = None if full else {r[0] for r in con.execute("SELECT session_id FROM temp.touched")}
             if full or self.touched:
                 scope = None if full else "temp.touched"
-                self._stage(sources, scope, say)
+                # a first read of a large store has time to load a price catalogue while it reads
+                self._stage(sources, scope, say, prefetch=catalogue.prefetch_genai if full and self._large() else None)
                 say("summarising")
                 extract.create_normalised_messages(con)
                 extract.clear_cubes(con, scope)
@@ -208,12 +205,22 @@ class Index:
             full = tree.detect() == "full" or full
         return [*dbs, *trees], full
 
-    def _stage(self, sources: list, scope: str | None, say: Callable[[str], None], detail: bool = False) -> None:
-        """Stages the sessions in table `scope` (all when None) from every source, databases first."""
+    def _stage(self, sources: list, scope: str | None, say: Callable[[str], None], detail: bool = False,
+               prefetch: Callable[[], None] | None = None) -> None:
+        """Stages the sessions in table `scope` (all when None) from every source, databases first.
+
+        `prefetch` starts loading something needed after the read, on a core the read leaves free."""
         extract.create_staging(self.con, detail)
         if scope is None:
+            # What a whole read does on another core while the first database's messages are read:
+            # its tool calls first, then the prefetch (both at once would slow the read).
+            first = sources[0] if sources else None
+            if isinstance(first, Database) and not detail and first.stage_tool_calls_ahead(then=prefetch):
+                prefetch = None
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
                 tree.list_ahead()
+        if prefetch is not None:
+            prefetch()
         for n, source in enumerate(sources):
             say(f"reading {getattr(source, 'path', None) or source.root}")
             source.stage(scope, first=n == 0)

@@ -135,7 +135,8 @@ def merge_projects_and_sessions(con: sqlite3.Connection, rank: int, sessions: st
     )
 
 
-def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list[tuple[str, str]]:
+def _statements(scope: str, first: bool, valid_only: bool, fields: dict,
+                tools_into: str = "temp.stage_tool") -> list[tuple[str, str]]:
     jv = " AND json_valid(r.data)" if valid_only else ""
     # Later sources skip what an earlier (lower-rank) one already gave: messages by ID, parts by
     # their message.
@@ -147,19 +148,33 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
 
     def insert(table: str, fields: list[tuple[str, str]], source: str, where: str) -> str:
         return (
-            f"INSERT INTO temp.{table} SELECT :rank, {', '.join(e for _, e in fields)} "
+            f"INSERT INTO {table} SELECT :rank, {', '.join(e for _, e in fields)} "
             f"FROM temp.{source} AS r WHERE ({scope}){jv}{where}"
         )
 
     return [
-        ("message", insert("stage_message", fields["message"], "src_message", new_message)),
-        ("step", insert("stage_step", fields["step"], "src_part", f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}")),
-        ("tool", insert("stage_tool", fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
+        ("message", insert("temp.stage_message", fields["message"], "src_message", new_message)),
+        ("step", insert("temp.stage_step", fields["step"], "src_part",
+                        f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}")),
+        ("tool", insert(tools_into, fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
     ]
 
 
-def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True) -> list[tuple[str, str]]:
-    """Stages the messages, tool calls and (0.x) steps `scope` selects from the `src_*` views.
+def tool_calls_table(name: str) -> str:
+    """DDL of a table shaped like `temp.stage_tool` (as `create_staging` makes it for the cubes)."""
+    return f"CREATE TABLE {name} (rank INTEGER, {', '.join(c for c, _ in TOOL_FIELDS)})"
+
+
+def first_tool_calls_statement(into: str) -> str:
+    """The statement `stage` runs for the tool calls of a whole first source, into table `into`
+    (`:rank` bound); it fails on malformed JSON, which `stage` then handles."""
+    return dict(_statements("1", True, False, _fields(False), tools_into=into))["tool"]
+
+
+def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True,
+          kinds: tuple[str, ...] = ("message", "step", "tool")) -> list[tuple[str, str]]:
+    """Stages the messages, tool calls and (0.x) steps (those of `kinds`) `scope` selects from the
+    `src_*` views.
 
     `scope` is a condition on the source row `r`. Returns (table, id) of rows with malformed JSON:
     such a row aborts the fast statement, so only then is it run again with a validity guard, and
@@ -174,7 +189,7 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
     bad: set[tuple[str, str]] = set()
     args = {"rank": rank}
     for kind, sql in _statements(scope, first, False, fields):
-        if kind == "step" and not with_steps:
+        if kind not in kinds or (kind == "step" and not with_steps):
             continue
         try:
             con.execute(sql, args)

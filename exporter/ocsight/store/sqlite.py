@@ -20,10 +20,12 @@ import shutil
 import sqlite3
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 from ocsight.errors import OcsightError
 from ocsight.store import extract, locate
+from ocsight.store.tools_ahead import ToolCallsAhead
 
 BUSY_RETRY_SECONDS = float(os.environ.get("OCSIGHT_BUSY_TIMEOUT", "10"))
 # Rows re-read on every refresh: long enough for any transaction OpenCode has open while we read.
@@ -91,6 +93,8 @@ class Database:
         self.stamp = file_stamp(path)
         self.immutable = False
         self.tables: set[str] | None = None
+        self.uri = ""
+        self._ahead: ToolCallsAhead | None = None
         # a table of the only sessions wanted (records of some sessions): only theirs are merged
         self.wanted = wanted
 
@@ -114,6 +118,7 @@ class Database:
         elif header[18] == 2 and not (shm.exists() and os.access(self.path.parent, os.W_OK)):
             target = _snapshot(self.path)
         uri = "file:" + urllib.parse.quote(str(target)) + ("?immutable=1" if self.immutable else "?mode=ro")
+        self.uri = uri
         try:
             self.con.execute(f"ATTACH DATABASE ? AS {self.alias}", (uri,))
             self.tables = {
@@ -259,8 +264,25 @@ class Database:
 
     # -- staging ------------------------------------------------------------------------------------
 
+    def stage_tool_calls_ahead(self, then: Callable[[], None] | None = None) -> bool:
+        """Starts staging every tool call on a second connection, for a `stage` of the whole
+        database as the first source (see `store.tools_ahead`); `then` runs when that is done.
+        False when there is nothing to stage."""
+        if self.stamp[0] == 0 or not REQUIRED_TABLES <= self._guard(self._attach):
+            return False
+        self._ahead = ToolCallsAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), then)
+        return True
+
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this database's records of the sessions in table `sessions` (all when None)."""
+        ahead, self._ahead = self._ahead, None
+        try:
+            self._stage(sessions, first, ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _stage(self, sessions: str | None, first: bool, ahead: ToolCallsAhead | None) -> None:
         if self.stamp[0] == 0:
             return
         tables = self._guard(self._attach)
@@ -275,7 +297,14 @@ class Database:
             con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
         self._create_views()
         try:
-            bad = self._guard(lambda: extract.stage(con, self.rank, scope, first))
+            if ahead is None:
+                bad = self._guard(lambda: extract.stage(con, self.rank, scope, first))
+            else:
+                bad = self._guard(lambda: extract.stage(con, self.rank, scope, first, ("message", "step")))
+                ahead.join()
+                # the same snapshot only if nothing was written since before this read began
+                if file_stamp(self.path) != self.stamp or not self._guard(lambda: ahead.copy_into(con)):
+                    bad += self._guard(lambda: extract.stage(con, self.rank, scope, first, ("tool",)))
             for table, rid in bad:
                 sid = con.execute(f"SELECT session_id FROM {self.alias}.{table} WHERE id = ?", (rid,)).fetchone()
                 con.execute(
