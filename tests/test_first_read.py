@@ -84,3 +84,16 @@ def test_the_ocsight_process_turns_sqlites_memory_statistics_off(setting: str):
         assert (done, used) == ("True", "0")
     else:
         assert int(used) > 100_000  # kept by default: the probe can tell
+
+
+def test_long_running_consumers_stage_their_tool_calls_in_one_connection(store: Path, monkeypatch):
+    from ocsight import reader
+
+    started: list[bool] = []
+    ahead = Database.stage_tool_calls_ahead
+    monkeypatch.setattr(Database, "stage_tool_calls_ahead",
+                        lambda self, then=None: started.append(True) or ahead(self, then))
+    reader.open_index(reader.ReadOptions(data_dirs=(str(store),), use_cache=False, lean_memory=True)).close()
+    assert started == []
+    reader.open_index(reader.ReadOptions(data_dirs=(str(store),), use_cache=False)).close()
+    assert started == [True]

@@ -213,9 +213,11 @@ class Index:
         extract.create_staging(self.con, detail)
         if scope is None:
             # What a whole read does on another core while the first database's messages are read:
-            # its tool calls first, then the prefetch (both at once would slow the read).
+            # its tool calls first, then the prefetch (both at once would slow the read). Not for
+            # long-running consumers: the scan's rows are held in memory until copied.
             first = sources[0] if sources else None
-            if isinstance(first, Database) and not detail and first.stage_tool_calls_ahead(then=prefetch):
+            if (isinstance(first, Database) and not detail and not self.lean
+                    and first.stage_tool_calls_ahead(then=prefetch)):
                 prefetch = None
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
                 tree.list_ahead()
