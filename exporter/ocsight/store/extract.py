@@ -101,6 +101,11 @@ def _fields(detail: bool) -> dict[str, list[tuple[str, str]]]:
     }
 
 
+def staging_table_sql(name: str, fields: list[tuple[str, str]]) -> str:
+    """DDL of a staging table: the source's rank, then `fields`' columns."""
+    return f"CREATE TABLE {name} (rank INTEGER, {', '.join(c for c, _ in fields)})"
+
+
 def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     """Empty staging tables for one refresh (temporary: they never reach the index file).
 
@@ -109,7 +114,7 @@ def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     """
     for kind, fields in _fields(detail).items():
         con.execute(f"DROP TABLE IF EXISTS temp.stage_{kind}")
-        con.execute(f"CREATE TEMP TABLE stage_{kind} (rank INTEGER, {', '.join(c for c, _ in fields)})")
+        con.execute(staging_table_sql(f"temp.stage_{kind}", fields))
     con.execute("DROP TABLE IF EXISTS temp.step_sessions")
     steps = "1" if detail else "version IS NULL OR ocsight_era_steps(version)"
     con.execute(f"CREATE TEMP TABLE step_sessions AS SELECT id FROM session WHERE {steps}")
@@ -158,11 +163,6 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict,
                         f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}")),
         ("tool", insert(tools_into, fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
     ]
-
-
-def tool_calls_table(name: str) -> str:
-    """DDL of a table shaped like `temp.stage_tool` (as `create_staging` makes it for the cubes)."""
-    return f"CREATE TABLE {name} (rank INTEGER, {', '.join(c for c, _ in TOOL_FIELDS)})"
 
 
 def first_tool_calls_statement(into: str) -> str:

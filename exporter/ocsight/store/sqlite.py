@@ -138,9 +138,13 @@ class Database:
         finally:
             self.con.execute("PRAGMA busy_timeout = 30000")
 
+    def written_since_stamp(self) -> bool:
+        """Whether OpenCode wrote to the database since this read began (its stamp was taken)."""
+        return file_stamp(self.path) != self.stamp
+
     def changed_under_us(self) -> bool:
         """An immutable read is only valid if OpenCode did not write meanwhile."""
-        return self.immutable and file_stamp(self.path) != self.stamp
+        return self.immutable and self.written_since_stamp()
 
     def _create_views(self) -> None:
         a = self.alias
@@ -303,7 +307,7 @@ class Database:
                 bad = self._guard(lambda: extract.stage(con, self.rank, scope, first, ("message", "step")))
                 ahead.join()
                 # the same snapshot only if nothing was written since before this read began
-                if file_stamp(self.path) != self.stamp or not self._guard(lambda: ahead.copy_into(con)):
+                if self.written_since_stamp() or not self._guard(lambda: ahead.copy_into(con)):
                     bad += self._guard(lambda: extract.stage(con, self.rank, scope, first, ("tool",)))
             for table, rid in bad:
                 sid = con.execute(f"SELECT session_id FROM {self.alias}.{table} WHERE id = ?", (rid,)).fetchone()

@@ -43,7 +43,7 @@ class ToolCallsAhead(threading.Thread):
             con.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
             con.execute("ATTACH DATABASE ? AS oc", (self.uri,))
             con.execute("CREATE TEMP VIEW src_part AS SELECT id, message_id, session_id, data FROM oc.part")
-            con.execute(extract.tool_calls_table("main.stage_tool"))
+            con.execute(extract.staging_table_sql("main.stage_tool", extract.TOOL_FIELDS))  # as for the cubes
             con.execute(extract.first_tool_calls_statement("main.stage_tool"), {"rank": self.rank})
             self.ok = True
         except sqlite3.Error:
