@@ -100,6 +100,28 @@ def test_foreign_files_are_counted_and_stay_counted_on_a_cached_run(cli, tmp_pat
         assert doc["totals"]["tokens"]["input"] == expected
 
 
+def test_a_file_larger_than_one_read_is_read_whole(cli, tmp_path: Path, small):
+    plan, expected = small
+    tool = next(p for p in plan.parts if p["type"] == "tool" and p["state"]["status"] == "completed")
+    tool["state"]["output"] = "x" * 300_000  # several reads of the file
+    docs = [stats(cli, "--data-dir", str(write_store(plan, tmp_path / k, k))) for k in ("db", "json")]
+    assert docs[1]["by_tool"] == docs[0]["by_tool"]
+    assert docs[1]["totals"]["tokens"]["input"] == expected
+    assert docs[1]["source"]["skipped"]["total"] == 0
+
+
+def test_a_legacy_file_that_cannot_be_used_says_why(tmp_path: Path):
+    from ocsight.store.legacy import _read
+
+    (tmp_path / "dir.json").mkdir()
+    (tmp_path / "latin1.json").write_bytes('{"title": "caf\xe9"}'.encode("latin-1"))
+    (tmp_path / "ok.json").write_text('{"title": "café"}')
+    assert _read(str(tmp_path / "dir.json")) == (None, "unreadable file (Is a directory)")
+    assert _read(str(tmp_path / "latin1.json")) == (None, "not UTF-8 text")
+    assert _read(str(tmp_path / "gone.json")) == (None, None)  # deleted since listed: nothing to count
+    assert _read(str(tmp_path / "ok.json")) == ('{"title": "café"}', None)
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

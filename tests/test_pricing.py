@@ -177,11 +177,11 @@ def test_free_models_in_the_catalogue_are_priced_at_zero_not_unpriced(cli, tmp_p
     assert doc["totals"]["cost"]["usd"] == 0
 
 
-def _one_message_store(tmp_path: Path, provider: str, model: str, **tok) -> Path:
+def _one_message_store(tmp_path: Path, provider: str, model: str, kind: str = "db", **tok) -> Path:
     b = storegen.Builder()
     s = b.session(b.project())
     b.assistant(s, storegen.BASE_MS, storegen.tokens(**tok), provider=provider, model=model)
-    return write_store(b.plan, tmp_path / f"{provider}-{model}", "db")
+    return write_store(b.plan, tmp_path / f"{provider}-{model}", kind)
 
 
 def test_overrides_file_prices_a_model_no_catalogue_knows(cli, tmp_path: Path, models_json):
@@ -309,16 +309,23 @@ def test_a_genai_helper_never_asked_ends_at_once_when_closed():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-def test_a_first_read_of_a_large_store_prices_through_the_genai_helper(cli, tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize(("kind", "threshold"), [("db", "LARGE_STORE_BYTES"), ("json", "LARGE_TREE_SESSIONS")])
+def test_a_first_read_of_a_large_store_prices_through_the_genai_helper(cli, tmp_path: Path, monkeypatch, kind,
+                                                                       threshold):
     from ocsight import genai_lookup, index
 
     asked: list[list] = []
-    ask = genai_lookup.Helper.ask
+    started: list[int] = []
+    ask, init = genai_lookup.Helper.ask, genai_lookup.Helper.__init__
     monkeypatch.setattr(genai_lookup.Helper, "ask", lambda self, pairs: asked.append(list(pairs)) or ask(self, pairs))
-    monkeypatch.setattr(index, "LARGE_STORE_BYTES", 0)
-    root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5-20250929", input=100_000, total=100_000)
+    monkeypatch.setattr(genai_lookup.Helper, "__init__", lambda self: started.append(1) or init(self))
+    root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5-20250929", kind, input=100_000, total=100_000)
+    stats(cli, "--no-cache", "--data-dir", str(root))
+    assert asked == [] and started == []  # a small store: looked up in this process, when needed
+
+    monkeypatch.setattr(index, threshold, 1)
     doc = stats(cli, "--cost-mode", "calculate", "--data-dir", str(root))
-    assert asked == [[("anthropic", "claude-sonnet-4-5-20250929")]]
+    assert asked == [[("anthropic", "claude-sonnet-4-5-20250929")]] and started == [1]
     assert doc["pricing"]["models"][0]["source"] == "genai-prices"
     assert doc["totals"]["cost"]["estimated_usd"] == pytest.approx(0.3)
     stats(cli, "--data-dir", str(root))

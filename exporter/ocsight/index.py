@@ -59,6 +59,7 @@ DB_RANK_BASE = 0  # databases: 0, 1, ... (the first database wins among database
 LEGACY_RANK_BASE = 1000  # legacy trees always lose to any database
 PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
 LARGE_STORE_BYTES = 16 << 20  # a first read of a database this big hides loading genai-prices
+LARGE_TREE_SESSIONS = 300  # as does a first read of a legacy tree with this many sessions
 
 
 def index_path(sources: locate.Sources, name: str = "") -> Path:
@@ -173,7 +174,8 @@ class Index:
             if full or self.touched:
                 scope = None if full else "temp.touched"
                 # a first read of a large store has time to load a price catalogue while it reads
-                self._stage(sources, scope, say, prefetch=catalogue.prefetch_genai if full and self._large() else None)
+                self._stage(sources, scope, say,
+                            prefetch=catalogue.prefetch_genai if full and self._large(sources) else None)
                 say("summarising")
                 extract.create_normalised_messages(con)
                 extract.clear_cubes(con, scope)
@@ -227,12 +229,17 @@ class Index:
             say(f"reading {getattr(source, 'path', None) or source.root}")
             source.stage(scope, first=n == 0)
 
-    def _large(self) -> bool:
+    @staticmethod
+    def _large(sources: list) -> bool:
         """Whether a full read will take long enough to hide loading a price catalogue behind it."""
         size = 0
-        for path in self.sources.databases:
+        for source in sources:
+            if isinstance(source, LegacyTree):
+                if source.session_dirs >= LARGE_TREE_SESSIONS:
+                    return True
+                continue
             try:
-                size += path.stat().st_size
+                size += source.path.stat().st_size
             except OSError:
                 pass
         return size >= LARGE_STORE_BYTES
