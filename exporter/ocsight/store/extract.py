@@ -233,9 +233,8 @@ def _layers(source: str, keep: str, provider: str) -> str:
 def create_normalised_steps(con: sqlite3.Connection) -> bool:
     """`temp.norm_step_row`: staged steps (model calls) normalised like messages; `temp.norm_step`
     sums them per message. Returns whether there are any."""
-    for name in ("norm_step", "norm_step_row"):
-        con.execute(f"DROP VIEW IF EXISTS temp.{name}")
-        con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+    con.execute("DROP VIEW IF EXISTS temp.norm_step")
+    con.execute("DROP TABLE IF EXISTS temp.norm_step_row")
     source = (
         "(SELECT s.id, s.rank, s.message_id, s.cost, " + ", ".join(f"s.t_{k}" for k in (*normalise.TOKEN_KEYS, "total"))
         + ", m.session_id, m.provider FROM temp.stage_step s "
