@@ -97,3 +97,37 @@ def test_long_running_consumers_stage_their_tool_calls_in_one_connection(store: 
     assert started == []
     reader.open_index(reader.ReadOptions(data_dirs=(str(store),), use_cache=False)).close()
     assert started == [True]
+
+
+def test_a_legacy_tree_read_in_small_batches_ahead_equals_its_database_copy(cli, tmp_path: Path, monkeypatch):
+    from ocsight.store import legacy
+
+    plan = storegen.plan_store(seed=23, sessions=12, eras=("1.1", "0.x", "1.0"))
+    docs = {k: _stats(cli, write_store(plan, tmp_path / k, k)) for k in ("db", "json")}
+    monkeypatch.setattr(legacy, "BATCH_FILES", 3)  # many batches, each a message with all its parts
+    assert _stats(cli, tmp_path / "json") == docs["json"] == docs["db"]
+
+
+def test_an_error_while_reading_ahead_is_raised_in_the_reader():
+    from ocsight.store.legacy import _Ahead
+
+    def files():
+        yield 1
+        raise PermissionError("no")
+
+    items = []
+    with pytest.raises(PermissionError, match="no"):
+        for item in _Ahead(files()):
+            items.append(item)
+    assert items == [1]
+
+
+def test_a_reader_that_stops_early_stops_the_reading_thread():
+    import itertools
+
+    from ocsight.store.legacy import _Ahead
+
+    ahead = _Ahead(itertools.count())
+    assert ahead.first() == 0
+    ahead.join(timeout=5)
+    assert not ahead.is_alive()

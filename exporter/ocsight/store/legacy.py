@@ -12,16 +12,19 @@ database, so one extraction (`store.extract`) serves both eras. Only what change
 from __future__ import annotations
 
 import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from ocsight.store import extract
 
-BATCH_FILES = 20_000  # files held in memory at once
+BATCH_FILES = 10_000  # files held in memory at once, in each of the two batches read ahead
 READ_CHUNK = 1 << 16  # most files fit in one read
 FOREIGN = "foreign file"
+T = TypeVar("T")
 
 
 def _scandir(path: str) -> Iterator[os.DirEntry]:
@@ -83,29 +86,56 @@ def _list_sessions(message_root: str, sids: list[str] | None) -> Listing:
     return out
 
 
-class _ListingAhead(threading.Thread):
-    """Lists a whole tree's message files while the databases are read: SQLite releases the GIL
-    while it works, so the listing costs a full read nothing."""
+class _Ahead(threading.Thread, Generic[T]):
+    """An iterator run on a thread, an item ahead of its reader: listing directories and reading
+    files wait on system calls, which release the GIL, as do the reader's SQLite statements, so
+    the two overlap. Errors are raised in the reader; a reader that stops early stops the thread."""
 
-    def __init__(self, message_root: str) -> None:
+    def __init__(self, items: Iterator[T]) -> None:
         super().__init__(daemon=True)
-        self.message_root = message_root
-        self.listing: Listing | None = None
-        self.error: BaseException | None = None
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._reader_gone = threading.Event()
         self.start()
 
     def run(self) -> None:
         try:
-            self.listing = _list_sessions(self.message_root, None)
-        except BaseException as e:  # re-raised in the reading thread
-            self.error = e
+            for item in self._items:
+                if not self._put((True, item)):
+                    return
+            self._put((False, None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the reading thread
+            self._put((False, e))
 
-    def result(self) -> Listing:
-        self.join()
-        if self.error is not None:
-            raise self.error
-        assert self.listing is not None
-        return self.listing
+    def _put(self, entry: tuple[bool, object]) -> bool:
+        while not self._reader_gone.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[T]:
+        try:
+            while True:
+                more, item = self._queue.get()
+                if not more:
+                    if item is not None:
+                        raise item
+                    return
+                yield item
+        finally:
+            self._reader_gone.set()
+
+    def first(self) -> T:
+        for item in self:
+            return item
+        raise RuntimeError("nothing was produced")
+
+
+def _listing_of(message_root: str) -> Iterator[Listing]:
+    yield _list_sessions(message_root, None)
 
 
 class LegacyTree:
@@ -117,7 +147,7 @@ class LegacyTree:
         self.source = f"json:{storage}"
         self.message_root = f"{self.root}/message"
         self.wanted = wanted  # as `Database.wanted`
-        self._ahead: _ListingAhead | None = None
+        self._ahead: _Ahead[Listing] | None = None
         self.session_dirs = 0  # found by `detect`
 
     # -- what changed ------------------------------------------------------------------------------
@@ -209,7 +239,7 @@ class LegacyTree:
 
     def list_ahead(self) -> None:
         """Starts listing every session's message files, for a `stage` of the whole tree."""
-        self._ahead = _ListingAhead(self.message_root)
+        self._ahead = _Ahead(_listing_of(self.message_root))
 
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this tree's records of the sessions in table `sessions` (all when None).
@@ -219,7 +249,7 @@ class LegacyTree:
         con = self.con
         ahead, self._ahead = self._ahead, None
         if sessions is None:
-            listing = ahead.result() if ahead else _list_sessions(self.message_root, None)
+            listing = ahead.first() if ahead else _list_sessions(self.message_root, None)
             con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
             con.execute("DELETE FROM legacy_open WHERE source = ?", (self.source,))
         else:
@@ -237,22 +267,14 @@ class LegacyTree:
         # staged messages are not read): `extract.stage` skips staged messages itself.
         staged = set((con.execute("SELECT group_concat(id, char(10)) FROM temp.stage_message").fetchone()[0]
                       or "").split("\n"))
-        queue: list[tuple[str, str, str, str]] = []
-        skips: list[tuple[str, str, str]] = []
-        for sid, (files, foreign) in listing.items():
-            for mid, path in files.items():
-                if mid in staged:
-                    continue
-                queue.append(("message", mid, sid, path))
-                queue += [("part", pid, mid, p) for pid, p in _json_files(f"{self.root}/part/{mid}", foreign).items()]
-            skips += [(p, FOREIGN, sid) for p in foreign]
-        if queue:
-            self.say(f"reading {len(queue)} JSON files")
-        session_of = {}
-        for start in range(0, len(queue), BATCH_FILES):
-            batch = queue[start : start + BATCH_FILES]
+        skips: list[tuple[str, str, str | None]] = []
+        foreign: list[tuple[str, str, str]] = []
+        session_of: dict[str, str] = {}
+        files_read = 0
+        for batch, rows, problems in _Ahead(self._batches(listing, staged, foreign)):
+            files_read += len(batch)
+            self.say(f"reading JSON files ({files_read:,} so far)")
             session_of.update({q[1]: q[2] for q in batch if q[0] == "message"})
-            rows, problems = self._read_rows(batch)
             skips += [(p, why, _session(p, self.root, session_of)) for p, why in problems]
             self._load(rows)
             try:
@@ -267,12 +289,32 @@ class LegacyTree:
                     ]
             finally:
                 self._unload()
-        con.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", [(self.source, *s) for s in skips])
+        con.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
+                        [(self.source, *s) for s in skips + foreign])
         con.execute(
             "INSERT OR IGNORE INTO legacy_open SELECT DISTINCT ?, session_id FROM temp.stage_message "
             "WHERE rank = ? AND role = 'assistant' AND time_completed IS NULL AND error IS NULL",
             (self.source, self.rank),
         )
+
+    def _batches(self, listing: Listing, staged: set[str], foreign_out: list[tuple[str, str, str]]
+                 ) -> Iterator[tuple[list[tuple[str, str, str, str]], list[tuple], list[tuple[str, str]]]]:
+        """(files, their rows, files that could not be used) of the messages not `staged` and of
+        their parts, a batch at a time; a message's files never span two batches. Foreign files
+        found on the way are added to `foreign_out`."""
+        pending: list[tuple[str, str, str, str]] = []
+        for sid, (files, foreign) in listing.items():
+            for mid, path in files.items():
+                if mid in staged:
+                    continue
+                pending.append(("message", mid, sid, path))
+                pending += [("part", pid, mid, p) for pid, p in _json_files(f"{self.root}/part/{mid}", foreign).items()]
+                if len(pending) >= BATCH_FILES:
+                    yield pending, *self._read_rows(pending)
+                    pending = []
+            foreign_out += [(p, FOREIGN, sid) for p in foreign]
+        if pending:
+            yield pending, *self._read_rows(pending)
 
     # -- files -> temporary tables ------------------------------------------------------------------
 
