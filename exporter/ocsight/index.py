@@ -339,10 +339,11 @@ def _reprice(con: sqlite3.Connection, catalogue) -> None:
 
 
 def _price_new_models(con: sqlite3.Connection, catalogue) -> None:
+    # the distinct pairs first: each is looked up once, not once a message
     new = con.execute(
-        "SELECT DISTINCT coalesce(m.provider, ''), coalesce(m.model, '') FROM temp.stage_message m "
-        "WHERE m.role = 'assistant' AND NOT EXISTS (SELECT 1 FROM price_source ps "
-        "WHERE ps.provider = coalesce(m.provider, '') AND ps.model = coalesce(m.model, ''))"
+        "SELECT d.provider, d.model FROM (SELECT DISTINCT coalesce(provider, '') AS provider, "
+        "coalesce(model, '') AS model FROM temp.stage_message WHERE role = 'assistant') d "
+        "WHERE NOT EXISTS (SELECT 1 FROM price_source ps WHERE ps.provider = d.provider AND ps.model = d.model)"
     ).fetchall()
     if new:
         _store_prices(con, catalogue.resolve_all(new))
