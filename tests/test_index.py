@@ -201,26 +201,22 @@ def test_a_refresh_stages_in_memory_unless_its_consumer_runs_long(lean: bool, te
         assert idx.con.execute("PRAGMA temp_store").fetchone()[0] == temp_store
 
 
-def test_one_index_refreshes_again_after_more_changes():
+def test_one_index_refreshes_again_after_more_changes(tmp_path: Path):
     """A long-running consumer may keep its index open across refreshes: the second one rebuilds
     its temporary tables over those of the first."""
-    import tempfile
-
     from ocsight import pricing, query
     from ocsight.index import Index
     from ocsight.store import locate
 
     plan = storegen.plan_store(seed=43, sessions=12)
     ids = [s["id"] for s in plan.sessions]
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "s"
-        storegen.write_sqlite(plan, root / "opencode.db", session_ids=set(ids[:6]))
-        sources = locate.locate((str(root),))
-        with Index.open(sources, use_cache=False) as idx:
-            idx.refresh(pricing.Catalogue())
-            storegen.write_sqlite(plan, root / "opencode.db", session_ids=set(ids[6:]))
-            idx.refresh(pricing.Catalogue())
-            assert idx.touched == set(ids[6:])
-            totals = query.stats(idx.con, query.Filters(), "auto")["totals"]
+    root = tmp_path / "s"
+    storegen.write_sqlite(plan, root / "opencode.db", session_ids=set(ids[:6]))
+    with Index.open(locate.locate((str(root),)), use_cache=False) as idx:
+        idx.refresh(pricing.Catalogue())
+        storegen.write_sqlite(plan, root / "opencode.db", session_ids=set(ids[6:]))
+        idx.refresh(pricing.Catalogue())
+        assert idx.touched == set(ids[6:])
+        totals = query.stats(idx.con, query.Filters(), "auto")["totals"]
     expected = sum(plan.truth[m["id"]]["tokens"]["input"] for m in plan.messages if m["role"] == "assistant")
     assert totals["sessions"] == 12 and totals["tokens"]["input"] == expected
