@@ -1,8 +1,10 @@
-"""A first read's work on another core (a database's tool calls on a second connection, SQLite's
-memory statistics off so the two connections do not contend) gives what one connection gives."""
+"""A first read's work on another core (a database's second half of sessions read, normalised and
+summed on a second connection; SQLite's memory statistics off so the two connections do not contend)
+gives what one connection gives."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +13,10 @@ import pytest
 import storegen
 from conftest import stats, without_source, write_store
 
+from ocsight import reader
+from ocsight.store import half_ahead
+from ocsight.store.half_ahead import HalfAhead
 from ocsight.store.sqlite import Database
-from ocsight.store.tools_ahead import ToolCallsAhead
 
 
 @pytest.fixture
@@ -24,43 +28,142 @@ def store(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def halves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """How each first read's second half ended: "merged" or "failed" (the read then done again)."""
+    ends: list[str] = []
+    merge = HalfAhead.merge_into
+    check = HalfAhead.check_parts
+
+    def merge_into(self, con):
+        merge(self, con)
+        ends.append("merged")
+
+    def check_parts(self, con):
+        try:
+            check(self, con)
+        except half_ahead.SplitFailed:
+            ends.append("failed")
+            raise
+
+    monkeypatch.setattr(HalfAhead, "merge_into", merge_into)
+    monkeypatch.setattr(HalfAhead, "check_parts", check_parts)
+    return ends
+
+
 def _stats(cli, root: Path) -> dict:
     return without_source(stats(cli, "--no-cache", "--data-dir", str(root)))
 
 
 def _in_one_connection(cli, root: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     with monkeypatch.context() as m:
-        m.setattr(Database, "stage_tool_calls_ahead", lambda self, then=None: False)
+        m.setattr(Database, "stage_half_ahead", lambda self, sessions, prepare: False)
         return _stats(cli, root)
 
 
-def test_tool_calls_staged_on_a_second_connection_equal_those_staged_in_one(cli, store: Path, monkeypatch):
-    copied: list[bool] = []
-    copy_into = ToolCallsAhead.copy_into
-    monkeypatch.setattr(ToolCallsAhead, "copy_into", lambda self, con: copied.append(copy_into(self, con)) or copied[-1])
-    ahead = _stats(cli, store)
-    assert copied == [True]
-    assert ahead["by_tool"] and ahead == _in_one_connection(cli, store, monkeypatch)
+def _split(db: Path) -> str:
+    con = sqlite3.connect(db)
+    try:
+        return half_ahead.split_point(con, "main")
+    finally:
+        con.close()
 
 
-def test_a_scan_ahead_that_fails_leaves_the_tool_calls_to_the_reading_connection(cli, store: Path, monkeypatch):
-    monkeypatch.setattr(ToolCallsAhead, "run", lambda self: None)  # as if its statement had failed
+def test_a_database_read_in_two_halves_equals_one_read_on_one_connection(cli, store: Path, monkeypatch, halves):
     doc = _stats(cli, store)
+    assert halves == ["merged"]
     assert doc["by_tool"] and doc == _in_one_connection(cli, store, monkeypatch)
 
 
-def test_a_database_written_during_the_scan_leaves_the_tool_calls_to_the_reading_connection(
-        cli, store: Path, monkeypatch):
-    # The reading connection's snapshot is the one before the write: only its own scan matches it.
+def test_each_half_holds_about_half_the_messages(store: Path):
+    con = sqlite3.connect(store / "opencode.db")
+    split = _split(store / "opencode.db")
+    below, total = con.execute("SELECT sum(session_id < ?), count(*) FROM message", (split,)).fetchone()
+    assert 0.3 * total < below < 0.7 * total
+
+
+def test_a_second_half_that_fails_is_read_again_on_one_connection(cli, store: Path, monkeypatch, halves):
+    def fail(self, con):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(HalfAhead, "_stage", fail)
+    retried: list[int] = []
+    stage = Database.stage
+    monkeypatch.setattr(Database, "stage", lambda self, s, first: retried.append(self.half is None) or stage(
+        self, s, first))
+    doc = _stats(cli, store)
+    assert retried == [False, True] and halves == []
+    assert doc["by_tool"] and doc == _in_one_connection(cli, store, monkeypatch)
+
+
+def test_a_database_written_during_the_read_is_read_again_on_one_connection(cli, store: Path, monkeypatch, halves):
+    # The two connections may have read two snapshots: only a read on one connection is whole.
     from ocsight.store import sqlite as sqlite_store
 
-    stamps = iter([[1], [2]])  # the stamp taken before the read, then the one checked after the scan
+    stamps = iter([[1], [2]])  # the stamp taken before the read, then the one checked after it
     monkeypatch.setattr(Database, "changed_under_us", lambda self: False)
     monkeypatch.setattr(sqlite_store, "file_stamp", lambda path: next(stamps, [2]))
-    copied: list[bool] = []
-    monkeypatch.setattr(ToolCallsAhead, "copy_into", lambda self, con: copied.append(True) or True)
     doc = _stats(cli, store)
-    assert copied == [] and doc["by_tool"] and doc == _in_one_connection(cli, store, monkeypatch)
+    assert halves == [] and doc["by_tool"] and doc == _in_one_connection(cli, store, monkeypatch)
+
+
+PART_OF_KIND = {"tool call": '%"type":"tool",%', "step": '%"type":"step-finish"%'}
+
+
+@pytest.mark.parametrize("kind", PART_OF_KIND)
+@pytest.mark.parametrize("direction", ["first to second", "second to first"])
+def test_a_part_filed_in_the_other_halfs_session_counts_with_its_message(
+        cli, tmp_path: Path, monkeypatch, halves, direction: str, kind: str):
+    # OpenCode 0.x: several steps a message, each read (OpenCode >= 1.0 keeps a message's tokens on it)
+    plan = storegen.plan_store(seed=29, sessions=30, eras=("0.x",))
+    root = write_store(plan, tmp_path / "s", "db")
+    db = root / "opencode.db"
+    split = _split(db)
+    con = sqlite3.connect(db)
+    below = "<" if direction == "first to second" else ">="
+    part, = con.execute(
+        f"SELECT id FROM part WHERE session_id {below} ? AND data LIKE ? LIMIT 1", (split, PART_OF_KIND[kind])
+    ).fetchone()
+    other = "max" if direction == "first to second" else "min"
+    con.execute(f"UPDATE part SET session_id = (SELECT {other}(id) FROM session) WHERE id = ?", (part,))
+    con.commit()
+    con.close()
+    doc = _stats(cli, root)
+    assert halves == ["failed"]
+    assert doc["by_tool"] and doc == _in_one_connection(cli, root, monkeypatch)
+
+
+def test_legacy_messages_in_the_second_halfs_sessions_merge_into_one_cube_row_a_key(tmp_path: Path, halves):
+    plan = storegen.plan_store(seed=31, sessions=30, eras=("1.1",))
+    root = write_store(plan, tmp_path / "s", "both")
+    db = root / "opencode.db"
+    split = _split(db)
+    con = sqlite3.connect(db)
+    # every other message of the second half is left to the legacy tree
+    gone = [r[0] for r in con.execute("SELECT id FROM message WHERE session_id >= ? ORDER BY id", (split,))][::2]
+    con.executemany("DELETE FROM part WHERE message_id = ?", [(m,) for m in gone])
+    con.executemany("DELETE FROM message WHERE id = ?", [(m,) for m in gone])
+    con.commit()
+    con.close()
+    idx = reader.open_index(reader.ReadOptions(data_dirs=(str(root),), use_cache=False))
+    try:
+        for cube, keys in (("usage_cube", half_ahead.USAGE_KEYS), ("tool_cube", half_ahead.TOOL_KEYS)):
+            assert idx.con.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {cube} GROUP BY {keys} HAVING count(*) > 1)"
+            ).fetchone()[0] == 0
+        messages = idx.con.execute("SELECT sum(messages) FROM usage_cube").fetchone()[0]
+    finally:
+        idx.close()
+    assert halves == ["merged"] and messages == len(plan.messages)
+
+
+def test_a_second_database_skips_the_messages_the_second_half_staged(cli, store: Path, monkeypatch, halves):
+    alone = _stats(cli, store)
+    (store / "opencode-copy.db").write_bytes((store / "opencode.db").read_bytes())
+    halves.clear()
+    doc = _stats(cli, store)
+    assert halves == ["merged"]
+    assert doc == alone == _in_one_connection(cli, store, monkeypatch)
 
 
 PROBE = """
@@ -86,13 +189,11 @@ def test_the_ocsight_process_turns_sqlites_memory_statistics_off(setting: str):
         assert int(used) > 100_000  # kept by default: the probe can tell
 
 
-def test_long_running_consumers_stage_their_tool_calls_in_one_connection(store: Path, monkeypatch):
-    from ocsight import reader
-
+def test_long_running_consumers_read_on_one_connection(store: Path, monkeypatch):
     started: list[bool] = []
-    ahead = Database.stage_tool_calls_ahead
-    monkeypatch.setattr(Database, "stage_tool_calls_ahead",
-                        lambda self, then=None: started.append(True) or ahead(self, then))
+    ahead = Database.stage_half_ahead
+    monkeypatch.setattr(Database, "stage_half_ahead",
+                        lambda self, sessions, prepare: started.append(True) or ahead(self, sessions, prepare))
     reader.open_index(reader.ReadOptions(data_dirs=(str(store),), use_cache=False, lean_memory=True)).close()
     assert started == []
     reader.open_index(reader.ReadOptions(data_dirs=(str(store),), use_cache=False)).close()

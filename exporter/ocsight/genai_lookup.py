@@ -94,7 +94,27 @@ class Helper:
             proc.wait()
 
 
+def _skip_package_init() -> None:
+    """Lets the helper import genai-prices' catalogue without the package's `__init__`, which loads
+    its price updater (an HTTP client, package metadata): a quarter of the import, never used here.
+    The helper is a process of its own, so nothing else sees the bare package."""
+    import importlib.util
+    import types
+
+    try:
+        spec = importlib.util.find_spec("genai_prices")
+    except (ImportError, ValueError):
+        return
+    if spec is None or not spec.submodule_search_locations:
+        return
+    package = types.ModuleType("genai_prices")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules["genai_prices"] = package
+
+
 def main() -> None:
+    _skip_package_init()
     snapshot()  # loaded before the question arrives: that is the point of the helper
     line = sys.stdin.readline()
     if not line.strip():

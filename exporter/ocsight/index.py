@@ -23,6 +23,7 @@ from pathlib import Path
 from ocsight import __version__, normalise
 from ocsight.errors import OcsightError
 from ocsight.store import extract, locate
+from ocsight.store.half_ahead import HalfAhead, SplitFailed
 from ocsight.store.legacy import LegacyTree
 from ocsight.store.sqlite import Database, detach_all
 
@@ -80,9 +81,20 @@ def _connect(path: Path | None, lean: bool = False) -> sqlite3.Connection:
     if path is not None:
         con.execute("PRAGMA journal_mode = WAL")
         con.execute("PRAGMA synchronous = NORMAL")
+    _register_functions(con)
+    return con
+
+
+def _register_functions(con: sqlite3.Connection) -> None:
     con.create_function("ocsight_era", 1, normalise.era_for_version, deterministic=True)
     con.create_function("ocsight_era_steps", 1, normalise.may_have_many_steps, deterministic=True)
-    return con
+
+
+def _prepare_half(con: sqlite3.Connection) -> None:
+    """A second connection's database, shaped like the index for `store.extract` (`store.half_ahead`)."""
+    _register_functions(con)
+    for ddl in SCHEMA:
+        con.execute(ddl)
 
 
 class _Retry(Exception):
@@ -148,11 +160,14 @@ class Index:
         self._retrying(lambda attempt: self._refresh(catalogue, say, attempt))
 
     def _retrying(self, read: Callable[[int], None]) -> None:
-        """Runs a read of the sources, again if OpenCode wrote under an unlocked read; detaches after."""
+        """Runs a read of the sources, again if OpenCode wrote under an unlocked read (or while a
+        second connection read half of it: the next attempt reads on one); detaches after."""
         for attempt in range(3):
             try:
                 read(attempt)
                 return
+            except SplitFailed:
+                continue
             except _Retry:
                 time.sleep(0.05)
             finally:
@@ -174,16 +189,33 @@ class Index:
             if full or self.touched:
                 scope = None if full else "temp.touched"
                 # a first read of a large store has time to load a price catalogue while it reads
-                self._stage(sources, scope, say,
-                            prefetch=catalogue.prefetch_genai if full and self._large(sources) else None)
-                say("summarising")
-                extract.create_normalised_messages(con)
-                extract.clear_cubes(con, scope)
-                extract.sum_tool_calls(con)
-                _price_new_models(con, catalogue)  # last: a price catalogue had the whole read to load
-                extract.sum_usage(con)
+                half = self._stage(sources, scope, say, split=attempt == 0,
+                                   prefetch=catalogue.prefetch_genai if full and self._large(sources) else None)
+                try:
+                    self._summarise(catalogue, scope, half, say)
+                finally:
+                    if half is not None:
+                        half.close()
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('cube', ?)", (__version__,))
             self._check_unchanged(sources)
+
+    def _summarise(self, catalogue, scope: str | None, half: HalfAhead | None, say: Callable[[str], None]) -> None:
+        """Normalises, prices and sums what was staged, into the cubes; with the second half of a
+        first read (`store.half_ahead`) summed meanwhile on another connection, and merged."""
+        con = self.con
+        say("summarising")
+        extract.create_normalised_messages(con)
+        extract.clear_cubes(con, scope)
+        if half is not None:
+            half.check_parts(con)
+        extract.sum_tool_calls(con)
+        # last: a price catalogue had the whole read to load
+        _price_new_models(con, catalogue, half.pairs if half is not None else ())
+        if half is not None:
+            half.give_prices(con)
+        extract.sum_usage(con)
+        if half is not None:
+            half.merge_into(con)
 
     def _detect(self, say: Callable[[str], None], attempt: int, wanted: str | None = None) -> tuple[list, bool]:
         """Every source's changes since its last read; returns the sources and whether all must be read.
@@ -208,26 +240,41 @@ class Index:
         return [*dbs, *trees], full
 
     def _stage(self, sources: list, scope: str | None, say: Callable[[str], None], detail: bool = False,
-               prefetch: Callable[[], None] | None = None) -> None:
+               prefetch: Callable[[], None] | None = None, split: bool = False) -> HalfAhead | None:
         """Stages the sessions in table `scope` (all when None) from every source, databases first.
 
-        `prefetch` starts loading something needed after the read, on a core the read leaves free."""
+        `prefetch` starts loading something needed after the read. With `split`, a whole read whose
+        first source is a database reads that database's second half of sessions on another core;
+        returns that half (`store.half_ahead`), to be summed and merged. Not for long-running
+        consumers, whose memory stays flat on one connection."""
         extract.create_staging(self.con, detail)
+        half = None
         if scope is None:
-            # What a whole read does on another core while the first database's messages are read:
-            # its tool calls first, then the prefetch (both at once would slow the read). Not for
-            # long-running consumers: the scan's rows are held in memory until copied.
             first = sources[0] if sources else None
-            if (isinstance(first, Database) and not detail and not self.lean
-                    and first.stage_tool_calls_ahead(then=prefetch)):
-                prefetch = None
+            if (split and isinstance(first, Database) and not detail and not self.lean
+                    and first.stage_half_ahead(self._session_eras(), _prepare_half)):
+                half = first.half
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
                 tree.list_ahead()
         if prefetch is not None:
             prefetch()
-        for n, source in enumerate(sources):
-            say(f"reading {getattr(source, 'path', None) or source.root}")
-            source.stage(scope, first=n == 0)
+        try:
+            for n, source in enumerate(sources):
+                say(f"reading {getattr(source, 'path', None) or source.root}")
+                if half is not None and n > 0:
+                    if isinstance(source, LegacyTree):
+                        source.staged_elsewhere = half.ids
+                    else:
+                        half.note_staged(self.con)
+                source.stage(scope, first=n == 0)
+        except BaseException:
+            if half is not None:
+                half.close()
+            raise
+        return half
+
+    def _session_eras(self) -> list[tuple]:
+        return self.con.execute("SELECT id, version, era FROM session").fetchall()
 
     @staticmethod
     def _large(sources: list) -> bool:
@@ -338,13 +385,17 @@ def _reprice(con: sqlite3.Connection, catalogue) -> None:
     con.execute("INSERT OR REPLACE INTO meta VALUES ('prices', ?)", (fingerprint,))
 
 
-def _price_new_models(con: sqlite3.Connection, catalogue) -> None:
+def _price_new_models(con: sqlite3.Connection, catalogue, more: list[tuple[str, str]] | tuple = ()) -> None:
+    """Prices the staged models the index has no prices for; `more`: pairs staged elsewhere."""
     # the distinct pairs first: each is looked up once, not once a message
     new = con.execute(
         "SELECT d.provider, d.model FROM (SELECT DISTINCT coalesce(provider, '') AS provider, "
         "coalesce(model, '') AS model FROM temp.stage_message WHERE role = 'assistant') d "
         "WHERE NOT EXISTS (SELECT 1 FROM price_source ps WHERE ps.provider = d.provider AND ps.model = d.model)"
     ).fetchall()
+    if more:
+        known = {tuple(r) for r in con.execute("SELECT provider, model FROM price_source")}
+        new = list(dict.fromkeys([*map(tuple, new), *(p for p in map(tuple, more) if p not in known)]))
     if new:
         _store_prices(con, catalogue.resolve_all(new))
 

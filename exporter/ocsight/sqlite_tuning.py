@@ -1,7 +1,7 @@
 """Process-wide SQLite settings that Python's `sqlite3` module does not expose.
 
 SQLite keeps memory statistics by default, and takes one global mutex on every allocation to do so:
-two connections working at once on two threads (as a first read does, `store.tools_ahead`) then
+two connections working at once on two threads (as a first read does, `store.half_ahead`) then
 contend on every malloc and run little faster than one. ocsight never reads the statistics, so it
 turns them off through the C API (`sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0)`), on the very
 library the `sqlite3` module is linked to. That is only allowed while SQLite is shut down, so only

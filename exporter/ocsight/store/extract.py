@@ -115,6 +115,10 @@ def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     for kind, fields in _fields(detail).items():
         con.execute(f"DROP TABLE IF EXISTS temp.stage_{kind}")
         con.execute(staging_table_sql(f"temp.stage_{kind}", fields))
+    # Messages another connection staged (the second half of a first read, `store.half_ahead`):
+    # later sources skip them as they skip those staged here.
+    con.execute("DROP TABLE IF EXISTS temp.staged_elsewhere")
+    con.execute("CREATE TEMP TABLE staged_elsewhere (id TEXT PRIMARY KEY, rank INTEGER) WITHOUT ROWID")
     con.execute("DROP TABLE IF EXISTS temp.step_sessions")
     steps = "1" if detail else "version IS NULL OR ocsight_era_steps(version)"
     con.execute(f"CREATE TEMP TABLE step_sessions AS SELECT id FROM session WHERE {steps}")
@@ -140,15 +144,17 @@ def merge_projects_and_sessions(con: sqlite3.Connection, rank: int, sessions: st
     )
 
 
-def _statements(scope: str, first: bool, valid_only: bool, fields: dict,
-                tools_into: str = "temp.stage_tool") -> list[tuple[str, str]]:
+def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list[tuple[str, str]]:
     jv = " AND json_valid(r.data)" if valid_only else ""
     # Later sources skip what an earlier (lower-rank) one already gave: messages by ID, parts by
     # their message.
-    new_message = "" if first else " AND NOT EXISTS (SELECT 1 FROM temp.stage_message s WHERE s.id = r.id)"
-    own_part = (
-        "" if first else " AND NOT EXISTS (SELECT 1 FROM temp.stage_message s WHERE s.id = r.message_id "
-        "AND s.rank < :rank)"
+    new_message = "" if first else (
+        " AND NOT EXISTS (SELECT 1 FROM temp.stage_message s WHERE s.id = r.id)"
+        " AND NOT EXISTS (SELECT 1 FROM temp.staged_elsewhere s WHERE s.id = r.id)"
+    )
+    own_part = "" if first else (
+        " AND NOT EXISTS (SELECT 1 FROM temp.stage_message s WHERE s.id = r.message_id AND s.rank < :rank)"
+        " AND NOT EXISTS (SELECT 1 FROM temp.staged_elsewhere s WHERE s.id = r.message_id AND s.rank < :rank)"
     )
 
     def insert(table: str, fields: list[tuple[str, str]], source: str, where: str) -> str:
@@ -161,14 +167,8 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict,
         ("message", insert("temp.stage_message", fields["message"], "src_message", new_message)),
         ("step", insert("temp.stage_step", fields["step"], "src_part",
                         f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}")),
-        ("tool", insert(tools_into, fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
+        ("tool", insert("temp.stage_tool", fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
     ]
-
-
-def first_tool_calls_statement(into: str) -> str:
-    """The statement `stage` runs for the tool calls of a whole first source, into table `into`
-    (`:rank` bound); it fails on malformed JSON, which `stage` then handles."""
-    return dict(_statements("1", True, False, _fields(False), tools_into=into))["tool"]
 
 
 def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True,

@@ -149,6 +149,8 @@ class LegacyTree:
         self.wanted = wanted  # as `Database.wanted`
         self._ahead: _Ahead[Listing] | None = None
         self.session_dirs = 0  # found by `detect`
+        # IDs of messages staged on another connection (`store.half_ahead`): skipped like those staged here
+        self.staged_elsewhere: list[str] = []
 
     # -- what changed ------------------------------------------------------------------------------
 
@@ -263,10 +265,11 @@ class LegacyTree:
                 f"DELETE FROM legacy_open WHERE source = ? AND session_id IN (SELECT session_id FROM {sessions})",
                 (self.source,),
             )
-        # One string rather than a row per ID: several times faster. Only an optimisation (files of
-        # staged messages are not read): `extract.stage` skips staged messages itself.
+        # One string rather than a row per ID: several times faster. Files of staged messages are not
+        # read; `extract.stage` skips the messages staged on this connection itself too.
         staged = set((con.execute("SELECT group_concat(id, char(10)) FROM temp.stage_message").fetchone()[0]
                       or "").split("\n"))
+        staged.update(self.staged_elsewhere)
         skips: list[tuple[str, str, str | None]] = []
         foreign: list[tuple[str, str, str]] = []
         session_of: dict[str, str] = {}

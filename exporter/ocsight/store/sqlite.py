@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ocsight.errors import OcsightError
 from ocsight.store import extract, locate
-from ocsight.store.tools_ahead import ToolCallsAhead
+from ocsight.store.half_ahead import HalfAhead, SplitFailed, first_half, split_point
 
 BUSY_RETRY_SECONDS = float(os.environ.get("OCSIGHT_BUSY_TIMEOUT", "10"))
 # Rows re-read on every refresh: long enough for any transaction OpenCode has open while we read.
@@ -94,7 +94,7 @@ class Database:
         self.immutable = False
         self.tables: set[str] | None = None
         self.uri = ""
-        self._ahead: ToolCallsAhead | None = None
+        self.half: HalfAhead | None = None  # the second half of a first read (`stage_half_ahead`)
         # a table of the only sessions wanted (records of some sessions): only theirs are merged
         self.wanted = wanted
 
@@ -268,31 +268,42 @@ class Database:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def stage_tool_calls_ahead(self, then: Callable[[], None] | None = None) -> bool:
-        """Starts staging every tool call on a second connection, for a `stage` of the whole
-        database as the first source (see `store.tools_ahead`); `then` runs when that is done.
-        False when there is nothing to stage."""
+    def stage_half_ahead(self, sessions: list[tuple], prepare: Callable[[sqlite3.Connection], None]) -> bool:
+        """Starts reading the second half of this database's sessions on a second connection, for a
+        `stage` of the whole database as the first source (see `store.half_ahead`). False when there
+        is nothing to split."""
         if self.stamp[0] == 0 or not REQUIRED_TABLES <= self._guard(self._attach):
             return False
-        self._ahead = ToolCallsAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), then)
+        split = self._guard(lambda: split_point(self.con, self.alias))
+        if split is None:
+            return False
+        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), split, sessions, prepare)
         return True
 
     def stage(self, sessions: str | None, first: bool) -> None:
-        """Stages this database's records of the sessions in table `sessions` (all when None)."""
-        ahead, self._ahead = self._ahead, None
+        """Stages this database's records of the sessions in table `sessions` (all when None); with
+        a second half read ahead, only the first half's."""
         try:
-            self._stage(sessions, first, ahead)
-        finally:
-            if ahead is not None:
-                ahead.close()
+            self._stage(sessions, first)
+        except BaseException:
+            self.close_half()
+            raise
 
-    def _stage(self, sessions: str | None, first: bool, ahead: ToolCallsAhead | None) -> None:
+    def close_half(self) -> None:
+        if self.half is not None:
+            self.half.close()
+            self.half = None
+
+    def _stage(self, sessions: str | None, first: bool) -> None:
         if self.stamp[0] == 0:
             return
         tables = self._guard(self._attach)
         if not REQUIRED_TABLES <= tables:
             return
+        half = self.half
         scope = f"r.session_id IN (SELECT session_id FROM {sessions})" if sessions else "1"
+        if half is not None:
+            scope = first_half(half.split)
         con = self.con
         if sessions:
             con.execute(f"DELETE FROM skipped WHERE source = ? AND session_id IN (SELECT session_id FROM {sessions})",
@@ -301,14 +312,12 @@ class Database:
             con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
         self._create_views()
         try:
-            if ahead is None:
-                bad = self._guard(lambda: extract.stage(con, self.rank, scope, first))
-            else:
-                bad = self._guard(lambda: extract.stage(con, self.rank, scope, first, ("message", "step")))
-                ahead.join()
+            bad = self._guard(lambda: extract.stage(con, self.rank, scope, first))
+            if half is not None:
+                bad += half.take_staged()
                 # the same snapshot only if nothing was written since before this read began
-                if self.written_since_stamp() or not self._guard(lambda: ahead.copy_into(con)):
-                    bad += self._guard(lambda: extract.stage(con, self.rank, scope, first, ("tool",)))
+                if self.written_since_stamp():
+                    raise SplitFailed
             for table, rid in bad:
                 sid = con.execute(f"SELECT session_id FROM {self.alias}.{table} WHERE id = ?", (rid,)).fetchone()
                 con.execute(

@@ -1,0 +1,214 @@
+"""The second half of a database's first read, done on a second connection, on another core.
+
+A first read of a database splits its sessions in two at the median message's session. The index's
+connection stages, normalises and sums the first half; a thread does the same for the second on a
+connection of its own (SQLite releases the GIL while a statement runs), into a private in-memory
+database (shared-cache, named for this process) that the index connection attaches at the end to
+take its cube rows. The two halves meet three times:
+
+1. staged: the index connection learns the second half's message IDs (a later source skips them
+   as it skips its own), its model pairs (to be priced) and its rows with malformed JSON;
+2. tool calls summed: each half's parts whose message the half does not hold are checked against
+   the other half's messages;
+3. priced: the index connection hands over the prices, the thread sums usage, and its rows are
+   merged.
+
+Used only when both connections are sure to read the same snapshot (the database's stamp unchanged
+after the read) and every part lives in its message's half (OpenCode writes a part with its
+message's session; a part in another session is only found in a corrupt database). Anything else
+(a write meanwhile, such a part, any error) raises `SplitFailed`, and the read is done again on one
+connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from ocsight.store import extract
+
+_names = itertools.count()
+# Usage cube keys: a session of the second half may also hold a legacy tree's messages, summed on
+# the index connection; its rows are then merged by key.
+USAGE_KEYS = "session_id, bucket, role, provider, model, agent, error"
+TOOL_KEYS = "session_id, bucket, provider, model, agent, tool"
+
+
+class SplitFailed(Exception):
+    """The second half could not be used: the read is done again on one connection."""
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def split_point(con: sqlite3.Connection, alias: str) -> str | None:
+    """The session of the median message (by session ID): the second half starts there."""
+    row = con.execute(
+        f"SELECT session_id FROM {alias}.message ORDER BY session_id "
+        f"LIMIT 1 OFFSET (SELECT count(*) / 2 FROM {alias}.message)"
+    ).fetchone()
+    return row[0] if row and isinstance(row[0], str) else None
+
+
+def first_half(split: str) -> str:
+    """The staging scope (a condition on the source row `r`) of the index connection's half."""
+    return f"r.session_id < {_literal(split)}"
+
+
+class HalfAhead(threading.Thread):
+    """`prepare` makes a connection ready for `store.extract` (SQL functions, the index's tables);
+    `sessions` are the index's (id, version, era) rows, which normalising needs."""
+
+    def __init__(self, uri: str, rank: int, busy_ms: int, split: str, sessions: list[tuple],
+                 prepare: Callable[[sqlite3.Connection], None]) -> None:
+        super().__init__(daemon=True)
+        self.uri, self.rank, self.busy_ms, self.split = uri, rank, busy_ms, split
+        self.sessions, self.prepare = sessions, prepare
+        n = next(_names)
+        self.alias = f"oc_half_{n}"  # `oc_`: detached with the databases (`sqlite.detach_all`)
+        self.memory = f"file:ocsight-half-{os.getpid()}-{n}?mode=memory&cache=shared"
+        # holds the in-memory database open from its first statement to its merge
+        self._keep: sqlite3.Connection | None = sqlite3.connect(self.memory, uri=True, check_same_thread=False)
+        self.staged, self.tools_summed = threading.Event(), threading.Event()
+        self._priced = threading.Event()
+        self._prices: list[tuple] | None = None  # None with `_priced` set: cancelled
+        self.failed = False
+        # what the index connection learns at each meeting
+        self.ids: list[str] = []
+        self._noted = False
+        self.pairs: list[tuple[str, str]] = []
+        self.bad: list[tuple[str, str]] = []
+        # message IDs of parts whose message this half does not hold
+        self.orphan_steps: list[str] = []
+        self.orphan_tools: list[str] = []
+        self.start()
+
+    # -- the thread -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        con = None
+        try:
+            con = sqlite3.connect(self.memory, uri=True, isolation_level=None, check_same_thread=False)
+            self._stage(con)
+            self.staged.set()
+            extract.create_normalised_messages(con)
+            self.orphan_steps, self.orphan_tools = _orphans(con)
+            extract.sum_tool_calls(con)
+            self.tools_summed.set()
+            self._priced.wait()
+            if self._prices is None:
+                return
+            con.executemany("INSERT OR REPLACE INTO price VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._prices)
+            extract.sum_usage(con)
+        except (sqlite3.Error, MemoryError):
+            self.failed = True
+        finally:
+            self.staged.set()
+            self.tools_summed.set()
+            if con is not None:
+                con.close()
+
+    def _stage(self, con: sqlite3.Connection) -> None:
+        con.execute("PRAGMA temp_store = MEMORY")
+        con.execute("PRAGMA cache_size = -8000")
+        con.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
+        self.prepare(con)
+        con.executemany("INSERT INTO session (id, rank, version, era) VALUES (?, 0, ?, ?)", self.sessions)
+        con.execute("ATTACH DATABASE ? AS oc", (self.uri,))
+        con.execute("CREATE TEMP VIEW src_message AS SELECT id, session_id, time_created, data FROM oc.message")
+        con.execute("CREATE TEMP VIEW src_part AS SELECT id, message_id, session_id, data FROM oc.part")
+        extract.create_staging(con)
+        self.bad = extract.stage(con, self.rank, f"r.session_id >= {_literal(self.split)}", True)
+        # one string rather than a row per ID: several times faster
+        ids = con.execute("SELECT group_concat(id, char(10)) FROM temp.stage_message").fetchone()[0]
+        self.ids = ids.split("\n") if ids else []
+        self.pairs = con.execute(
+            "SELECT DISTINCT coalesce(provider, ''), coalesce(model, '') FROM temp.stage_message "
+            "WHERE role = 'assistant'"
+        ).fetchall()
+
+    # -- the index connection's side ----------------------------------------------------------------
+
+    def take_staged(self) -> list[tuple[str, str]]:
+        """Waits for the second half's staging; returns its rows with malformed JSON, as `extract.stage` does."""
+        self.staged.wait()
+        if self.failed:
+            raise SplitFailed
+        return self.bad
+
+    def note_staged(self, con: sqlite3.Connection) -> None:
+        """Notes the second half's messages in `temp.staged_elsewhere`, for a later database's
+        staging to skip them (a legacy tree skips them by file name, unread, from `ids`)."""
+        if not self._noted:
+            con.executemany("INSERT OR IGNORE INTO temp.staged_elsewhere VALUES (?, ?)",
+                            ((i, self.rank) for i in self.ids))
+            self._noted = True
+
+    def check_parts(self, con: sqlite3.Connection) -> None:
+        """Waits for the second half's tool calls to be summed; raises `SplitFailed` when a part of
+        either half has its message in the other (call after `extract.create_normalised_messages`)."""
+        self.tools_summed.wait()
+        if self.failed:
+            raise SplitFailed
+        ours = [m for found in _orphans(con) for m in found]
+        if ours and not set(ours).isdisjoint(self.ids):
+            raise SplitFailed
+        held = "SELECT 1 FROM temp.norm_message WHERE id = ?"
+        if any(con.execute(held + " AND rank = ?", (m, self.rank)).fetchone() for m in self.orphan_steps) or any(
+                con.execute(held, (m,)).fetchone() for m in self.orphan_tools):
+            raise SplitFailed
+
+    def give_prices(self, con: sqlite3.Connection) -> None:
+        self._prices = con.execute("SELECT * FROM price").fetchall()
+        self._priced.set()
+
+    def merge_into(self, con: sqlite3.Connection) -> None:
+        """Waits for the second half and adds its cube rows and skipped records to the index's."""
+        self.join()
+        if self.failed:
+            raise SplitFailed
+        a, split = self.alias, (self.split,)
+        con.execute(f"ATTACH DATABASE ? AS {a}", (self.memory,))
+        for cube, keys in (("usage_cube", USAGE_KEYS), ("tool_cube", TOOL_KEYS)):
+            if con.execute(f"SELECT 1 FROM {cube} WHERE session_id >= ? LIMIT 1", split).fetchone() is None:
+                con.execute(f"INSERT INTO {cube} SELECT * FROM {a}.{cube}")
+                continue
+            key_cols = {k.strip() for k in keys.split(",")}
+            cols = ", ".join(c if c in key_cols else f"sum({c})"
+                             for _cid, c, *_rest in con.execute(f"PRAGMA main.table_info({cube})").fetchall())
+            con.execute(
+                f"CREATE TEMP TABLE half_merged AS SELECT {cols} FROM (SELECT * FROM {cube} "
+                f"WHERE session_id >= ? UNION ALL SELECT * FROM {a}.{cube}) GROUP BY {keys}", split
+            )
+            con.execute(f"DELETE FROM {cube} WHERE session_id >= ?", split)
+            con.execute(f"INSERT INTO {cube} SELECT * FROM temp.half_merged")
+            con.execute("DROP TABLE temp.half_merged")
+        con.execute(f"INSERT OR REPLACE INTO skipped SELECT * FROM {a}.skipped")
+
+    def close(self) -> None:
+        """Ends the thread's wait, if it still waits, and frees its in-memory database."""
+        if not self._priced.is_set():
+            self._prices = None
+            self._priced.set()
+        if self._keep is not None:
+            self._keep.close()
+            self._keep = None
+
+
+
+def _orphans(con: sqlite3.Connection) -> tuple[list[str], list[str]]:
+    """Message IDs of the staged steps and tool calls whose message was not staged here (steps are
+    matched by rank too, as `extract.create_normalised_steps` matches them)."""
+    steps = con.execute(
+        "SELECT DISTINCT s.message_id FROM temp.stage_step s WHERE NOT EXISTS "
+        "(SELECT 1 FROM temp.norm_message m WHERE m.id = s.message_id AND m.rank = s.rank)"
+    ).fetchall()
+    tools = con.execute(
+        "SELECT DISTINCT t.message_id FROM temp.stage_tool t WHERE NOT EXISTS "
+        "(SELECT 1 FROM temp.norm_message m WHERE m.id = t.message_id)"
+    ).fetchall()
+    return [r[0] for r in steps], [r[0] for r in tools]
