@@ -284,6 +284,16 @@ def test_the_genai_helper_process_answers_what_an_in_process_lookup_answers():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
+def test_the_genai_helper_loads_the_catalogue_without_the_price_updater():
+    import subprocess
+
+    probe = ("import sys; from ocsight import genai_lookup as g; g._skip_package_init(); "
+             "print(g.snapshot() is not None, 'genai_prices.update_prices' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
 def test_a_dead_genai_helper_falls_back_to_an_in_process_lookup():
     from ocsight import genai_lookup
 
