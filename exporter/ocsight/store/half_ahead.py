@@ -116,8 +116,10 @@ class HalfAhead(threading.Thread):
         con.execute("PRAGMA temp_store = MEMORY")
         con.execute("PRAGMA cache_size = -8000")
         con.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
+        con.execute("BEGIN")  # one transaction, not one a statement
         self.prepare(con)
         con.executemany("INSERT INTO session (id, rank, version, era) VALUES (?, 0, ?, ?)", self.sessions)
+        con.execute("COMMIT")
         con.execute("ATTACH DATABASE ? AS oc", (self.uri,))
         con.execute("CREATE TEMP VIEW src_message AS SELECT id, session_id, time_created, data FROM oc.message")
         con.execute("CREATE TEMP VIEW src_part AS SELECT id, message_id, session_id, data FROM oc.part")
