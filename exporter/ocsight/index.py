@@ -394,8 +394,8 @@ def _price_new_models(con: sqlite3.Connection, catalogue, more: list[tuple[str, 
         "WHERE NOT EXISTS (SELECT 1 FROM price_source ps WHERE ps.provider = d.provider AND ps.model = d.model)"
     ).fetchall()
     if more:
-        known = {tuple(r) for r in con.execute("SELECT provider, model FROM price_source")}
-        new = list(dict.fromkeys([*map(tuple, new), *(p for p in map(tuple, more) if p not in known)]))
+        known = set(con.execute("SELECT provider, model FROM price_source").fetchall())
+        new = list(dict.fromkeys(new + [p for p in more if p not in known]))
     if new:
         _store_prices(con, catalogue.resolve_all(new))
 

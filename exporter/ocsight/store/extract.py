@@ -101,11 +101,6 @@ def _fields(detail: bool) -> dict[str, list[tuple[str, str]]]:
     }
 
 
-def staging_table_sql(name: str, fields: list[tuple[str, str]]) -> str:
-    """DDL of a staging table: the source's rank, then `fields`' columns."""
-    return f"CREATE TABLE {name} (rank INTEGER, {', '.join(c for c, _ in fields)})"
-
-
 def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     """Empty staging tables for one refresh (temporary: they never reach the index file).
 
@@ -114,7 +109,7 @@ def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     """
     for kind, fields in _fields(detail).items():
         con.execute(f"DROP TABLE IF EXISTS temp.stage_{kind}")
-        con.execute(staging_table_sql(f"temp.stage_{kind}", fields))
+        con.execute(f"CREATE TEMP TABLE stage_{kind} (rank INTEGER, {', '.join(c for c, _ in fields)})")
     # Messages another connection staged (the second half of a first read, `store.half_ahead`):
     # later sources skip them as they skip those staged here.
     con.execute("DROP TABLE IF EXISTS temp.staged_elsewhere")
@@ -171,10 +166,8 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
     ]
 
 
-def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True,
-          kinds: tuple[str, ...] = ("message", "step", "tool")) -> list[tuple[str, str]]:
-    """Stages the messages, tool calls and (0.x) steps (those of `kinds`) `scope` selects from the
-    `src_*` views.
+def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True) -> list[tuple[str, str]]:
+    """Stages the messages, tool calls and (0.x) steps `scope` selects from the `src_*` views.
 
     `scope` is a condition on the source row `r`. Returns (table, id) of rows with malformed JSON:
     such a row aborts the fast statement, so only then is it run again with a validity guard, and
@@ -189,7 +182,7 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
     bad: set[tuple[str, str]] = set()
     args = {"rank": rank}
     for kind, sql in _statements(scope, first, False, fields):
-        if kind not in kinds or (kind == "step" and not with_steps):
+        if kind == "step" and not with_steps:
             continue
         try:
             con.execute(sql, args)

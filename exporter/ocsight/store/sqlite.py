@@ -282,19 +282,7 @@ class Database:
 
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this database's records of the sessions in table `sessions` (all when None); with
-        a second half read ahead, only the first half's."""
-        try:
-            self._stage(sessions, first)
-        except BaseException:
-            self.close_half()
-            raise
-
-    def close_half(self) -> None:
-        if self.half is not None:
-            self.half.close()
-            self.half = None
-
-    def _stage(self, sessions: str | None, first: bool) -> None:
+        a second half read ahead, only the first half's (the index closes the half)."""
         if self.stamp[0] == 0:
             return
         tables = self._guard(self._attach)
