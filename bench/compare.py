@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 
 
-def first_run(package_root: Path, store: Path, cache: Path) -> tuple[float, int, dict]:
-    """Wall seconds, peak RSS in MB and the parsed output of one `ocsight stats --json` with no index."""
+def first_run(package_root: Path, store: Path, cache: Path) -> tuple[float, int, dict, float]:
+    """Wall seconds, peak RSS in MB, the parsed output and CPU seconds of one `ocsight stats --json` with no index."""
     shutil.rmtree(cache / "ocsight", ignore_errors=True)
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(package_root)}
     started = time.perf_counter()
@@ -35,7 +35,8 @@ def first_run(package_root: Path, store: Path, cache: Path) -> tuple[float, int,
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"ocsight failed: {err.decode()[-500:]}")
     doc = json.loads(out)
-    return wall, usage.ru_maxrss // 1024, {k: v for k, v in doc.items() if k not in ("source", "generated_at")}
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, usage.ru_maxrss // 1024, {k: v for k, v in doc.items() if k not in ("source", "generated_at")}, cpu
 
 
 def main() -> None:
@@ -57,18 +58,20 @@ def main() -> None:
         (cache / "opencode").mkdir(parents=True)
         shutil.copyfile(OUT / "models.json", cache / "opencode" / "models.json")
         trees = {args.revision: base / "exporter", "working tree": ROOT / "exporter"}
-        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in trees}
+        runs: dict[str, list[tuple[float, int, float]]] = {name: [] for name in trees}
         outputs = []
         for r in range(args.rounds):
             for name in list(trees)[:: 1 if r % 2 == 0 else -1]:
-                wall, mb, doc = first_run(trees[name], store, cache)
-                runs[name].append((wall, mb))
+                wall, mb, doc, cpu = first_run(trees[name], store, cache)
+                runs[name].append((wall, mb, cpu))
                 outputs.append(doc)
     for name, rs in runs.items():
-        print(f"{name:>14}: first run {statistics.median(w for w, _ in rs):.3f} s (median of {len(rs)}), "
-              f"peak {max(m for _, m in rs)} MB")
+        print(f"{name:>14}: first run {statistics.median(r[0] for r in rs):.3f} s (median of {len(rs)}), "
+              f"peak {max(r[1] for r in rs)} MB, CPU {statistics.median(r[2] for r in rs):.3f} s")
     diffs = [b[0] - a[0] for a, b in zip(*runs.values())]
-    print(f"paired difference (working tree - {args.revision}): {statistics.median(diffs):+.3f} s (median)")
+    cpu_diffs = [b[2] - a[2] for a, b in zip(*runs.values())]
+    print(f"paired difference (working tree - {args.revision}): {statistics.median(diffs):+.3f} s (median), "
+          f"CPU {statistics.median(cpu_diffs):+.3f} s")
     print("same stats --json:", all(doc == outputs[0] for doc in outputs))
 
 

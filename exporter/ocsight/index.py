@@ -179,6 +179,9 @@ class Index:
         con = self.con
         with _transaction(con, immediate=True):
             full = con.execute("SELECT 1 FROM meta WHERE key = 'cube'").fetchone() is None
+            if full and self._large_databases():
+                # on a core the checks below leave idle
+                catalogue.prefetch_genai()
             con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
             con.execute("DELETE FROM temp.touched")
             _reprice(con, catalogue)
@@ -276,20 +279,19 @@ class Index:
     def _session_eras(self) -> list[tuple]:
         return self.con.execute("SELECT id, version, era FROM session").fetchall()
 
-    @staticmethod
-    def _large(sources: list) -> bool:
-        """Whether a full read will take long enough to hide loading a price catalogue behind it."""
+    def _large_databases(self) -> bool:
         size = 0
-        for source in sources:
-            if isinstance(source, LegacyTree):
-                if source.session_dirs >= LARGE_TREE_SESSIONS:
-                    return True
-                continue
+        for path in self.sources.databases:
             try:
-                size += source.path.stat().st_size
+                size += path.stat().st_size
             except OSError:
                 pass
         return size >= LARGE_STORE_BYTES
+
+    def _large(self, sources: list) -> bool:
+        """Whether a full read will take long enough to hide loading a price catalogue behind it."""
+        trees = (s for s in sources if isinstance(s, LegacyTree))
+        return self._large_databases() or any(t.session_dirs >= LARGE_TREE_SESSIONS for t in trees)
 
     @staticmethod
     def _check_unchanged(sources: list) -> None:
