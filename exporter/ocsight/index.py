@@ -207,15 +207,16 @@ class Index:
         first read (`store.half_ahead`) summed meanwhile on another connection, and merged."""
         con = self.con
         say("summarising")
+        # first: the second half sums usage as soon as it has the prices (a price catalogue
+        # loading ahead had the whole read to load)
+        _price_new_models(con, catalogue, half.pairs if half is not None else ())
+        if half is not None:
+            half.give_prices(con)
         extract.create_normalised_messages(con)
         extract.clear_cubes(con, scope)
         if half is not None:
             half.check_parts(con)
         extract.sum_tool_calls(con)
-        # last: a price catalogue had the whole read to load
-        _price_new_models(con, catalogue, half.pairs if half is not None else ())
-        if half is not None:
-            half.give_prices(con)
         extract.sum_usage(con)
         if half is not None:
             half.merge_into(con)

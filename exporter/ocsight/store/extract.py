@@ -275,8 +275,8 @@ def _tiered_estimate_sql(row: str, provider: str, model: str) -> str:
 
 
 def create_normalised_messages(con: sqlite3.Connection) -> None:
-    """`temp.norm_message`: every staged message, normalised once. Prices are not needed yet, so this
-    runs while a price catalogue may still be loading.
+    """`temp.norm_message`: every staged message, normalised once. Needs no prices: the second half
+    of a first read (`store.half_ahead`) normalises while the index connection prices.
 
     A message with step records (OpenCode 0.x) takes the sum of its steps' tokens: 0.x overwrote
     `message.tokens` with the last step's while adding up `cost`. Messages with a `problem` stay in
