@@ -113,6 +113,22 @@ def test_filters_select_matching_messages(cli, mixed_store, args, inputs):
     assert _inputs(stats(cli, *args, "--data-dir", str(mixed_store))) == inputs
 
 
+def test_tool_calls_follow_the_project_and_provider_filters(cli, tmp_path: Path):
+    b = storegen.Builder()
+    app, lib = b.session(b.project("/home/dev/app")), b.session(b.project("/home/dev/lib"))
+    b.tool(b.assistant(app, storegen.BASE_MS, storegen.tokens(1, total=1), provider="openai"), "bash")
+    b.tool(b.assistant(lib, storegen.BASE_MS + 1, storegen.tokens(1, total=1)), "read", status="error")
+    root = write_store(b.plan, tmp_path / "t", "db")
+
+    def tools(*args: str) -> list:
+        return [(t["tool"], t["calls"], t["errors"]) for t in stats(cli, *args, "--data-dir", str(root))["by_tool"]]
+
+    assert tools("--project", "lib") == [("read", 1, 1)]
+    assert tools("--project", "app") == [("bash", 1, 0)]
+    assert tools("--provider", "openai") == [("bash", 1, 0)]
+    assert tools() == [("bash", 1, 0), ("read", 1, 1)]
+
+
 def test_an_empty_selection_gives_zeros_not_an_error(cli, mixed_store):
     doc = stats(cli, "--provider", "nobody", "--data-dir", str(mixed_store))
     assert doc["totals"]["sessions"] == 0
