@@ -259,7 +259,7 @@ class Index:
                     and first.stage_half_ahead(self._session_eras(), _prepare_half)):
                 half = first.half
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
-                tree.list_ahead()
+                tree.list_ahead(after=half.reading if half is not None else None)
         if prefetch is not None:
             prefetch()
         try:

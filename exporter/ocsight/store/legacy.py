@@ -23,6 +23,7 @@ from ocsight.store import extract
 
 BATCH_FILES = 10_000  # files held in memory at once, in each of the two batches read ahead
 READ_CHUNK = 1 << 16  # most files fit in one read
+AFTER_TIMEOUT_S = 1.0  # a listing waits at most this long for another thread's set-up
 FOREIGN = "foreign file"
 T = TypeVar("T")
 
@@ -134,7 +135,9 @@ class _Ahead(threading.Thread, Generic[T]):
         raise RuntimeError("nothing was produced")
 
 
-def _listing_of(message_root: str) -> Iterator[Listing]:
+def _listing_of(message_root: str, after: threading.Event | None = None) -> Iterator[Listing]:
+    if after is not None:
+        after.wait(AFTER_TIMEOUT_S)
     yield _list_sessions(message_root, None)
 
 
@@ -239,9 +242,10 @@ class LegacyTree:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def list_ahead(self) -> None:
-        """Starts listing every session's message files, for a `stage` of the whole tree."""
-        self._ahead = _Ahead(_listing_of(self.message_root))
+    def list_ahead(self, after: threading.Event | None = None) -> None:
+        """Starts listing every session's message files, for a `stage` of the whole tree; once `after`
+        is set, when given (listing holds the GIL most of the time: another thread's set-up first)."""
+        self._ahead = _Ahead(_listing_of(self.message_root, after))
 
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this tree's records of the sessions in table `sessions` (all when None).
