@@ -100,6 +100,17 @@ def test_foreign_files_are_counted_and_stay_counted_on_a_cached_run(cli, tmp_pat
         assert doc["totals"]["tokens"]["input"] == expected
 
 
+def test_a_directory_named_like_a_message_file_is_counted_as_unreadable(cli, tmp_path: Path, small):
+    plan, expected = small
+    root = write_store(plan, tmp_path / "s", "json")
+    path, _m = _message_file(root, plan)
+    (path.parent / "msg_zzzz.json").mkdir()
+    (path.parent / "subdir").mkdir()  # any other directory is no record: not counted
+    doc = stats(cli, "--data-dir", str(root))
+    assert doc["source"]["skipped"]["by_reason"] == {"unreadable file (Is a directory)": 1}
+    assert doc["totals"]["tokens"]["input"] == expected
+
+
 def test_a_file_larger_than_one_read_is_read_whole(cli, tmp_path: Path, small):
     plan, expected = small
     tool = next(p for p in plan.parts if p["type"] == "tool" and p["state"]["status"] == "completed")

