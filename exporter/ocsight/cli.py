@@ -20,22 +20,30 @@ from ocsight import __version__
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+# Options several commands share (each use builds its own click.Option).
+_DATA_DIR = click.option("--data-dir", "data_dirs", multiple=True, metavar="DIR",
+                         help="OpenCode data directory (repeatable). Default: $OPENCODE_DATA_DIR, else "
+                              "$XDG_DATA_HOME/opencode.")
+_DEMO = click.option("--demo", is_flag=True, help="Read the bundled demo store instead of your data.")
+_COST_MODE = click.option("--cost-mode", type=click.Choice(["auto", "stored", "calculate"]),
+                          help="auto (default): OpenCode's stored cost when > 0, else estimated; stored: only "
+                               "stored costs; calculate: estimate every message from prices.")
+_PRICES = click.option("--prices", metavar="FILE", help="Price overrides (TOML or JSON, models.dev cost keys).")
+_TIMEZONE = click.option("--timezone", "-z", metavar="TZ", help="IANA time zone for day boundaries (default: local).")
+
+
 def _source_options(fn: Callable) -> Callable:
     options = [
-        click.option("--data-dir", "data_dirs", multiple=True, metavar="DIR",
-                     help="OpenCode data directory (repeatable). Default: $OPENCODE_DATA_DIR, else "
-                          "$XDG_DATA_HOME/opencode."),
-        click.option("--demo", is_flag=True, help="Read the bundled demo store instead of your data."),
+        _DATA_DIR,
+        _DEMO,
         click.option("--no-cache", is_flag=True, default=None,
                      help="Read everything afresh; do not use or write the index."),
-        click.option("--cost-mode", type=click.Choice(["auto", "stored", "calculate"]),
-                     help="auto (default): OpenCode's stored cost when > 0, else estimated; stored: only stored "
-                          "costs; calculate: estimate every message from prices."),
-        click.option("--prices", metavar="FILE", help="Price overrides (TOML or JSON, models.dev cost keys)."),
+        _COST_MODE,
+        _PRICES,
         click.option("--days", type=click.IntRange(min=1), help="Only the last N days (today included)."),
         click.option("--since", metavar="DATE", help="From this day (YYYY-MM-DD), inclusive."),
         click.option("--until", metavar="DATE", help="Up to this day (YYYY-MM-DD), inclusive."),
-        click.option("--timezone", "-z", metavar="TZ", help="IANA time zone for day boundaries (default: local)."),
+        _TIMEZONE,
         click.option("--provider", "providers", multiple=True, help="Only these providers (repeatable, or a,b)."),
         click.option("--model", "models", multiple=True, help="Only these models: ID or provider/ID."),
         click.option("--project", "projects", multiple=True, help="Only projects whose path contains this."),
@@ -335,7 +343,7 @@ def live(interval: float | None, once: bool, **kw) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--data-dir", "data_dirs", multiple=True, metavar="DIR", help="OpenCode data directory (repeatable).")
+@_DATA_DIR
 @click.option("--demo", is_flag=True, help="Follow the bundled demo store (useful with --backfill).")
 @click.option("--backfill", is_flag=True, help="Send all history first (else only what is new since the first start).")
 @click.option("--since", metavar="DATE", help="With --backfill: history from this day (YYYY-MM-DD) on.")
@@ -343,7 +351,7 @@ def live(interval: float | None, once: bool, **kw) -> None:
 @click.option("--protocol", type=click.Choice(["grpc", "http/protobuf"]),
               help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf).")
 @click.option("--include-content", is_flag=True, help="Also send tool error texts (never sent by default).")
-@click.option("--cost-mode", type=click.Choice(["auto", "stored", "calculate"]), help="Cost policy (default auto).")
+@_COST_MODE
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Longest wait between reads while nothing changes (seconds).")
 @click.option("--once", is_flag=True, help="One cycle (backfill and what is finished), then exit.")
@@ -395,11 +403,11 @@ def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content,
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--data-dir", "data_dirs", multiple=True, metavar="DIR", help="OpenCode data directory (repeatable).")
-@click.option("--demo", is_flag=True, help="Serve the bundled demo store.")
-@click.option("--cost-mode", type=click.Choice(["auto", "stored", "calculate"]), help="Cost policy (default auto).")
-@click.option("--prices", metavar="FILE", help="Price overrides (TOML or JSON, models.dev cost keys).")
-@click.option("--timezone", "-z", metavar="TZ", help="IANA time zone for day boundaries (default: local).")
+@_DATA_DIR
+@_DEMO
+@_COST_MODE
+@_PRICES
+@_TIMEZONE
 @click.option("--http", is_flag=True, help="Serve streamable HTTP instead of stdio.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --http: the address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True,

@@ -187,12 +187,12 @@ def mcp_server(tool: str) -> str | None:
     return tool.split("_", 1)[0]
 
 
-_FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
+CUBE_FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
 
 
 def _from_filtered(cube: str, f: Filters) -> str:
-    """`_FROM`, without the joins when nothing but the filters needs them (they cost half the query)."""
-    return _FROM.format(cube=cube) if f.projects else f"FROM {cube} c"
+    """`CUBE_FROM`, without the joins when nothing but the filters needs them (they cost half the query)."""
+    return CUBE_FROM.format(cube=cube) if f.projects else f"FROM {cube} c"
 
 
 def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
@@ -211,7 +211,7 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
             sum(CASE WHEN c.error IS NOT NULL THEN c.messages ELSE 0 END) AS errors,
             {", ".join(f"sum(c.{k}) AS {k}" for k in TOKEN_KEYS)},
             {stored} AS stored, {est} AS estimated, {unpriced} AS unpriced
-        {_FROM.format(cube="usage_cube")} WHERE {where}
+        {CUBE_FROM.format(cube="usage_cube")} WHERE {where}
         GROUP BY c.role, c.provider, c.model, c.agent, c.session_id""",
         args,
     )
@@ -318,7 +318,7 @@ def periods(con: sqlite3.Connection, f: Filters, mode: str, grain: str, tz: dt.t
         f"{', '.join(f'sum(c.{k}) AS {k}' for k in TOKEN_KEYS)}, {stored} AS stored, {est} AS estimated, "
         f"{unpriced} AS unpriced"
     )
-    base = f"{_FROM.format(cube='usage_cube')} WHERE {where} AND c.role = 'assistant'"
+    base = f"{CUBE_FROM.format(cube='usage_cube')} WHERE {where} AND c.role = 'assistant'"
     try:
         rows = con.execute(
             f"SELECT ocsight_period(c.bucket) AS period, {usage} {base} GROUP BY 1 ORDER BY 1", args
@@ -354,7 +354,7 @@ def sessions(con: sqlite3.Connection, f: Filters, mode: str) -> list[dict]:
                 {', '.join(f'sum(c.{k}) AS {k}' for k in TOKEN_KEYS)}, {stored} AS stored, {est} AS estimated,
                 {unpriced} AS unpriced, group_concat(DISTINCT c.provider || '/' || c.model) AS models,
                 group_concat(DISTINCT c.agent) AS agents
-            {_FROM.format(cube='usage_cube')} WHERE {where} AND c.role = 'assistant'
+            {CUBE_FROM.format(cube='usage_cube')} WHERE {where} AND c.role = 'assistant'
             GROUP BY c.session_id""",
             args,
         ).fetchall()

@@ -72,10 +72,11 @@ def _json_files(directory: str, foreign: list[str]) -> dict[str, str]:
         return {}
     out = {}
     for name in names:
+        path = f"{directory}/{name}"
         if name.endswith(".json"):
-            out[name[:-5]] = f"{directory}/{name}"
-        elif not os.path.isdir(f"{directory}/{name}"):
-            foreign.append(f"{directory}/{name}")
+            out[name[:-5]] = path
+        elif not os.path.isdir(path):
+            foreign.append(path)
     return out
 
 

@@ -28,7 +28,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes
 
-from ocsight.query import PICO, PROJECT_SQL, TOKEN_KEYS, cost_columns, mcp_server
+from ocsight.query import CUBE_FROM, PICO, PROJECT_SQL, TOKEN_KEYS, cost_columns, mcp_server
 from ocsight.records import Message, ToolCall
 from ocsight.store.extract import BUCKET_MS
 from ocsight.telemetry.spans import PROJECT, TOOL_ERROR, provider_name
@@ -41,7 +41,6 @@ PERIOD = "ocsight.budget.period"
 CARDINALITY_LIMIT = 1_000_000
 ALL_PROJECTS = "*"
 DIMENSIONS = f"c.provider, c.model, c.agent, {PROJECT_SQL}, s.parent_id IS NOT NULL"
-_FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
 
 
 def _model_labels(provider: str, model: str) -> dict:
@@ -82,12 +81,12 @@ class Totals:
         stored, est, _unpriced = cost_columns(self.mode)
         return self._rows(
             f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est} "
-            f"{_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5")
+            f"{CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5")
 
     def errors(self) -> list[tuple]:
         """(provider, model, agent, project, subagent, error type, failed calls)."""
         return self._rows(
-            f"SELECT {DIMENSIONS}, c.error, sum(c.messages) {_FROM.format(cube='usage_cube')} "
+            f"SELECT {DIMENSIONS}, c.error, sum(c.messages) {CUBE_FROM.format(cube='usage_cube')} "
             f"WHERE c.role = 'assistant' AND c.error IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6")
 
     def sessions(self) -> list[tuple]:
@@ -97,7 +96,7 @@ class Totals:
             f"""SELECT provider, model, agent, project, subagent, count(*) FROM (
                 SELECT c.provider, c.model, c.agent, {PROJECT_SQL} AS project, s.parent_id IS NOT NULL AS subagent,
                     row_number() OVER (PARTITION BY c.session_id ORDER BY c.bucket, c.rowid) AS n
-                {_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant')
+                {CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant')
             WHERE n = 1 GROUP BY 1, 2, 3, 4, 5"""
         )
 
@@ -106,7 +105,7 @@ class Totals:
         they go without agent and subagent."""
         return self._rows(
             f"SELECT c.provider, c.model, {PROJECT_SQL}, c.tool, sum(c.calls), sum(c.errors) "
-            f"{_FROM.format(cube='tool_cube')} GROUP BY 1, 2, 3, 4"
+            f"{CUBE_FROM.format(cube='tool_cube')} GROUP BY 1, 2, 3, 4"
         )
 
     def unpriced(self) -> list[tuple]:
@@ -124,7 +123,7 @@ class Totals:
         out: list[tuple[str, str, float]] = []
         for period, start in period_starts(now).items():
             bucket = int(start.timestamp() * 1000) // BUCKET_MS
-            rows = self._rows(f"SELECT {PROJECT_SQL}, {stored} + {est} {_FROM.format(cube='usage_cube')} "
+            rows = self._rows(f"SELECT {PROJECT_SQL}, {stored} + {est} {CUBE_FROM.format(cube='usage_cube')} "
                               "WHERE c.role = 'assistant' AND c.bucket >= ? GROUP BY 1", (bucket,))
             out.append((period, ALL_PROJECTS, sum(r[1] or 0 for r in rows) / PICO))
             out += [(period, project, (pico or 0) / PICO) for project, pico in rows]
