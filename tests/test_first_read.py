@@ -20,7 +20,7 @@ from ocsight.store.sqlite import Database
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Path:
+def split_store(tmp_path: Path) -> Path:
     # a database and a legacy tree holding some of the same sessions: ranks and de-duplication at work
     plan = storegen.plan_store(seed=19, sessions=40, eras=("1.18", "1.1"))
     root = write_store(plan, tmp_path / "s", "db")
@@ -69,20 +69,20 @@ def _split(db: Path) -> str:
         con.close()
 
 
-def test_a_database_read_in_two_halves_equals_one_read_on_one_connection(cli, store: Path, monkeypatch, halves):
-    doc = _stats(cli, store)
+def test_a_database_read_in_two_halves_equals_one_read_on_one_connection(cli, split_store: Path, monkeypatch, halves):
+    doc = _stats(cli, split_store)
     assert halves == ["merged"]
-    assert doc["by_tool"] and doc == _in_one_connection(cli, store, monkeypatch)
+    assert doc["by_tool"] and doc == _in_one_connection(cli, split_store, monkeypatch)
 
 
-def test_each_half_holds_about_half_the_messages(store: Path):
-    con = sqlite3.connect(store / "opencode.db")
-    split = _split(store / "opencode.db")
+def test_each_half_holds_about_half_the_messages(split_store: Path):
+    con = sqlite3.connect(split_store / "opencode.db")
+    split = _split(split_store / "opencode.db")
     below, total = con.execute("SELECT sum(session_id < ?), count(*) FROM message", (split,)).fetchone()
     assert 0.3 * total < below < 0.7 * total
 
 
-def test_a_second_half_that_fails_is_read_again_on_one_connection(cli, store: Path, monkeypatch, halves):
+def test_a_second_half_that_fails_is_read_again_on_one_connection(cli, split_store: Path, monkeypatch, halves):
     def fail(self, con):
         raise sqlite3.OperationalError("disk I/O error")
 
@@ -91,20 +91,21 @@ def test_a_second_half_that_fails_is_read_again_on_one_connection(cli, store: Pa
     stage = Database.stage
     monkeypatch.setattr(Database, "stage", lambda self, s, first: retried.append(self.half is None) or stage(
         self, s, first))
-    doc = _stats(cli, store)
+    doc = _stats(cli, split_store)
     assert retried == [False, True] and halves == []
-    assert doc["by_tool"] and doc == _in_one_connection(cli, store, monkeypatch)
+    assert doc["by_tool"] and doc == _in_one_connection(cli, split_store, monkeypatch)
 
 
-def test_a_database_written_during_the_read_is_read_again_on_one_connection(cli, store: Path, monkeypatch, halves):
+def test_a_database_written_during_the_read_is_read_again_on_one_connection(cli, split_store: Path, monkeypatch,
+                                                                               halves):
     # The two connections may have read two snapshots: only a read on one connection is whole.
     from ocsight.store import sqlite as sqlite_store
 
     stamps = iter([[1], [2]])  # the stamp taken before the read, then the one checked after it
     monkeypatch.setattr(Database, "changed_under_us", lambda self: False)
     monkeypatch.setattr(sqlite_store, "file_stamp", lambda path: next(stamps, [2]))
-    doc = _stats(cli, store)
-    assert halves == [] and doc["by_tool"] and doc == _in_one_connection(cli, store, monkeypatch)
+    doc = _stats(cli, split_store)
+    assert halves == [] and doc["by_tool"] and doc == _in_one_connection(cli, split_store, monkeypatch)
 
 
 PART_OF_KIND = {"tool call": '%"type":"tool",%', "step": '%"type":"step-finish"%'}
@@ -157,13 +158,13 @@ def test_legacy_messages_in_the_second_halfs_sessions_merge_into_one_cube_row_a_
     assert halves == ["merged"] and messages == len(plan.messages)
 
 
-def test_a_second_database_skips_the_messages_the_second_half_staged(cli, store: Path, monkeypatch, halves):
-    alone = _stats(cli, store)
-    (store / "opencode-copy.db").write_bytes((store / "opencode.db").read_bytes())
+def test_a_second_database_skips_the_messages_the_second_half_staged(cli, split_store: Path, monkeypatch, halves):
+    alone = _stats(cli, split_store)
+    (split_store / "opencode-copy.db").write_bytes((split_store / "opencode.db").read_bytes())
     halves.clear()
-    doc = _stats(cli, store)
+    doc = _stats(cli, split_store)
     assert halves == ["merged"]
-    assert doc == alone == _in_one_connection(cli, store, monkeypatch)
+    assert doc == alone == _in_one_connection(cli, split_store, monkeypatch)
 
 
 PROBE = """
@@ -189,14 +190,14 @@ def test_the_ocsight_process_turns_sqlites_memory_statistics_off(setting: str):
         assert int(used) > 100_000  # kept by default: the probe can tell
 
 
-def test_long_running_consumers_read_on_one_connection(store: Path, monkeypatch):
+def test_long_running_consumers_read_on_one_connection(split_store: Path, monkeypatch):
     started: list[bool] = []
     ahead = Database.stage_half_ahead
     monkeypatch.setattr(Database, "stage_half_ahead",
                         lambda self, sessions, prepare: started.append(True) or ahead(self, sessions, prepare))
-    reader.open_index(reader.ReadOptions(data_dirs=(str(store),), use_cache=False, lean_memory=True)).close()
+    reader.open_index(reader.ReadOptions(data_dirs=(str(split_store),), use_cache=False, lean_memory=True)).close()
     assert started == []
-    reader.open_index(reader.ReadOptions(data_dirs=(str(store),), use_cache=False)).close()
+    reader.open_index(reader.ReadOptions(data_dirs=(str(split_store),), use_cache=False)).close()
     assert started == [True]
 
 
