@@ -49,6 +49,11 @@ def npm_install() -> tuple[Path, Path, Path]:
     return opencode, ccusage, native
 
 
+def ocsight() -> str:
+    """The `ocsight` command installed beside this Python."""
+    return str(Path(sys.executable).with_name("ocsight"))
+
+
 def isolated_env(base: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCODE_", "XDG_", "OCSIGHT_"))}
     for var, sub in (("HOME", "home"), ("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"),
@@ -118,7 +123,6 @@ def run(cmd: list[str], env: dict) -> tuple[float, int, bytes]:
 
 
 def compare(name: str, store: Path, ccusage: Path, native: Path, rounds: int) -> dict:
-    ocsight = str(Path(sys.executable).with_name("ocsight"))
     models = OUT / "models.json"
     storegen.write_models_json(models)
     base_env = isolated_env(OUT / f"env-{name}")
@@ -131,7 +135,7 @@ def compare(name: str, store: Path, ccusage: Path, native: Path, rounds: int) ->
         (cache / "opencode").mkdir(parents=True)
         shutil.copyfile(models, cache / "opencode" / "models.json")  # OpenCode's price cache, as users have it
         oc_env = base_env | {"XDG_CACHE_HOME": str(cache)}
-        cmd = [ocsight, "stats", "--json", "--data-dir", str(store)]
+        cmd = [ocsight(), "stats", "--json", "--data-dir", str(store)]
         order = ["ccusage", "native", "cold", "warm"] if r % 2 == 0 else ["cold", "warm", "native", "ccusage"]
         for what in order:
             if what in ("ccusage", "native"):
@@ -149,10 +153,9 @@ def compare(name: str, store: Path, ccusage: Path, native: Path, rounds: int) ->
 
 
 def startup(rounds: int = 15) -> float:
-    ocsight = str(Path(sys.executable).with_name("ocsight"))
     env = isolated_env(OUT / "env-help")
-    run([ocsight, "--help"], env)
-    return statistics.median(run([ocsight, "--help"], env)[0] for _ in range(rounds))
+    run([ocsight(), "--help"], env)
+    return statistics.median(run([ocsight(), "--help"], env)[0] for _ in range(rounds))
 
 
 def main() -> None:

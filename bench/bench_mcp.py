@@ -41,10 +41,6 @@ OUT = bench.OUT
 SINCE = "2026-01-01"  # the generated stores' sessions start on 2026-07-01
 
 
-def ocsight() -> str:
-    return str(Path(sys.executable).with_name("ocsight"))
-
-
 def env_for(name: str) -> dict:
     base = OUT / f"env-mcp-{name}"
     shutil.rmtree(base, ignore_errors=True)
@@ -93,10 +89,10 @@ def calls(session_id: str, provider: str) -> dict[str, tuple]:
 def measure(name: str, store: Path, rounds: int) -> dict:
     env = env_for(name)
     started = time.perf_counter()
-    subprocess.run([ocsight(), "stats", "--json", "--data-dir", str(store)], env=env, check=True,
+    subprocess.run([bench.ocsight(), "stats", "--json", "--data-dir", str(store)], env=env, check=True,
                    stdout=subprocess.DEVNULL)
     index_s = time.perf_counter() - started
-    params = StdioServerParameters(command=ocsight(), args=["mcp", "--data-dir", str(store)], env=env)
+    params = StdioServerParameters(command=bench.ocsight(), args=["mcp", "--data-dir", str(store)], env=env)
     with anyio.from_thread.start_blocking_portal() as portal:
         started = time.perf_counter()
         with portal.wrap_async_context_manager(Client(params, cache=None, mode="legacy")) as client:
@@ -123,7 +119,7 @@ def measure(name: str, store: Path, rounds: int) -> dict:
 def cold_first_answer(name: str, store: Path) -> dict:
     """A server on an empty cache: the first answer waits for the index to be built."""
     env = env_for(f"{name}-cold")
-    params = StdioServerParameters(command=ocsight(), args=["mcp", "--data-dir", str(store)], env=env)
+    params = StdioServerParameters(command=bench.ocsight(), args=["mcp", "--data-dir", str(store)], env=env)
     with anyio.from_thread.start_blocking_portal() as portal, \
             portal.wrap_async_context_manager(Client(params, cache=None, mode="legacy")) as client:
         pid = server_pid()

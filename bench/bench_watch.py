@@ -36,10 +36,6 @@ FOLLOW_SESSIONS = 10_000
 WRITES = 40
 
 
-def ocsight() -> str:
-    return str(Path(sys.executable).with_name("ocsight"))
-
-
 def env_for(name: str, port: int) -> dict:
     base = OUT / f"env-watch-{name}"
     shutil.rmtree(base, ignore_errors=True)
@@ -50,7 +46,7 @@ def backfill(store: Path) -> dict:
     receiver = Receiver()
     port = receiver.start_grpc()
     try:
-        t, mb, _ = bench.run([ocsight(), "watch", "--once", "--backfill", "--protocol", "grpc", "--data-dir",
+        t, mb, _ = bench.run([bench.ocsight(), "watch", "--once", "--backfill", "--protocol", "grpc", "--data-dir",
                               str(store)], env_for("backfill", port))
         n = len(receiver.arrived)
     finally:
@@ -89,7 +85,7 @@ def follow(store: Path) -> dict:
     template = json.loads(data)
     receiver = Receiver()
     port = receiver.start_grpc()
-    p = subprocess.Popen([ocsight(), "watch", "--protocol", "grpc", "--interval", "1", "--data-dir", str(work)],
+    p = subprocess.Popen([bench.ocsight(), "watch", "--protocol", "grpc", "--interval", "1", "--data-dir", str(work)],
                          env=env_for("follow", port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     latencies = []
     try:
