@@ -114,6 +114,10 @@ def _skip_package_init() -> None:
 
 
 def main() -> None:
+    # Lowest priority: the helper loads on cores the reader leaves idle, never slowing the read it
+    # runs beside; when the reader waits for the answer, its core is idle.
+    if hasattr(os, "nice"):  # not on Windows
+        os.nice(19)
     _skip_package_init()
     snapshot()  # loaded before the question arrives: that is the point of the helper
     line = sys.stdin.readline()

@@ -216,12 +216,13 @@ class Index:
         first read (`store.half_ahead`) summed meanwhile on another connection, and merged."""
         con = self.con
         say("summarising")
-        # first: the second half sums usage as soon as it has the prices (a price catalogue
-        # loading ahead had the whole read to load)
+        # Prices as late as the second half allows (it normalises and sums tool calls first): a
+        # catalogue loading ahead in a helper (`genai_lookup`, at low priority) has had every
+        # moment a core was idle to load.
+        extract.create_normalised_messages(con)
         _price_new_models(con, catalogue, half.pairs if half is not None else ())
         if half is not None:
             half.give_prices(con)
-        extract.create_normalised_messages(con)
         extract.clear_cubes(con, scope)
         if half is not None:
             half.check_parts(con)
