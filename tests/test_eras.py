@@ -142,3 +142,15 @@ def test_the_database_copy_of_a_message_wins_over_its_json_copy(cli, tmp_path: P
     doc = stats(cli, "--data-dir", str(root))
     assert doc["totals"]["tokens"]["input"] == 200
     assert doc["totals"]["cost"]["stored_usd"] == 1.0
+
+
+def test_a_total_decides_the_era_also_for_counts_written_as_whole_reals(cli, tmp_path: Path):
+    # A 1.1 session falls back to reasoning-in-output; a disjoint total (100 + 50 + 20) overrules it.
+    b = storegen.Builder()
+    s = b.session(b.project(), version="1.1.40")
+    b.assistant(s, storegen.BASE_MS, {"input": 100.0, "output": 50.0, "reasoning": 20.0,
+                                      "cache": {"read": 0.0, "write": 0}, "total": 170.0})
+    b.assistant(s, storegen.BASE_MS + 1000, storegen.tokens(100, 50, 20))  # no total: the session's era
+    doc = stats(cli, "--data-dir", str(write_store(b.plan, tmp_path / "reals", "db")))
+    assert doc["totals"]["tokens"] == {"input": 200, "output": 50 + 30, "reasoning": 40, "cache_read": 0,
+                                       "cache_write": 0, "total": 320}

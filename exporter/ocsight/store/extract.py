@@ -212,7 +212,9 @@ def _layers(source: str, keep: str, provider: str) -> str:
     """
     clean = {k: normalise.count_sql(f"x.t_{k}") for k in normalise.TOKEN_KEYS}
     session_era = f"coalesce((SELECT se.era FROM session se WHERE se.id = x.session_id), '{normalise.DISJOINT}')"
-    era = normalise.era_sql(clean, "x.t_total", session_era)
+    # The stored counts, not the clean ones: they are equal wherever the era matters (valid rows)
+    raw = {k: f"coalesce(x.t_{k}, 0)" for k in normalise.TOKEN_KEYS}
+    era = normalise.era_sql(raw, "x.t_total", session_era)
     n = normalise.normalised_sql("c", "c.provider")
     counts = ", ".join(f"{n[k]} AS {k}" for k in normalise.TOKEN_KEYS)
     return (
@@ -382,6 +384,8 @@ def sum_usage(con: sqlite3.Connection) -> None:
             sum(CASE WHEN cost_pico = 0 THEN coalesce(est_pico, 0) ELSE 0 END), sum(coalesce(est_pico, 0)),
             sum(role = 'assistant' AND cost_pico = 0 AND {tokens} AND NOT priced),
             sum(role = 'assistant' AND {tokens} AND NOT priced)
-        FROM (SELECT * FROM temp.valid_message WHERE problem IS NULL LIMIT -1)  -- not flattened: one estimate a row
+        FROM (SELECT session_id, bucket, role, provider, model, agent, error, input, output, reasoning, cache_read,
+                cache_write, cost_pico, est_pico, priced
+            FROM temp.valid_message WHERE problem IS NULL LIMIT -1)  -- not flattened: one estimate a row
         GROUP BY 1, 2, 3, 4, 5, 6, 7"""
     )
