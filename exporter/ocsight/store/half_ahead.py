@@ -32,7 +32,7 @@ from collections.abc import Callable
 from ocsight.store import extract
 
 _names = itertools.count()
-SPLIT_SAMPLE = 1000  # messages: the halves then hold 45% and 55% give or take 3%
+SPLIT_SAMPLE = 1000  # messages: the halves then hold 50% each give or take 3%
 # Usage cube keys: a session of the second half may also hold a legacy tree's messages, summed on
 # the index connection; its rows are then merged by key.
 USAGE_KEYS = "session_id, bucket, role, provider, model, agent, error"
@@ -48,10 +48,10 @@ def _literal(text: str) -> str:
 
 
 def split_point(con: sqlite3.Connection, alias: str) -> str | None:
-    """The session of the message 45% of the way through (by session ID) in an even sample of
-    messages by rowid: the second half starts there. It gets more than half: the first half's
-    connection also reads the legacy trees and prices the models. (A sample: walking the whole
-    session index took as long as the rest of the set-up.)"""
+    """The session of the middle message (by session ID) in an even sample of messages by rowid:
+    the second half starts there. (Even though the first half's connection also reads the legacy
+    trees and prices the models: the price helper fills the time it would wait. A sample: walking
+    the whole session index took as long as the rest of the set-up.)"""
     top = con.execute(f"SELECT max(rowid) FROM {alias}.message").fetchone()[0]
     if not isinstance(top, int) or top < 1:
         return None
@@ -61,7 +61,7 @@ def split_point(con: sqlite3.Connection, alias: str) -> str | None:
             f"SELECT session_id FROM {alias}.message WHERE rowid IN (SELECT value FROM json_each(?))", (rowids,)
         ) if isinstance(r[0], str)
     )
-    return sessions[len(sessions) * 45 // 100] if sessions else None
+    return sessions[len(sessions) // 2] if sessions else None
 
 
 def first_half(split: str) -> str:
