@@ -41,7 +41,7 @@ def halves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def check_parts(self, con):
         try:
-            check(self, con)
+            return check(self, con)
         except half_ahead.SplitFailed:
             ends.append("failed")
             raise
@@ -132,6 +132,23 @@ def test_a_part_filed_in_the_other_halfs_session_counts_with_its_message(
     doc = _stats(cli, root)
     assert halves == ["failed"]
     assert doc["by_tool"] and doc == _in_one_connection(cli, root, monkeypatch)
+
+
+@pytest.mark.parametrize("half", ["first", "second"])
+def test_a_tool_call_without_its_message_in_either_half_is_counted_as_skipped(cli, split_store: Path, halves,
+                                                                             half: str):
+    db = split_store / "opencode.db"
+    split = _split(db)
+    con = sqlite3.connect(db)
+    below = "<" if half == "first" else ">="
+    part, = con.execute(f"SELECT id FROM part WHERE session_id {below} ? AND data LIKE ? LIMIT 1",
+                        (split, PART_OF_KIND["tool call"])).fetchone()
+    con.execute("UPDATE part SET message_id = 'msg_gone' WHERE id = ?", (part,))
+    con.commit()
+    con.close()
+    doc = stats(cli, "--no-cache", "--data-dir", str(split_store))
+    assert halves == ["merged"]
+    assert doc["source"]["skipped"]["by_reason"].get("tool call without its message") == 1
 
 
 def test_legacy_messages_in_the_second_halfs_sessions_merge_into_one_cube_row_a_key(tmp_path: Path, halves):

@@ -224,9 +224,8 @@ class Index:
         if half is not None:
             half.give_prices(con)
         extract.clear_cubes(con, scope)
-        if half is not None:
-            half.check_parts(con)
-        extract.sum_tool_calls(con)
+        orphans = half.check_parts(con) if half is not None else True
+        extract.sum_tool_calls(con, orphans)
         extract.sum_usage(con)
         if half is not None:
             half.merge_into(con)

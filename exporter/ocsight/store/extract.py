@@ -354,9 +354,10 @@ def clear_cubes(con: sqlite3.Connection, scope: str | None) -> None:
     con.execute(f"DELETE FROM skipped WHERE source = 'index' AND ({where})")
 
 
-def sum_tool_calls(con: sqlite3.Connection) -> None:
+def sum_tool_calls(con: sqlite3.Connection, orphans: bool = True) -> None:
     """Sums the staged tool calls of valid messages into `tool_cube`; invalid messages and tool calls
-    without their message go into `skipped`. Needs no prices."""
+    without their message go into `skipped`. Needs no prices. `orphans`: False when the caller
+    already knows every staged tool call has its message (`store.half_ahead` looks)."""
     con.execute(
         """INSERT INTO tool_cube SELECT m.session_id, m.bucket, m.provider, m.model, m.agent,
             coalesce(t.tool, '(unknown)'), count(*), sum(t.status = 'error')
@@ -367,6 +368,8 @@ def sum_tool_calls(con: sqlite3.Connection) -> None:
         """INSERT OR REPLACE INTO skipped SELECT 'index', 'message:' || id, problem, session_id
         FROM temp.norm_message WHERE problem IS NOT NULL"""
     )
+    if not orphans:
+        return
     con.execute(
         """INSERT OR REPLACE INTO skipped SELECT 'index', 'tool_call:' || t.id, 'tool call without its message',
             t.session_id FROM temp.stage_tool t

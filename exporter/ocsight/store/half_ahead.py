@@ -109,7 +109,7 @@ class HalfAhead(threading.Thread):
             self.staged.set()
             extract.create_normalised_messages(con)
             self.orphan_steps, self.orphan_tools = _orphans(con)
-            extract.sum_tool_calls(con)
+            extract.sum_tool_calls(con, orphans=bool(self.orphan_tools))
             self.tools_summed.set()
             self._priced.wait()
             if self._prices is None:
@@ -166,19 +166,22 @@ class HalfAhead(threading.Thread):
                             ((i, self.rank) for i in self.ids))
             self._noted = True
 
-    def check_parts(self, con: sqlite3.Connection) -> None:
+    def check_parts(self, con: sqlite3.Connection) -> bool:
         """Waits for the second half's tool calls to be summed; raises `SplitFailed` when a part of
-        either half has its message in the other (call after `extract.create_normalised_messages`)."""
+        either half has its message in the other (call after `extract.create_normalised_messages`).
+        Returns whether this half has tool calls without their message."""
         self.tools_summed.wait()
         if self.failed:
             raise SplitFailed
-        ours = [m for found in _orphans(con) for m in found]
+        steps, tools = _orphans(con)
+        ours = steps + tools
         if ours and not set(ours).isdisjoint(self.ids):
             raise SplitFailed
         held = "SELECT 1 FROM temp.norm_message WHERE id = ?"
         if any(con.execute(held + " AND rank = ?", (m, self.rank)).fetchone() for m in self.orphan_steps) or any(
                 con.execute(held, (m,)).fetchone() for m in self.orphan_tools):
             raise SplitFailed
+        return bool(tools)
 
     def give_prices(self, con: sqlite3.Connection) -> None:
         self._prices = con.execute("SELECT * FROM price").fetchall()
