@@ -142,6 +142,42 @@ def test_a_corrupt_index_is_rebuilt(cli, tmp_path: Path):
     assert without_source(stats(cli, "--data-dir", str(root))) == without_source(doc)
 
 
+def test_a_new_index_is_built_with_a_rollback_journal_and_then_kept_in_wal_mode(tmp_path: Path, monkeypatch):
+    # a first build writes its pages once (not into the WAL, then again into the file)
+    from ocsight import reader
+    from ocsight.index import Index
+
+    plan = storegen.plan_store(seed=1, sessions=8)
+    ids = [s["id"] for s in plan.sessions]
+    root = tmp_path / "s"
+    modes: list[str] = []
+    summarise = Index._summarise
+
+    def watched(self, *args):
+        modes.append(self.con.execute("PRAGMA journal_mode").fetchone()[0])
+        return summarise(self, *args)
+
+    monkeypatch.setattr(Index, "_summarise", watched)
+    for sessions in (ids[:5], ids[5:]):  # a first build, then a refresh of a changed store
+        storegen.write_sqlite(plan, root / "opencode.db", session_ids=set(sessions))
+        with reader.open_index(reader.ReadOptions(data_dirs=(str(root),))) as idx:
+            assert idx.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert modes == ["delete", "wal"]
+
+
+def test_an_index_left_with_a_rollback_journal_is_used_and_turned_to_wal(cli, tmp_path: Path):
+    root = write_store(storegen.plan_store(seed=1, sessions=8), tmp_path / "s", "db")
+    doc = stats(cli, "--data-dir", str(root))
+    index = Path(doc["source"]["index"])
+    con = sqlite3.connect(index)
+    assert con.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"  # as a build cut short leaves it
+    con.close()
+    assert without_source(stats(cli, "--data-dir", str(root))) == without_source(doc)
+    con = sqlite3.connect(index)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+
+
 def test_no_cache_writes_nothing(cli, tmp_path: Path):
     root = write_store(storegen.plan_store(seed=1, sessions=4), tmp_path / "s", "db")
     doc = stats(cli, "--no-cache", "--data-dir", str(root))

@@ -71,7 +71,7 @@ def index_path(sources: locate.Sources, name: str = "") -> Path:
     return locate.cache_home() / "ocsight" / f"index-{digest}{'-' + name if name else ''}.sqlite"
 
 
-def _connect(path: Path | None, lean: bool = False) -> sqlite3.Connection:
+def _connect(path: Path | None, lean: bool = False, wal: bool = True) -> sqlite3.Connection:
     target = ":memory:" if path is None else f"file:{path}"
     con = sqlite3.connect(target, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
     # A refresh's staging tables are held in memory: a first read of a large store is faster so.
@@ -80,7 +80,7 @@ def _connect(path: Path | None, lean: bool = False) -> sqlite3.Connection:
     con.execute(f"PRAGMA temp_store = {'FILE' if lean else 'MEMORY'}")
     con.execute("PRAGMA cache_size = -8000")  # 8 MB: larger caches bought no speed, only memory
     if path is not None:
-        con.execute("PRAGMA journal_mode = WAL")
+        con.execute(f"PRAGMA journal_mode = {'WAL' if wal else 'DELETE'}")
         con.execute("PRAGMA synchronous = NORMAL")
     _register_functions(con)
     return con
@@ -109,6 +109,7 @@ class Index:
         self.sources = sources
         self.path = path
         self.lean = lean
+        self.wal_pending = False  # a new index file is built with a rollback journal (`_open`)
         self.con = self._open()
         self.notes: list[str] = []
         self.touched: set[str] | None = None
@@ -138,7 +139,11 @@ class Index:
         if self.path is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        con = _connect(self.path, self.lean)
+        # A new index is built with a rollback journal, which for a new file journals next to
+        # nothing: the first build's pages are written once, not into the WAL and then again
+        # into the file. It turns to WAL after its first refresh (`refresh`).
+        con = _connect(self.path, self.lean, wal=False)
+        self.wal_pending = self.path is not None
         with _transaction(con):
             for ddl in SCHEMA:
                 con.execute(ddl)
@@ -164,6 +169,10 @@ class Index:
         gc.disable()
         try:
             self._retrying(lambda attempt: self._refresh(catalogue, say, attempt))
+            if self.wal_pending:
+                # readers then no longer wait for a writer (the sidecar, `ocsight mcp`)
+                self.con.execute("PRAGMA journal_mode = WAL")
+                self.wal_pending = False
         finally:
             if collecting:
                 gc.enable()
