@@ -198,8 +198,9 @@ def _from_filtered(cube: str, f: Filters) -> str:
 def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
     """The aggregates of `stats --json` (without its `source` and `pricing` blocks).
 
-    The usage cube is first reduced to one row per (role, provider, model, agent, session) in the
-    window; every breakdown is a small GROUP BY over that.
+    The usage cube is first reduced to one row per (session, role, provider, model, agent) in the
+    window (grouped session first, the order of the cube's index: a fifth faster); every breakdown
+    is a small GROUP BY over that.
     """
     con.row_factory = sqlite3.Row
     where, args = _where(f)
@@ -212,7 +213,7 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
             {", ".join(f"sum(c.{k}) AS {k}" for k in TOKEN_KEYS)},
             {stored} AS stored, {est} AS estimated, {unpriced} AS unpriced
         {CUBE_FROM.format(cube="usage_cube")} WHERE {where}
-        GROUP BY c.role, c.provider, c.model, c.agent, c.session_id""",
+        GROUP BY c.session_id, c.role, c.provider, c.model, c.agent""",
         args,
     )
     usage = ", ".join(
