@@ -19,9 +19,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
-from ocsight import __version__, normalise
+from ocsight import __version__, malloc_tuning, normalise
 from ocsight.errors import OcsightError
 from ocsight.store import extract, locate
 from ocsight.store.half_ahead import HalfAhead, SplitFailed
@@ -168,7 +169,9 @@ class Index:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._retrying(lambda attempt: self._refresh(catalogue, say, attempt))
+            # a long-running consumer (`lean`) refreshes on one thread: nothing to pad for
+            with nullcontext() if self.lean else malloc_tuning.padded_heaps():
+                self._retrying(lambda attempt: self._refresh(catalogue, say, attempt))
             if self.wal_pending:
                 # readers then no longer wait for a writer (the sidecar, `ocsight mcp`)
                 self.con.execute("PRAGMA journal_mode = WAL")
