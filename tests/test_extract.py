@@ -24,11 +24,14 @@ TOOL_PARTS = [
     '{"type":"tool","tool":"x","callID":"c","state":{"input":{},"status":"error"}}',
     '{"type":"tool","tool":"x","state":{"status":"completed"}}',
     '{"type":"tool"}',
+    '{"type":"tool" ,"tool":"x","state":{"status":"completed"}}',
     '{\n  "type": "tool",\n  "tool": "glob",\n  "callID": "c",\n  "state": {\n    "status": "completed"\n  }\n}',
     '{"id":"prt_1","type":"tool","tool":"grep","callID":"c","state":{"status":"error"}}',
     # not tool parts
     '{"type":"text","text":"{\\"type\\":\\"tool\\",\\"tool\\":\\"bash\\"}"}',
     '{"type":"toolish","tool":"x","callID":"c","state":{"status":"completed"}}',
+    '{"type":"tool-call","tool":"x","callID":"c","state":{"status":"completed"}}',
+    '{"type":"tool\\u0022,"}',
     '{"snapshot":"abc","type":"step-start"}',
     '{"text":"\\"tool\\"","type":"text"}',
 ]

@@ -80,9 +80,12 @@ SESSION_FIELDS = ["project_id", "parent_id", "directory", "title", "version", "t
 STEP_FILTER = "instr(r.data, '\"step-finish\"') AND r.data->>'$.type' = 'step-finish'"
 # OpenCode's database stores parts as compact JSON, tool parts opening with their `type`: a text
 # opening with a `type` key is told by its first bytes, unparsed; only other texts are searched.
+# A prefix is tested as a range of byte-ordered text (P <= t < P with its last byte plus one): no
+# function call a row, a sixth faster than `substr` over 172,000 parts.
 TOOL_FILTER = (
-    """(CASE WHEN substr(r.data, 1, 15) = '{"type":"tool",' THEN 1 """
-    """WHEN substr(r.data, 1, 9) = '{"type":"' AND substr(r.data, 1, 14) != '{"type":"tool"' THEN 0 """
+    """(CASE WHEN r.data >= '{"type":"tool",' AND r.data < '{"type":"tool"-' THEN 1 """
+    """WHEN r.data >= '{"type":"' AND r.data < '{"type":#' """
+    """AND NOT (r.data >= '{"type":"tool"' AND r.data < '{"type":"tool#') THEN 0 """
     """ELSE instr(r.data, '"tool"') AND r.data->>'$.type' = 'tool' END)"""
 )
 # OpenCode >= 1.0 asks the model for exactly one step per assistant message (`stopWhen:
