@@ -64,7 +64,7 @@ def count_sql(col: str) -> str:
 
 
 def era_sql(counts: dict[str, str], total: str, session_era: str) -> str:
-    """The era of a row from its clean counts (`count_sql` expressions, by token key) and stored total.
+    """The era of a row from its token counts (SQL expressions, by token key) and stored total.
 
     `session_era` is evaluated only for rows whose total does not decide it.
     """

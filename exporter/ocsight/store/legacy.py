@@ -276,10 +276,9 @@ class LegacyTree:
                 f"DELETE FROM legacy_open WHERE source = ? AND session_id IN (SELECT session_id FROM {sessions})",
                 (self.source,),
             )
-        # One string rather than a row per ID: several times faster. Files of staged messages are not
-        # read; `extract.stage` skips the messages staged on this connection itself too.
-        staged = set((con.execute("SELECT group_concat(id, char(10)) FROM temp.stage_message").fetchone()[0]
-                      or "").split("\n"))
+        # Files of staged messages are not read; `extract.stage` skips the messages staged on this
+        # connection itself too.
+        staged = set(extract.staged_message_ids(con))
         staged.update(self.staged_elsewhere)
         skips: list[tuple[str, str, str | None]] = []
         foreign: list[tuple[str, str, str]] = []
