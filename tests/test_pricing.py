@@ -328,7 +328,8 @@ def test_a_first_read_of_a_large_store_prices_through_the_genai_helper(cli, tmp_
     started: list[int] = []
     ask, init = genai_lookup.Helper.ask, genai_lookup.Helper.__init__
     monkeypatch.setattr(genai_lookup.Helper, "ask", lambda self, pairs: asked.append(list(pairs)) or ask(self, pairs))
-    monkeypatch.setattr(genai_lookup.Helper, "__init__", lambda self: started.append(1) or init(self))
+    monkeypatch.setattr(genai_lookup.Helper, "__init__",
+                        lambda self, proc=None: started.append(1) or init(self, proc))
     root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5-20250929", kind, input=100_000, total=100_000)
     stats(cli, "--no-cache", "--data-dir", str(root))
     assert asked == [] and started == []  # a small store: looked up in this process, when needed

@@ -1,3 +1,3 @@
-from ocsight.cli import entry
+from ocsight.launch import entry
 
 entry()

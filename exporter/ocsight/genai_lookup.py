@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterable
 from functools import cache
 
+from ocsight import launch
 from ocsight.pricing import Price, Rate, price_from_genai
 
 ANSWER_TIMEOUT_S = 30.0
@@ -62,11 +63,9 @@ def decode(obj: list | None) -> Price | None:
 class Helper:
     """A helper process, loading genai-prices from the moment it starts; answers one batch of pairs."""
 
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "ocsight.genai_lookup"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
+    def __init__(self, proc: subprocess.Popen | None = None) -> None:
+        """`proc`: a helper already started (`launch`), else one is started now."""
+        self.proc: subprocess.Popen | None = proc if proc is not None else launch.spawn_helper()
 
     def ask(self, pairs: Iterable[Pair]) -> dict[Pair, Price | None] | None:
         """The prices of `pairs`; None when the helper failed (the caller then looks them up itself)."""

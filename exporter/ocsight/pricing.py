@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocsight import launch
 from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight.store import locate
 
@@ -285,7 +286,7 @@ class Catalogue:
             from ocsight.genai_lookup import Helper
 
             try:
-                self._genai_helper = Helper()
+                self._genai_helper = Helper(launch.take_helper())
             except OSError:
                 return
             atexit.register(self._genai_helper.close)
@@ -293,6 +294,9 @@ class Catalogue:
     def _genai(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Price | None]:
         from ocsight import genai_lookup
 
+        if self._genai_helper is None and (early := launch.take_helper()) is not None:
+            self._genai_helper = genai_lookup.Helper(early)  # started at launch (`ocsight.launch`)
+            atexit.register(self._genai_helper.close)
         if self._genai_helper is not None:
             answers = self._genai_helper.ask(pairs)
             if answers is not None:
