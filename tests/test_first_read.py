@@ -75,6 +75,53 @@ def test_a_database_read_in_two_halves_equals_one_read_on_one_connection(cli, sp
     assert doc["by_tool"] and doc == _in_one_connection(cli, split_store, monkeypatch)
 
 
+@pytest.fixture
+def late_sums(monkeypatch: pytest.MonkeyPatch) -> list[list]:
+    """The pairs each `extract.sum_usage` call summed again, priced last (on either connection)."""
+    from ocsight.store import extract
+
+    calls: list[list] = []
+    sum_usage = extract.sum_usage
+
+    def spy(con, late=None):
+        if late:
+            calls.append(sorted(late))
+        return sum_usage(con, late)
+
+    monkeypatch.setattr(extract, "sum_usage", spy)
+    return calls
+
+
+def _all_priced_at_once(cli, root: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> dict:
+    from ocsight import index
+
+    price = index._price_new_models
+    with monkeypatch.context() as m:
+        m.setattr(Database, "stage_half_ahead", lambda self, sessions, prepare: False)
+        m.setattr(index, "_price_new_models", lambda con, catalogue, more=(), genai_late=False: price(con, catalogue, more))
+        return without_source(stats(cli, "--no-cache", *args, "--data-dir", str(root)))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
+def test_models_only_genai_prices_knows_are_priced_last_in_both_halves(cli, split_store: Path, monkeypatch, halves,
+                                                                      late_sums):
+    doc = without_source(stats(cli, "--no-cache", "--cost-mode", "calculate", "--data-dir", str(split_store)))
+    assert halves == ["merged"]
+    assert len(late_sums) == 2 and late_sums[0] == late_sums[1]  # the index connection and the thread
+    assert {m["source"] for m in doc["pricing"]["models"]} == {"genai-prices", None}  # None: acme's, unpriced
+    assert doc["totals"]["cost"]["estimated_usd"] > 0
+    assert doc == _all_priced_at_once(cli, split_store, monkeypatch, "--cost-mode", "calculate")
+
+
+def test_a_model_no_catalogue_knows_is_summed_again_and_stays_unpriced(cli, split_store: Path, monkeypatch, halves,
+                                                                       late_sums, models_json):
+    doc = without_source(stats(cli, "--no-cache", "--cost-mode", "calculate", "--data-dir", str(split_store)))
+    assert halves == ["merged"] and late_sums == [[storegen.UNPRICED]] * 2
+    acme = [r for r in doc["by_model"] if (r["provider"], r["model"]) == storegen.UNPRICED]
+    assert acme and doc["totals"]["cost"]["unpriced_messages"] == acme[0]["cost"]["unpriced_messages"] > 0
+    assert doc == _all_priced_at_once(cli, split_store, monkeypatch, "--cost-mode", "calculate")
+
+
 def test_each_half_holds_about_half_the_messages(split_store: Path):
     con = sqlite3.connect(split_store / "opencode.db")
     split = _split(split_store / "opencode.db")

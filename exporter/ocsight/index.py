@@ -232,13 +232,20 @@ class Index:
         # catalogue loading ahead in a helper (`genai_lookup`, at low priority) has had every
         # moment a core was idle to load.
         extract.create_normalised_messages(con)
-        _price_new_models(con, catalogue, half.pairs if half is not None else ())
+        late = _price_new_models(con, catalogue, half.pairs if half is not None else (), genai_late=True)
         if half is not None:
-            half.give_prices(con)
+            half.give_prices(con, late)
         extract.clear_cubes(con, scope)
         orphans = half.check_parts(con) if half is not None else True
         extract.sum_tool_calls(con, orphans)
         extract.sum_usage(con)
+        if late:
+            # Models only genai-prices may know are priced last: its catalogue, loading since
+            # launch (`ocsight.launch`), is waited for only when everything else is summed.
+            _store_prices(con, catalogue.resolve_all(late))
+            if half is not None:
+                half.give_prices(con)
+            extract.sum_usage(con, late)
         if half is not None:
             half.merge_into(con)
 
@@ -409,8 +416,12 @@ def _reprice(con: sqlite3.Connection, catalogue) -> None:
     con.execute("INSERT OR REPLACE INTO meta VALUES ('prices', ?)", (fingerprint,))
 
 
-def _price_new_models(con: sqlite3.Connection, catalogue, more: list[tuple[str, str]] | tuple = ()) -> None:
-    """Prices the staged models the index has no prices for; `more`: pairs staged elsewhere."""
+def _price_new_models(con: sqlite3.Connection, catalogue, more: list[tuple[str, str]] | tuple = (),
+                      genai_late: bool = False) -> list[tuple[str, str]]:
+    """Prices the staged models the index has no prices for; `more`: pairs staged elsewhere.
+
+    With `genai_late`, prices only those other sources know, and returns the pairs left for
+    genai-prices, for the caller to price last (`Catalogue.resolve_all`)."""
     # the distinct pairs first: each is looked up once, not once a message
     new = con.execute(
         "SELECT d.provider, d.model FROM (SELECT DISTINCT coalesce(provider, '') AS provider, "
@@ -420,8 +431,14 @@ def _price_new_models(con: sqlite3.Connection, catalogue, more: list[tuple[str, 
     if more:
         known = set(con.execute("SELECT provider, model FROM price_source").fetchall())
         new = list(dict.fromkeys(new + [p for p in more if p not in known]))
-    if new:
+    if not new:
+        return []
+    if not genai_late:
         _store_prices(con, catalogue.resolve_all(new))
+        return []
+    known, late = catalogue.resolve_known(new)
+    _store_prices(con, known)
+    return late
 
 
 def _price_rows(con: sqlite3.Connection) -> dict[tuple[str, str], tuple]:

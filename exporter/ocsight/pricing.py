@@ -315,11 +315,23 @@ class Catalogue:
 
     def resolve_all(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Price | None]:
         """Looked up in one batch: genai-prices is asked only about the pairs no other source knows."""
-        out = {pair: self._known(*pair) for pair in pairs}
-        missing = [pair for pair, price in out.items() if price is None]
+        out, missing = self.resolve_known(pairs)
         if missing:
             out.update(self._genai(missing))
         return out
+
+    def resolve_known(self, pairs: Iterable[tuple[str, str]]) -> tuple[dict[tuple[str, str], Price], list]:
+        """The prices every source but genai-prices knows, and the pairs left for it: those are
+        worth asking last, when its catalogue has had the longest to load."""
+        known: dict[tuple[str, str], Price] = {}
+        missing = []
+        for pair in pairs:
+            price = self._known(*pair)
+            if price is None:
+                missing.append(pair)
+            else:
+                known[pair] = price
+        return known, missing
 
 
 def _genai_version() -> str:

@@ -387,9 +387,23 @@ def sum_tool_calls(con: sqlite3.Connection, orphans: bool = True) -> None:
     )
 
 
-def sum_usage(con: sqlite3.Connection) -> None:
-    """Sums the valid messages into `usage_cube`, with their estimates at the index's prices."""
+def sum_usage(con: sqlite3.Connection, late: list[tuple[str, str]] | None = None) -> None:
+    """Sums the valid messages into `usage_cube`, with their estimates at the index's prices.
+
+    `late`: (provider, model) pairs priced after the first sum (genai-prices answers last, `index`):
+    their assistant messages are summed again and replace the rows the first sum made without
+    their prices. Only this refresh can hold such rows: a pair once summed is kept in `price_source`.
+    """
     create_priced_messages(con)
+    where = "problem IS NULL"
+    if late:
+        con.execute("DROP TABLE IF EXISTS temp.late_pair")
+        con.execute("CREATE TEMP TABLE late_pair (provider TEXT, model TEXT, PRIMARY KEY (provider, model))")
+        con.executemany("INSERT OR IGNORE INTO temp.late_pair VALUES (?, ?)", late)
+        of_late = ("{t}.role = 'assistant' AND EXISTS (SELECT 1 FROM temp.late_pair l "
+                   "WHERE l.provider = {t}.provider AND l.model = {t}.model)")
+        con.execute(f"DELETE FROM usage_cube WHERE {of_late.format(t='usage_cube')}")
+        where += " AND " + of_late.format(t="v")
     tokens = "(input + output + reasoning + cache_read + cache_write) > 0"
     con.execute(
         f"""INSERT INTO usage_cube SELECT session_id, bucket, role, provider, model, agent, error, count(*),
@@ -399,6 +413,6 @@ def sum_usage(con: sqlite3.Connection) -> None:
             sum(role = 'assistant' AND {tokens} AND NOT priced)
         FROM (SELECT session_id, bucket, role, provider, model, agent, error, input, output, reasoning, cache_read,
                 cache_write, cost_pico, est_pico, priced
-            FROM temp.valid_message WHERE problem IS NULL LIMIT -1)  -- not flattened: one estimate a row
+            FROM temp.valid_message v WHERE {where} LIMIT -1)  -- not flattened: one estimate a row
         GROUP BY 1, 2, 3, 4, 5, 6, 7"""
     )

@@ -10,8 +10,8 @@ take its cube rows. The two halves meet three times:
    as it skips its own), its model pairs (to be priced) and its rows with malformed JSON;
 2. tool calls summed: each half's parts whose message the half does not hold are checked against
    the other half's messages;
-3. priced: the index connection hands over the prices, the thread sums usage, and its rows are
-   merged.
+3. priced: the index connection hands over the prices, the thread sums usage (and again for the
+   models priced last, by genai-prices, in a second batch), and its rows are merged.
 
 Used only when both connections are sure to read the same snapshot (the database's stamp unchanged
 after the read) and every part lives in its message's half (OpenCode writes a part with its
@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -86,8 +87,9 @@ class HalfAhead(threading.Thread):
         # set once its set-up is done: Python-heavy work elsewhere waits for it (both hold the GIL)
         self.reading = threading.Event()
         self.staged, self.tools_summed = threading.Event(), threading.Event()
-        self._priced = threading.Event()
-        self._prices: list[tuple] | None = None  # None with `_priced` set: cancelled
+        # price rows from the index connection, with the pairs it prices later (then once more);
+        # None: cancelled
+        self._prices: queue.SimpleQueue[tuple[list[tuple], list[tuple[str, str]]] | None] = queue.SimpleQueue()
         self.failed = False
         # what the index connection learns at each meeting
         self.ids: list[str] = []
@@ -111,11 +113,14 @@ class HalfAhead(threading.Thread):
             self.orphan_steps, self.orphan_tools = _orphans(con)
             extract.sum_tool_calls(con, orphans=bool(self.orphan_tools))
             self.tools_summed.set()
-            self._priced.wait()
-            if self._prices is None:
-                return
-            con.executemany("INSERT OR REPLACE INTO price VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._prices)
-            extract.sum_usage(con)
+            late = None
+            while (batch := self._prices.get()) is not None:
+                rows, pending = batch
+                con.executemany("INSERT OR REPLACE INTO price VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                extract.sum_usage(con, late)
+                if not pending:
+                    break
+                late = pending
         except (sqlite3.Error, MemoryError):
             self.failed = True
         finally:
@@ -181,9 +186,10 @@ class HalfAhead(threading.Thread):
             raise SplitFailed
         return bool(tools)
 
-    def give_prices(self, con: sqlite3.Connection) -> None:
-        self._prices = con.execute("SELECT * FROM price").fetchall()
-        self._priced.set()
+    def give_prices(self, con: sqlite3.Connection, late: list[tuple[str, str]] | tuple = ()) -> None:
+        """Hands over the index's prices, for the thread to sum usage; `late`: pairs still to be
+        priced, whose messages it sums again on the next call (`extract.sum_usage`)."""
+        self._prices.put((con.execute("SELECT * FROM price").fetchall(), list(late)))
 
     def merge_into(self, con: sqlite3.Connection) -> None:
         """Waits for the second half and adds its cube rows and skipped records to the index's."""
@@ -210,9 +216,7 @@ class HalfAhead(threading.Thread):
 
     def close(self) -> None:
         """Ends the thread's wait, if it still waits, and frees its in-memory database."""
-        if not self._priced.is_set():
-            self._prices = None
-            self._priced.set()
+        self._prices.put(None)  # a thread still waiting for prices ends
         if self._keep is not None:
             self._keep.close()
             self._keep = None
