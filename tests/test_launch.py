@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import stats
+from conftest import run_ocsight, stats
 from test_pricing import _one_message_store
 
 from ocsight import launch
@@ -57,8 +57,9 @@ def test_the_helper_started_at_launch_is_the_one_the_read_asks(cli, tmp_path: Pa
     assert genai_lookup.lookup("anthropic", "claude-sonnet-4-5-20250929") is not None
 
 
-def test_a_helper_nobody_asks_ends_with_the_process():
-    probe = "from ocsight import launch; launch.start_helper(); print(launch._helper.pid, flush=True)"
+@pytest.mark.parametrize("end", ["", "; launch._exit_without_teardown()"])
+def test_a_helper_nobody_asks_ends_with_the_process(end: str):
+    probe = "from ocsight import launch; launch.start_helper(); print(launch._helper.pid, flush=True)" + end
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30)
     assert not Path(f"/proc/{int(out.stdout)}").exists()
 
@@ -74,6 +75,7 @@ def test_only_a_first_run_of_the_command_starts_a_helper_at_launch(tmp_path: Pat
     started: list[int] = []
     start = launch.start_helper
     monkeypatch.setattr(launch, "start_helper", lambda: started.append(1) or start())
+    monkeypatch.setattr(launch, "_exit_without_teardown", lambda: None)  # not this test process
     root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5-20250929", input=100_000, total=100_000)
     for _run in range(2):
         monkeypatch.setattr(sys, "argv", ["ocsight", "stats", "--json", "--data-dir", str(root)])
@@ -81,3 +83,28 @@ def test_only_a_first_run_of_the_command_starts_a_helper_at_launch(tmp_path: Pat
         assert '"sessions": 1' in capsys.readouterr().out
     assert started == [1]
     assert launch.take_helper() is None  # the first run's read claimed it
+
+
+def _helpers() -> set[int]:
+    """Running genai-prices helper processes."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ocsight.genai_lookup" in (proc / "cmdline").read_bytes():
+                found.add(int(proc.name))
+        except OSError:
+            pass  # ended meanwhile
+    return found
+
+
+def test_a_first_run_ends_with_its_whole_output_and_no_helper_left(tmp_path: Path, models_json, monkeypatch):
+    import json
+
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # output to a pipe is then buffered
+    before = _helpers()
+    root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5", input=100, total=100)
+    result = run_ocsight("stats", "--json", "--data-dir", str(root))  # priced by models.json: no helper asked
+    assert result.code == 0 and result.err == ""
+    assert json.loads(result.out)["totals"]["sessions"] == 1  # flushed, though the process skipped its teardown
+    assert len(result.out) < 8192  # less than a pipe's buffer: lost unless flushed
+    assert _helpers() <= before

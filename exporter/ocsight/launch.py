@@ -22,18 +22,36 @@ _helper: subprocess.Popen | None = None
 
 def entry() -> None:
     """The `ocsight` console script."""
-    if is_first_run(sys.argv[1:]):
+    args = sys.argv[1:]
+    if is_first_run(args):
         start_helper()
     from ocsight.cli import entry as run
 
     run()
+    if _command(args) in READING_COMMANDS:
+        _exit_without_teardown()
+
+
+def _command(args: list[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def _exit_without_teardown() -> None:
+    """After a one-shot command that succeeded: with its output flushed and its exit handlers run,
+    the process ends without freeing a read's objects one by one (10 ms of a first run)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # the interpreter's own exit reports it
+    atexit._run_exitfuncs()
+    os._exit(0)
 
 
 def is_first_run(args: list[str]) -> bool:
     """A reading command (not its help) while ocsight's cache holds no index: cheap to tell (no
     import, one directory listing), and wrong only towards the read done before the helper existed."""
-    command = next((a for a in args if not a.startswith("-")), None)
-    if command not in READING_COMMANDS or "-h" in args or "--help" in args:
+    if _command(args) not in READING_COMMANDS or "-h" in args or "--help" in args:
         return False
     from ocsight.store.locate import cache_home
 
