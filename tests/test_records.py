@@ -63,6 +63,15 @@ def test_mcp_tools_name_their_server(tmp_path: Path):
     assert servers.get("bash") is None
 
 
+def test_a_message_without_tokens_carries_its_sessions_era(tmp_path: Path):
+    b = storegen.Builder()
+    s = b.session(b.project(), version=storegen.ERAS["1.1"])
+    b.user(s, storegen.BASE_MS)
+    b.assistant(s, storegen.BASE_MS + 1, storegen.tokens(input=10, output=5))  # no total: the session decides
+    rec = _read(write_store(b.plan, tmp_path / "s", "db"))
+    assert {m.role: m.era for m in rec.messages} == {"user": "reasoning-in-output", "assistant": "reasoning-in-output"}
+
+
 def test_records_can_be_read_for_some_sessions_only(tmp_path: Path):
     plan = storegen.plan_store(seed=3, sessions=10)
     root = write_store(plan, tmp_path / "s", "both")

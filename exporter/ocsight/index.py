@@ -228,10 +228,9 @@ class Index:
         first read (`store.half_ahead`) summed meanwhile on another connection, and merged."""
         con = self.con
         say("summarising")
-        # Prices as late as the second half allows (it normalises and sums tool calls first): a
-        # catalogue loading ahead in a helper (`genai_lookup`, at low priority) has had every
-        # moment a core was idle to load.
-        extract.create_normalised_messages(con)
+        # Priced after normalising (the second half normalises and sums tool calls meanwhile);
+        # models only genai-prices may know, last (below).
+        extract.create_normalised_messages(con, empty_era=False)  # the cubes keep no era
         late = _price_new_models(con, catalogue, half.pairs if half is not None else (), genai_late=True)
         if half is not None:
             half.give_prices(con, late)

@@ -213,18 +213,22 @@ def staged_message_ids(con: sqlite3.Connection) -> list[str]:
 
 # -- normalised messages and cubes ---------------------------------------------------------------------
 
-def _layers(source: str, keep: str, provider: str) -> str:
+def _layers(source: str, keep: str, provider: str, empty_era: bool = True) -> str:
     """CTEs `c` (clean counts, `cost_pico`, era) and `n` (+ normalised counts, `valid`) over `source`.
 
     `c` is materialised: flattened into the later expressions, the clean counts and the era would be
     evaluated again inside every count built on them. The session's era is looked up only for rows
-    whose `tokens.total` does not decide theirs.
+    whose `tokens.total` does not decide theirs, and, without `empty_era`, only for rows with token
+    counts: a message without any (every user message) normalises to zeros in any era.
     """
     clean = {k: normalise.count_sql(f"x.t_{k}") for k in normalise.TOKEN_KEYS}
     session_era = f"coalesce((SELECT se.era FROM session se WHERE se.id = x.session_id), '{normalise.DISJOINT}')"
     # The stored counts, not the clean ones: they are equal wherever the era matters (valid rows)
     raw = {k: f"coalesce(x.t_{k}, 0)" for k in normalise.TOKEN_KEYS}
     era = normalise.era_sql(raw, "x.t_total", session_era)
+    if not empty_era:
+        empty = " AND ".join(f"x.t_{k} IS NULL" for k in normalise.TOKEN_KEYS)
+        era = f"(CASE WHEN {empty} THEN '{normalise.DISJOINT}' ELSE {era} END)"
     n = normalise.normalised_sql("c", "c.provider")
     counts = ", ".join(f"{n[k]} AS {k}" for k in normalise.TOKEN_KEYS)
     return (
@@ -286,9 +290,12 @@ def _tiered_estimate_sql(row: str, provider: str, model: str) -> str:
     )
 
 
-def create_normalised_messages(con: sqlite3.Connection) -> None:
+def create_normalised_messages(con: sqlite3.Connection, empty_era: bool = True) -> None:
     """`temp.norm_message`: every staged message, normalised once. Needs no prices: the second half
     of a first read (`store.half_ahead`) normalises while the index connection prices.
+
+    `empty_era`: messages without token counts get their session's era too, as records show it; the
+    cubes, which keep no era, go without.
 
     A message with step records (OpenCode 0.x) takes the sum of its steps' tokens: 0.x overwrote
     `message.tokens` with the last step's while adding up `cost`. Messages with a `problem` stay in
@@ -307,7 +314,7 @@ def create_normalised_messages(con: sqlite3.Connection) -> None:
     con.execute("DROP TABLE IF EXISTS temp.norm_message")
     con.execute(
         f"""CREATE TEMP TABLE norm_message AS WITH {_layers('temp.stage_message AS x', keep,
-                                                           "coalesce(x.provider, '')")}
+                                                           "coalesce(x.provider, '')", empty_era)}
         SELECT n.id, n.rank, n.session_id, n.time_created, n.time_created / {BUCKET_MS} AS bucket,
             n.time_completed, n.role, n.provider, n.model, n.agent, n.error, {pick('era')} AS era,
             {"coalesce(st.steps, 0)" if with_steps else "0"} AS steps,

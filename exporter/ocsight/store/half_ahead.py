@@ -109,7 +109,7 @@ class HalfAhead(threading.Thread):
             con = sqlite3.connect(self.memory, uri=True, isolation_level=None, check_same_thread=False)
             self._stage(con)
             self.staged.set()
-            extract.create_normalised_messages(con)
+            extract.create_normalised_messages(con, empty_era=False)
             self.orphan_steps, self.orphan_tools = _orphans(con)
             extract.sum_tool_calls(con, orphans=bool(self.orphan_tools))
             self.tools_summed.set()
