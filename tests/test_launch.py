@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_ocsight, stats
-from test_pricing import _one_message_store
 
+from conftest import run_ocsight, stats
 from ocsight import launch
+from test_pricing import _one_message_store
 
 
 def _cache() -> Path:
