@@ -24,10 +24,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocsight import launch
 from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight.store import locate
+
+if TYPE_CHECKING:
+    import subprocess
 
 COST_MODES = ("auto", "stored", "calculate")
 
@@ -283,20 +287,23 @@ class Catalogue:
         """Starts loading genai-prices in a helper process (`ocsight.genai_lookup`): worth it when
         many models may be new to the index, as on its first build."""
         if self._genai_helper is None and _genai_version() != "none":
-            from ocsight.genai_lookup import Helper
+            self._own_helper(launch.take_helper())
 
-            try:
-                self._genai_helper = Helper(launch.take_helper())
-            except OSError:
-                return
-            atexit.register(self._genai_helper.close)
+    def _own_helper(self, proc: subprocess.Popen | None) -> None:
+        """Takes a helper started at launch (`ocsight.launch`), or starts one when `proc` is None."""
+        from ocsight.genai_lookup import Helper
+
+        try:
+            self._genai_helper = Helper(proc)
+        except OSError:
+            return
+        atexit.register(self._genai_helper.close)
 
     def _genai(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Price | None]:
         from ocsight import genai_lookup
 
         if self._genai_helper is None and (early := launch.take_helper()) is not None:
-            self._genai_helper = genai_lookup.Helper(early)  # started at launch (`ocsight.launch`)
-            atexit.register(self._genai_helper.close)
+            self._own_helper(early)
         if self._genai_helper is not None:
             answers = self._genai_helper.ask(pairs)
             if answers is not None:
