@@ -27,7 +27,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         d.mkdir()
         monkeypatch.setenv(var, str(d))
     for var in ("OPENCODE_DATA_DIR", "OPENCODE_DB", "OPENCODE_MODELS_PATH", "OPENCODE_CONFIG", "OCSIGHT_PRICES",
-                "OCSIGHT_DEBUG", "NO_COLOR"):
+                "OCSIGHT_DEBUG", "OCSIGHT_SQLITE", "NO_COLOR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()

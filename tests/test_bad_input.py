@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
 import storegen
 from conftest import run_ocsight, stats, write_store
+from ocsight.sqlite_library import sqlite3
 
 
 def one_line_error(r, code: int = 1, *fragments: str) -> None:

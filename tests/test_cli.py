@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 import storegen
 from conftest import run_ocsight, stats, write_store
 

@@ -10,9 +10,9 @@ import os
 from collections import Counter
 
 import pytest
+
 from conftest import stats
 from corpus import CORPORA, NAMES, expected_from_log, raw_store, read_log, store_dir
-
 from ocsight import reader
 
 TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")

@@ -15,14 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from corpus import store_dir
 from dashboards import PromQL, load_dashboards, promql_expressions, substitute
 from harness import free_port
+from ocsight import reader
+from ocsight.telemetry.watch import Sidecar, WatchOptions
 from otlp_receiver import Receiver
 from promstack import Prometheus, prometheus, prometheus_config, wait_until
 
-from ocsight import reader
-from ocsight.telemetry.watch import Sidecar, WatchOptions
 
 def hold_back(storage: Path, aside: Path) -> list[tuple[Path, Path]]:
     """Moves every other session of a legacy tree (its file, messages and parts) aside; returns the moves to undo."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from corpus import store_dir
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
+from corpus import store_dir
 from ocsight import reader
 from ocsight.telemetry import otlp
 from ocsight.telemetry import spans as mapping

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 import storegen
 from conftest import stats, without_source, write_store
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
+from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract
 
 TOOL_PARTS = [

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+
 import storegen
 from conftest import stats, write_store
 

@@ -4,16 +4,16 @@ gives what one connection gives."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
 import storegen
 from conftest import stats, without_source, write_store
-
 from ocsight import reader
+from ocsight.sqlite_library import sqlite3
 from ocsight.store import half_ahead
 from ocsight.store.half_ahead import HalfAhead
 from ocsight.store.sqlite import Database
@@ -232,13 +232,14 @@ def test_a_second_database_skips_the_messages_the_second_half_staged(cli, split_
 
 
 PROBE = """
-import ctypes, sqlite3, sys
+import ctypes, sys
 from ocsight import sqlite_tuning
+from ocsight.sqlite_library import library_path, sqlite3
 done = sqlite_tuning.disable_memory_statistics() if sys.argv[1] == "off" else None
 con = sqlite3.connect(":memory:")
 con.execute("CREATE TABLE t (x)")
 con.executemany("INSERT INTO t VALUES (?)", [(str(i) * 20,) for i in range(2000)])
-lib = ctypes.CDLL(sqlite_tuning._loaded_library())
+lib = ctypes.CDLL(library_path())
 lib.sqlite3_memory_used.restype = ctypes.c_int64
 print(done, lib.sqlite3_memory_used())
 """

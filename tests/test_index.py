@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+
 import storegen
 from conftest import stats, without_source, write_store
+from ocsight.sqlite_library import sqlite3
 
 
 def fresh_and_cached(cli, root: Path) -> tuple[dict, dict]:

@@ -7,14 +7,15 @@ ocsight reads it exactly, against the mock model's log.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+
+import pytest
 
 import harness
 import mockmodel
-import pytest
 from conftest import stats
 from corpus import CORPORA, expected_from_log
+from ocsight.sqlite_library import sqlite3
 
 pytestmark = pytest.mark.e2e
 
@@ -69,10 +70,9 @@ def test_watch_follows_the_real_opencode_as_it_writes(tmp_path, monkeypatch):
     import threading
     import time
 
-    from otlp_receiver import Receiver
-
     from ocsight import reader
     from ocsight.telemetry.watch import Sidecar, WatchOptions
+    from otlp_receiver import Receiver
 
     receiver = Receiver()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.start_grpc()}")

@@ -6,9 +6,9 @@ import os
 import sys
 
 import pytest
+
 import storegen
 from conftest import write_store
-
 from ocsight import malloc_tuning, reader
 
 

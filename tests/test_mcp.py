@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from conftest import run_ocsight, stats, without_source
 from corpus import NAMES, raw_store, store_dir
 from ocsight import query, reader
 from ocsight.mcp import answers, scope
+from ocsight.sqlite_library import sqlite3
 
 CORPUS = "opencode-1.18"
 ALL_TIME = "2000-01-01"

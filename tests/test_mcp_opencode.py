@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import harness
 import mockmodel
 from conftest import stats
 from corpus import store_dir
+from ocsight.sqlite_library import sqlite3
 
 pytestmark = pytest.mark.e2e
 

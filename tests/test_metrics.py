@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from corpus import store_dir
+from ocsight import reader
+from ocsight.sqlite_library import sqlite3
+from ocsight.telemetry import indexed, metrics
 from otlp_receiver import Receiver
 from test_watch import backfill_with_receiver_down, labels, sidecar
-
-from ocsight import reader
-from ocsight.telemetry import indexed, metrics
 
 CORPUS = "opencode-1.18"
 UTC = dt.timezone.utc

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from decimal import Decimal
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 import storegen
 from conftest import stats, write_store
-
 from ocsight import pricing
 
 TIERED = """

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import storegen
 from conftest import SAMPLES, stats, write_store
-
 from ocsight import reader
 
 LEGACY = SAMPLES / "legacy-json-storage-1.1.65"

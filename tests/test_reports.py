@@ -12,9 +12,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from conftest import stats
 from corpus import raw_store, store_dir
-
 from ocsight import export as ex
 
 CORPUS = "opencode-1.18"

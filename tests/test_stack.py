@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from corpus import store_dir
 from harness import free_port
 from metric_names import METRIC_NAMES
@@ -239,7 +240,8 @@ def test_the_sidecar_reads_opencode_data_through_a_read_only_mount_as_in_the_sta
     """The stack mounts OpenCode's data `:ro`: an idle database and a live one (its -wal and -shm held
     open by a writer, as OpenCode holds them) both read through a read-only bind mount."""
     import shutil
-    import sqlite3
+
+    from ocsight.sqlite_library import sqlite3
 
     data, mount = tmp_path / "data", tmp_path / "mount"
     shutil.copytree(store_dir("opencode-1.18"), data)

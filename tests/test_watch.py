@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+
 from corpus import expected_from_log, raw_store, read_log, store_dir
 from metric_names import METRIC_NAMES
-from otlp_receiver import Receiver
-
 from ocsight import reader
 from ocsight.telemetry import spans as mapping
 from ocsight.telemetry.watch import ExportFailed, Sidecar, WatchOptions
+from otlp_receiver import Receiver
 
 CORPUS = "opencode-1.18"
 
@@ -254,7 +254,7 @@ def test_every_span_hangs_under_the_span_of_the_record_that_caused_it(store, rec
 
 
 def test_a_locked_database_while_following_is_retried_not_fatal(store, receiver, monkeypatch):
-    import sqlite3
+    from ocsight.sqlite_library import sqlite3
 
     receiver.start_grpc()
     monkeypatch.setenv("OCSIGHT_BUSY_TIMEOUT", "0.2")
@@ -315,6 +315,7 @@ def rotel(receiver, tmp_path: Path):
     import subprocess
 
     import rotel as rotel_pkg
+
     from harness import free_port
 
     binary = Path(rotel_pkg.__file__).with_name("rotel-agent")
@@ -438,8 +439,7 @@ def test_a_half_written_record_is_skipped_then_sent_once_complete(tmp_path, rece
 
 
 def test_the_sidecar_caps_sqlites_memory_while_it_runs_and_gives_the_cap_back(store, receiver, monkeypatch):
-    import sqlite3
-
+    from ocsight.sqlite_library import sqlite3
     from ocsight.telemetry.watch import SQLITE_SOFT_HEAP
 
     def soft_heap_limit() -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from ocsight import __version__, malloc_tuning, normalise
 from ocsight.errors import OcsightError
+from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract, locate
 from ocsight.store.half_ahead import HalfAhead, SplitFailed
 from ocsight.store.legacy import LegacyTree

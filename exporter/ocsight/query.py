@@ -13,11 +13,11 @@ Counting rules (documented in the README under `stats --json`):
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from dataclasses import dataclass, field
 
 from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight.normalise import TOKEN_KEYS
+from ocsight.sqlite_library import sqlite3
 from ocsight.store.extract import BUCKET_MS
 
 PICO = 10**12

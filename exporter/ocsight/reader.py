@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ocsight import index as index_mod
 from ocsight import pricing, query
 from ocsight.errors import OcsightError
+from ocsight.sqlite_library import sqlite3
 from ocsight.store import locate
 
 SKIPPED_ITEMS_SHOWN = 50

@@ -4,7 +4,7 @@ SQLite keeps memory statistics by default, and takes one global mutex on every a
 two connections working at once on two threads (as a first read does, `store.half_ahead`) then
 contend on every malloc and run little faster than one. ocsight never reads the statistics, so it
 turns them off through the C API (`sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0)`), on the very
-library the `sqlite3` module is linked to. That is only allowed while SQLite is shut down, so only
+library ocsight uses (`ocsight.sqlite_library`). That is only allowed while SQLite is shut down, so only
 a process's entry point may do it, before it opens any connection.
 """
 
@@ -14,24 +14,11 @@ SQLITE_CONFIG_MEMSTATUS = 9
 SQLITE_OK = 0
 
 
-def _loaded_library() -> str | None:
-    """The path of the shared libsqlite3 this process has mapped (None when `_sqlite3` embeds it)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rstrip("\n").split(None, 5)[-1]
-                if "/libsqlite3" in path and ".so" in path:
-                    return path
-    except OSError:
-        pass
-    return None
-
-
 def disable_memory_statistics() -> bool:
     """Turns SQLite's memory statistics off; True when done. Must run before any connection is opened."""
-    import sqlite3  # noqa: F401 - maps the library the module uses
+    from ocsight.sqlite_library import library_path
 
-    path = _loaded_library()
+    path = library_path()
     if path is None:
         return False
     import ctypes

@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import heapq
 import re
-import sqlite3
 from dataclasses import dataclass
 
 from ocsight import __version__, query, reader
@@ -19,6 +18,7 @@ from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight.index import Index
 from ocsight.mcp import scope
 from ocsight.normalise import TOKEN_KEYS
+from ocsight.sqlite_library import sqlite3
 
 MAX_LIMIT = 100
 INTERVALS = ("day", "week")

@@ -8,9 +8,10 @@ index file is not written. Callers hold the service's lock, so no refresh runs m
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+
+from ocsight.sqlite_library import sqlite3
 
 CUBES = ("usage_cube", "tool_cube")
 # Sessions per batch when every session must be looked at: bounds the memory of `query.sessions`

@@ -10,7 +10,6 @@ from rich.table import Table
 from ocsight.normalise import TOKEN_KEYS
 
 
-
 def money(cost: dict) -> str:
     text = f"${cost['usd']:,.2f}"
     if cost["estimated_usd"]:

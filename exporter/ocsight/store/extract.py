@@ -13,9 +13,8 @@ tool calls and steps come from the source its message came from.
 
 from __future__ import annotations
 
-import sqlite3
-
 from ocsight import normalise
+from ocsight.sqlite_library import sqlite3
 
 BUCKET_MS = 900_000  # every real time zone's midnight falls on a 15-minute boundary
 
@@ -156,6 +155,8 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
     )
 
     def insert(table: str, fields: list[tuple[str, str]], source: str, where: str) -> str:
+        if not valid_only:
+            fields = _strict(fields)
         return (
             f"INSERT INTO {table} SELECT :rank, {', '.join(e for _, e in fields)} "
             f"FROM temp.{source} AS r WHERE ({scope}){jv}{where}"
@@ -167,6 +168,17 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
                         f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}")),
         ("tool", insert("temp.stage_tool", fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
     ]
+
+
+def _strict(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`fields` with the first JSON lookup guarded: SQLite 3.42+ reads JSON5 (comments, trailing
+    commas, unquoted keys), which OpenCode's `JSON.parse` and older SQLite refuse. Such a row must
+    fail like any malformed one, whatever the library, so the guard raises "malformed JSON" for it;
+    a row's text is parsed once, so the guard costs a lookup, not a parse."""
+    i = next(i for i, (_, e) in enumerate(fields) if "r.data" in e)
+    column, expr = fields[i]
+    guarded = f"CASE WHEN json_valid(r.data) THEN {expr} ELSE json('not RFC 8259 JSON') END"
+    return [*fields[:i], (column, guarded), *fields[i + 1:]]
 
 
 def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True) -> list[tuple[str, str]]:

@@ -26,10 +26,10 @@ import itertools
 import json
 import os
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 
+from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract
 
 _names = itertools.count()

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract
 
 BATCH_FILES = 10_000  # files held in memory at once, in each of the two batches read ahead

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 from ocsight.errors import OcsightError
+from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract, locate
 from ocsight.store.half_ahead import HalfAhead, SplitFailed, first_half, split_point
 

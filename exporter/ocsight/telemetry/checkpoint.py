@@ -7,11 +7,11 @@ re-sends at most what was not yet acknowledged (and span IDs make a re-send harm
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from pathlib import Path
 
 from ocsight.errors import OcsightError
+from ocsight.sqlite_library import sqlite3
 from ocsight.store import locate
 
 SCHEMA = [

@@ -18,7 +18,6 @@ Prometheus names (the sidecar's endpoint and the collector's agree; `tests/metri
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from opentelemetry.semconv.attributes import error_attributes
 
 from ocsight.query import CUBE_FROM, PICO, PROJECT_SQL, TOKEN_KEYS, cost_columns, mcp_server
 from ocsight.records import Message, ToolCall
+from ocsight.sqlite_library import sqlite3
 from ocsight.store.extract import BUCKET_MS
 from ocsight.telemetry.spans import PROJECT, TOOL_ERROR, provider_name
 

@@ -59,8 +59,8 @@ def span_exporter(proto: str, timeout: float | None = None):
 
 
 def metric_exporter(proto: str, timeout: float | None = None):
-    from opentelemetry.sdk.metrics.export import AggregationTemporality
     from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
 
     temporality = {Counter: AggregationTemporality.CUMULATIVE, ObservableCounter: AggregationTemporality.CUMULATIVE,
                    Histogram: AggregationTemporality.CUMULATIVE}

@@ -284,7 +284,7 @@ class ExportFailed(Exception):
 
 def _soft_heap_limit(limit: int) -> int:
     """Sets SQLite's soft heap limit (for every connection of the process); returns the one before."""
-    import sqlite3
+    from ocsight.sqlite_library import sqlite3
 
     con = sqlite3.connect(":memory:")
     try:
