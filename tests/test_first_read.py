@@ -108,15 +108,16 @@ def test_models_only_genai_prices_knows_are_priced_last_in_both_halves(cli, spli
     doc = without_source(stats(cli, "--no-cache", "--cost-mode", "calculate", "--data-dir", str(split_store)))
     assert halves == ["merged"]
     assert len(late_sums) == 2 and late_sums[0] == late_sums[1]  # the index connection and the thread
+    assert late_sums[0] and storegen.UNPRICED not in late_sums[0]  # summed again: only what genai-prices priced
     assert {m["source"] for m in doc["pricing"]["models"]} == {"genai-prices", None}  # None: acme's, unpriced
     assert doc["totals"]["cost"]["estimated_usd"] > 0
     assert doc == _all_priced_at_once(cli, split_store, monkeypatch, "--cost-mode", "calculate")
 
 
-def test_a_model_no_catalogue_knows_is_summed_again_and_stays_unpriced(cli, split_store: Path, monkeypatch, halves,
-                                                                       late_sums, models_json):
+def test_a_model_no_catalogue_knows_is_not_summed_again_and_stays_unpriced(cli, split_store: Path, monkeypatch,
+                                                                           halves, late_sums, models_json):
     doc = without_source(stats(cli, "--no-cache", "--cost-mode", "calculate", "--data-dir", str(split_store)))
-    assert halves == ["merged"] and late_sums == [[storegen.UNPRICED]] * 2
+    assert halves == ["merged"] and late_sums == []
     acme = [r for r in doc["by_model"] if (r["provider"], r["model"]) == storegen.UNPRICED]
     assert acme and doc["totals"]["cost"]["unpriced_messages"] == acme[0]["cost"]["unpriced_messages"] > 0
     assert doc == _all_priced_at_once(cli, split_store, monkeypatch, "--cost-mode", "calculate")

@@ -233,18 +233,22 @@ class Index:
         extract.create_normalised_messages(con, empty_era=False)  # the cubes keep no era
         late = _price_new_models(con, catalogue, half.pairs if half is not None else (), genai_late=True)
         if half is not None:
-            half.give_prices(con, late)
+            half.give_prices(con, last=not late)
         extract.clear_cubes(con, scope)
         orphans = half.check_parts(con) if half is not None else True
         extract.sum_tool_calls(con, orphans)
         extract.sum_usage(con)
         if late:
             # Models only genai-prices may know are priced last: its catalogue, loading since
-            # launch (`ocsight.launch`), is waited for only when everything else is summed.
-            _store_prices(con, catalogue.resolve_all(late))
+            # launch (`ocsight.launch`), is waited for only when everything else is summed. Only
+            # those it prices are summed again: the others' rows, summed unpriced, stand.
+            resolved = catalogue.resolve_all(late)
+            _store_prices(con, resolved)
+            again = [pair for pair in late if resolved.get(pair) is not None]
             if half is not None:
-                half.give_prices(con)
-            extract.sum_usage(con, late)
+                half.give_prices(con, again=again)
+            if again:
+                extract.sum_usage(con, again)
         if half is not None:
             half.merge_into(con)
 

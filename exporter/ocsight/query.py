@@ -13,6 +13,9 @@ Counting rules (documented in the README under `stats --json`):
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ocsight.errors import EXIT_USAGE, OcsightError
@@ -195,6 +198,43 @@ def _from_filtered(cube: str, f: Filters) -> str:
     return CUBE_FROM.format(cube=cube) if f.projects else f"FROM {cube} c"
 
 
+def _aside(con: sqlite3.Connection, queries: list[tuple[str, list]]) -> Callable[[], list[list[sqlite3.Row]]]:
+    """Runs `queries` on a second connection to the index file, on a thread, while `con` goes on:
+    the two cores share the end of a `stats`, which is otherwise serial (tools and errors beside
+    the usage breakdowns). Returns the function that waits for their rows. Inline when `con` is not
+    a file's, holds a transaction or has temporary tables or views in place of the index's (another
+    connection would not see them)."""
+    path = next((file for _seq, name, file in con.execute("PRAGMA database_list") if name == "main"), "")
+    shadowed = con.execute(  # by this connection's own views (`mcp.scope`), which another cannot see
+        "SELECT 1 FROM temp.sqlite_master WHERE name IN ('usage_cube', 'tool_cube', 'session', 'project')"
+    ).fetchone()
+    if not path or con.in_transaction or shadowed:
+        rows = [con.execute(sql, args).fetchall() for sql, args in queries]
+        return lambda: rows
+    out: list = []
+
+    def run() -> None:
+        try:
+            side = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=30,
+                                   check_same_thread=False)
+            try:
+                side.row_factory = sqlite3.Row
+                out.extend(side.execute(sql, args).fetchall() for sql, args in queries)
+            finally:
+                side.close()
+        except sqlite3.Error:
+            out.clear()  # answered on `con` instead
+
+    thread = threading.Thread(target=run, name="ocsight-stats-aside", daemon=True)
+    thread.start()
+
+    def rows() -> list[list[sqlite3.Row]]:
+        thread.join()
+        return out if len(out) == len(queries) else [con.execute(sql, args).fetchall() for sql, args in queries]
+
+    return rows
+
+
 def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
     """The aggregates of `stats --json` (without its `source` and `pricing` blocks).
 
@@ -205,6 +245,15 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
     con.row_factory = sqlite3.Row
     where, args = _where(f)
     stored, est, unpriced = cost_columns(mode)
+    tools_sql = (
+        f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_from_filtered('tool_cube', f)} "
+        f"WHERE {where} GROUP BY c.tool ORDER BY calls DESC, c.tool"
+    )
+    errors_sql = (
+        f"SELECT c.error, sum(c.messages) AS n {_from_filtered('usage_cube', f)} "
+        f"WHERE {where} AND c.role = 'assistant' AND c.error IS NOT NULL GROUP BY c.error ORDER BY n DESC, c.error"
+    )
+    aside = _aside(con, [(tools_sql, args), (errors_sql, args)])
     con.execute("DROP TABLE IF EXISTS temp.g")
     con.execute(
         f"""CREATE TEMP TABLE g AS SELECT c.role, c.provider, c.model, c.agent, c.session_id,
@@ -244,16 +293,7 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
         ).fetchall()
         return [{**{k: r[k] for k in keys}, **_usage(r)} for r in rows]
 
-    tools = con.execute(
-        f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_from_filtered('tool_cube', f)} "
-        f"WHERE {where} GROUP BY c.tool ORDER BY calls DESC, c.tool",
-        args,
-    ).fetchall()
-    errors = con.execute(
-        f"SELECT c.error, sum(c.messages) AS n {_from_filtered('usage_cube', f)} "
-        f"WHERE {where} AND c.role = 'assistant' AND c.error IS NOT NULL GROUP BY c.error ORDER BY n DESC, c.error",
-        args,
-    ).fetchall()
+    tools, errors = aside()
     unpriced_models = con.execute(
         "SELECT provider, model, sum(unpriced) AS n FROM temp.g WHERE role = 'assistant' AND unpriced > 0 "
         "GROUP BY 1, 2 ORDER BY n DESC, 1, 2"

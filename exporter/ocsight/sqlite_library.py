@@ -27,7 +27,7 @@ else:
     if sqlite3 is None:
         import sqlite3
 
-__all__ = ["sqlite3", "library_path"]
+__all__ = ["library_path", "sqlite3"]
 
 
 def library_path() -> str | None:

@@ -423,15 +423,15 @@ def sum_usage(con: sqlite3.Connection, late: list[tuple[str, str]] | None = None
                    "WHERE l.provider = {t}.provider AND l.model = {t}.model)")
         con.execute(f"DELETE FROM usage_cube WHERE {of_late.format(t='usage_cube')}")
         where += " AND " + of_late.format(t="v")
-    tokens = "(input + output + reasoning + cache_read + cache_write) > 0"
+    # `priced` is 0 or 1 for assistant messages, NULL for the others
+    unpriced = "CASE WHEN priced = 0 AND input + output + reasoning + cache_read + cache_write > 0 THEN 1 ELSE 0 END"
     con.execute(
         f"""INSERT INTO usage_cube SELECT session_id, bucket, role, provider, model, agent, error, count(*),
             sum(input), sum(output), sum(reasoning), sum(cache_read), sum(cache_write), sum(cost_pico),
-            sum(CASE WHEN cost_pico = 0 THEN coalesce(est_pico, 0) ELSE 0 END), sum(coalesce(est_pico, 0)),
-            sum(role = 'assistant' AND cost_pico = 0 AND {tokens} AND NOT priced),
-            sum(role = 'assistant' AND {tokens} AND NOT priced)
+            sum(CASE WHEN cost_pico = 0 THEN est ELSE 0 END), sum(est),
+            sum(CASE WHEN cost_pico = 0 THEN unpriced ELSE 0 END), sum(unpriced)
         FROM (SELECT session_id, bucket, role, provider, model, agent, error, input, output, reasoning, cache_read,
-                cache_write, cost_pico, est_pico, priced
+                cache_write, cost_pico, coalesce(est_pico, 0) AS est, {unpriced} AS unpriced
             FROM temp.valid_message v WHERE {where} LIMIT -1)  -- not flattened: one estimate a row
         GROUP BY 1, 2, 3, 4, 5, 6, 7"""
     )

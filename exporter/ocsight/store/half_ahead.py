@@ -87,9 +87,10 @@ class HalfAhead(threading.Thread):
         # set once its set-up is done: Python-heavy work elsewhere waits for it (both hold the GIL)
         self.reading = threading.Event()
         self.staged, self.tools_summed = threading.Event(), threading.Event()
-        # price rows from the index connection, with the pairs it prices later (then once more);
-        # None: cancelled
-        self._prices: queue.SimpleQueue[tuple[list[tuple], list[tuple[str, str]]] | None] = queue.SimpleQueue()
+        # price rows from the index connection, the pairs to sum again (None: sum all) and whether
+        # they are the last; None: cancelled
+        self._prices: queue.SimpleQueue[tuple[list[tuple], list[tuple[str, str]] | None, bool] | None] = (
+            queue.SimpleQueue())
         self.failed = False
         # what the index connection learns at each meeting
         self.ids: list[str] = []
@@ -113,14 +114,13 @@ class HalfAhead(threading.Thread):
             self.orphan_steps, self.orphan_tools = _orphans(con)
             extract.sum_tool_calls(con, orphans=bool(self.orphan_tools))
             self.tools_summed.set()
-            late = None
             while (batch := self._prices.get()) is not None:
-                rows, pending = batch
+                rows, again, last = batch
                 con.executemany("INSERT OR REPLACE INTO price VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                extract.sum_usage(con, late)
-                if not pending:
+                if again is None or again:  # None: the first sum, of every message
+                    extract.sum_usage(con, again)
+                if last:
                     break
-                late = pending
         except (sqlite3.Error, MemoryError):
             self.failed = True
         finally:
@@ -186,10 +186,12 @@ class HalfAhead(threading.Thread):
             raise SplitFailed
         return bool(tools)
 
-    def give_prices(self, con: sqlite3.Connection, late: list[tuple[str, str]] | tuple = ()) -> None:
-        """Hands over the index's prices, for the thread to sum usage; `late`: pairs still to be
-        priced, whose messages it sums again on the next call (`extract.sum_usage`)."""
-        self._prices.put((con.execute("SELECT * FROM price").fetchall(), list(late)))
+    def give_prices(self, con: sqlite3.Connection, again: list[tuple[str, str]] | None = None,
+                    last: bool = True) -> None:
+        """Hands over the index's prices, for the thread to sum usage: every message's (`again`
+        None), else those of the pairs in `again` once more (`extract.sum_usage`); `last`: no
+        more prices follow."""
+        self._prices.put((con.execute("SELECT * FROM price").fetchall(), again, last))
 
     def merge_into(self, con: sqlite3.Connection) -> None:
         """Waits for the second half and adds its cube rows and skipped records to the index's."""

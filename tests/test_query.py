@@ -1,0 +1,82 @@
+"""The query layer's `stats`: tools and errors on a second connection beside the usage breakdowns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import storegen
+from conftest import stats, write_store
+from ocsight import query
+from ocsight.sqlite_library import sqlite3
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return write_store(storegen.plan_store(seed=8, sessions=25), tmp_path / "s", "db")
+
+
+def _index_file() -> Path:
+    import os
+
+    (path,) = (Path(os.environ["XDG_CACHE_HOME"]) / "ocsight").glob("index-*.sqlite")
+    return path
+
+
+class Targets(list):
+    fail_read_only = False
+
+
+@pytest.fixture
+def opened(monkeypatch) -> Targets:
+    """The targets of every SQLite connection opened from now on; read-only ones to the index fail
+    once `fail_read_only` is set."""
+    targets = Targets()
+    real = sqlite3.connect
+
+    def connect(target, *args, **kwargs):
+        targets.append(str(target))
+        if targets.fail_read_only and "mode=ro" in str(target) and "index-" in str(target):
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return targets
+
+
+def test_tools_and_errors_are_read_on_a_second_connection_to_the_index(cli, root: Path, opened: Targets):
+    doc = stats(cli, "--data-dir", str(root))
+    side = [t for t in opened if "index-" in t and "mode=ro" in t]
+    assert len(side) == 1
+    assert doc["by_tool"] and doc["by_error"]
+
+
+def test_a_second_connection_that_fails_leaves_the_answer_to_the_index_connection(cli, root: Path, opened: Targets):
+    first = stats(cli, "--data-dir", str(root))
+    opened.fail_read_only = True
+    again = stats(cli, "--data-dir", str(root))
+    assert any("mode=ro" in t for t in opened)
+    assert {k: v for k, v in again.items() if k != "source"} == {k: v for k, v in first.items() if k != "source"}
+
+
+def test_a_connection_holding_a_transaction_answers_alone(cli, root: Path, opened: Targets):
+    stats(cli, "--data-dir", str(root))
+    con = sqlite3.connect(_index_file(), isolation_level=None)
+    apart = query.stats(con, query.Filters(), "auto")
+    opened.clear()
+    con.execute("BEGIN")
+    alone = query.stats(con, query.Filters(), "auto")
+    con.execute("COMMIT")
+    assert [t for t in opened if "mode=ro" in t] == []
+    assert alone == apart and alone["by_tool"]
+
+
+def test_a_connection_whose_views_stand_in_for_the_cubes_answers_alone(cli, root: Path, opened: Targets):
+    stats(cli, "--data-dir", str(root))
+    con = sqlite3.connect(_index_file(), isolation_level=None)
+    con.execute("CREATE TEMP VIEW tool_cube AS SELECT * FROM main.tool_cube WHERE 0")  # as `mcp.scope` does
+    opened.clear()
+    doc = query.stats(con, query.Filters(), "auto")
+    assert [t for t in opened if "mode=ro" in t] == []
+    assert doc["by_tool"] == [] and doc["totals"]["messages"]["assistant"] > 0
