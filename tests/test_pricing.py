@@ -341,3 +341,45 @@ def test_a_first_read_of_a_large_store_prices_through_the_genai_helper(cli, tmp_
     assert doc["totals"]["cost"]["estimated_usd"] == pytest.approx(0.3)
     stats(cli, "--data-dir", str(root))
     assert len(asked) == 1  # a cached index asks no catalogue again
+
+
+EVERY_LOOKUP = """
+import json, sys
+from ocsight import genai_lookup as g
+g._skip_package_init()
+if sys.argv[1] == "stand-ins":
+    g.PYDANTIC_NAMES = tuple(n for n in g.PYDANTIC_NAMES if n not in sys.argv[2:])
+    loaded = g._load_without_pydantic()
+    if not loaded:
+        g.snapshot()
+else:
+    import pydantic  # noqa: F401
+    loaded = False
+snap = g.snapshot()
+pairs = [(p.id, m.id) for p in snap.providers for m in p.models] + [("acme", "mystery-1"), ("x", "gpt-4o")]
+print(json.dumps({"without_pydantic": loaded, "real_pydantic": hasattr(sys.modules["pydantic"], "__file__"),
+                  "answers": [[p, m, g.encode(g.lookup(p, m))] for p, m in pairs]}))
+"""
+
+
+def _every_lookup(*args: str) -> dict:
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", EVERY_LOOKUP, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
+def test_the_genai_helper_loads_without_pydantic_and_answers_every_model_as_with_it():
+    real, helper = _every_lookup("real"), _every_lookup("stand-ins")
+    assert helper["without_pydantic"] and not helper["real_pydantic"] and real["real_pydantic"]
+    assert len(real["answers"]) > 1000 and sum(a[2] is not None for a in real["answers"]) > 1000
+    assert helper["answers"] == real["answers"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
+def test_the_genai_helper_falls_back_to_pydantic_when_genai_prices_needs_more_of_it():
+    short = _every_lookup("stand-ins", "Tag")
+    assert not short["without_pydantic"] and short["real_pydantic"]
+    assert short["answers"] == _every_lookup("real")["answers"]

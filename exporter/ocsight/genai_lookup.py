@@ -112,13 +112,55 @@ def _skip_package_init() -> None:
     sys.modules["genai_prices"] = package
 
 
+# The names genai-prices' `types` takes from pydantic at import (a tag, a discriminator and a
+# field alias in type hints; two TypeAdapters and their config for price updates read as JSON).
+PYDANTIC_NAMES = ("ConfigDict", "Discriminator", "Field", "Tag", "TypeAdapter")
+
+
+class _Inert:
+    """Stands in for a pydantic object the helper never uses."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def _load_without_pydantic() -> bool:
+    """Loads genai-prices' catalogue against inert stand-ins for pydantic; True when done.
+
+    genai-prices uses pydantic only to validate prices it fetches over HTTP; its bundled catalogue
+    is plain dataclasses. Importing pydantic and building those validators is half the helper's
+    CPU, and the helper, a process of its own, never fetches. If genai-prices asks for more of
+    pydantic than the stand-ins hold, the partial import is undone (the caller then loads it with
+    the real pydantic); a test holds every lookup equal to one made with the real pydantic.
+    """
+    import types
+
+    if "pydantic" in sys.modules:
+        return False
+    stand_in = types.ModuleType("pydantic")
+    for name in PYDANTIC_NAMES:
+        setattr(stand_in, name, _Inert)
+    sys.modules["pydantic"] = stand_in
+    try:
+        loaded = snapshot() is not None
+    except Exception:  # noqa: BLE001 - whatever a missing stand-in breaks
+        loaded = False
+    if not loaded:
+        for module in [m for m in sys.modules if m == "pydantic" or m.startswith("genai_prices.")]:
+            del sys.modules[module]
+        snapshot.cache_clear()
+    return loaded
+
+
 def main() -> None:
     # Lowest priority: the helper loads on cores the reader leaves idle, never slowing the read it
     # runs beside; when the reader waits for the answer, its core is idle.
     if hasattr(os, "nice"):  # not on Windows
         os.nice(19)
     _skip_package_init()
-    snapshot()  # loaded before the question arrives: that is the point of the helper
+    # loaded before the question arrives: that is the point of the helper
+    if not _load_without_pydantic():
+        snapshot()
     line = sys.stdin.readline()
     if not line.strip():
         return
