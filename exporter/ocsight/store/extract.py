@@ -16,7 +16,8 @@ from __future__ import annotations
 from ocsight import normalise
 from ocsight.sqlite_library import sqlite3
 
-BUCKET_MS = 900_000  # every real time zone's midnight falls on a 15-minute boundary
+BUCKET_MS = 900_000
+JSONB = sqlite3.sqlite_version_info >= (3, 45)  # jsonb_extract  # every real time zone's midnight falls on a 15-minute boundary
 
 # (staging column, SQL expression over the source row `r`)
 MESSAGE_FIELDS = [
@@ -162,8 +163,24 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
             f"FROM temp.{source} AS r WHERE ({scope}){jv}{where}"
         )
 
+    def insert_message() -> str:
+        if not JSONB:
+            return insert("temp.stage_message", fields["message"], "src_message", new_message)
+        # The token counts are looked up in the message's `tokens` object, taken out once as JSONB,
+        # not each from the top of the message (a tenth of staging's instructions). The subquery
+        # runs as a co-routine, once a row: a join keeps SQLite from flattening it, which would
+        # take the object out again for every count.
+        message = [(c, e.replace("r.data->>'$.tokens.", "r.tokens->>'$.")) for c, e in fields["message"]]
+        if not valid_only:
+            message = _strict(message)
+        return (
+            f"INSERT INTO temp.stage_message SELECT :rank, {', '.join(e for _, e in message)} "
+            f"FROM (SELECT r.*, jsonb_extract(r.data, '$.tokens') AS tokens FROM temp.src_message AS r "
+            f"WHERE ({scope}){jv}{new_message} LIMIT -1) AS r JOIN (SELECT 1)"
+        )
+
     return [
-        ("message", insert("temp.stage_message", fields["message"], "src_message", new_message)),
+        ("message", insert_message()),
         ("step", insert("temp.stage_step", fields["step"], "src_part",
                         f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}")),
         ("tool", insert("temp.stage_tool", fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
