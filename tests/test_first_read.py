@@ -299,3 +299,36 @@ def test_a_reader_that_stops_early_stops_the_reading_thread():
     assert ahead.first() == 0
     ahead.join(timeout=5)
     assert not ahead.is_alive()
+
+
+def test_a_first_build_starts_the_second_half_before_checking_the_legacy_trees(cli, split_store: Path, monkeypatch,
+                                                                                halves):
+    from ocsight.store.legacy import LegacyTree
+
+    events: list[str] = []
+    ahead, detect = Database.stage_half_ahead, LegacyTree.detect
+    monkeypatch.setattr(Database, "stage_half_ahead",
+                        lambda self, *a: events.append("second half") or ahead(self, *a))
+    monkeypatch.setattr(LegacyTree, "detect", lambda self: events.append("legacy checked") or detect(self))
+    doc = _stats(cli, split_store)
+    assert events == ["second half", "legacy checked"] and halves == ["merged"]
+    assert doc == _in_one_connection(cli, split_store, monkeypatch)
+
+
+def test_a_second_half_started_early_ends_when_checking_a_legacy_tree_fails(cli, split_store: Path, monkeypatch):
+    import threading
+
+    from ocsight.store.legacy import LegacyTree
+
+    def fail(self):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(LegacyTree, "detect", fail)
+    started = []
+    ahead = Database.stage_half_ahead
+    monkeypatch.setattr(Database, "stage_half_ahead", lambda self, *a: started.append(1) or ahead(self, *a))
+    assert cli("stats", "--json", "--no-cache", "--data-dir", str(split_store)).code != 0
+    halves = [t for t in threading.enumerate() if isinstance(t, HalfAhead)]
+    for t in halves:
+        t.join(timeout=10)  # a second half never told to end would wait for prices forever
+    assert started and not [t for t in halves if t.is_alive()]

@@ -206,7 +206,9 @@ class Index:
             con.execute("CREATE TEMP TABLE IF NOT EXISTS touched (session_id TEXT PRIMARY KEY)")
             con.execute("DELETE FROM temp.touched")
             _reprice(con, catalogue)
-            sources, full_read = self._detect(say, attempt)
+            # A first build reads everything, known before any source is checked: its second half
+            # starts as soon as the databases are, beside the legacy trees' checks.
+            sources, full_read = self._detect(say, attempt, split_early=full and attempt == 0)
             full = full or full_read
             # What this refresh found changed: None when everything was read.
             self.touched = None if full else {r[0] for r in con.execute("SELECT session_id FROM temp.touched")}
@@ -252,10 +254,13 @@ class Index:
         if half is not None:
             half.merge_into(con)
 
-    def _detect(self, say: Callable[[str], None], attempt: int, wanted: str | None = None) -> tuple[list, bool]:
+    def _detect(self, say: Callable[[str], None], attempt: int, wanted: str | None = None,
+                split_early: bool = False) -> tuple[list, bool]:
         """Every source's changes since its last read; returns the sources and whether all must be read.
 
-        `wanted`: a table of the only sessions asked for (records), whose metadata alone is merged."""
+        `wanted`: a table of the only sessions asked for (records), whose metadata alone is merged.
+        `split_early`: for a whole read, the first database's second half starts reading once the
+        databases are checked (`_split`)."""
         con, full = self.con, False
         dbs = [Database(con, p, rank, attempt, wanted)
                for rank, p in enumerate(self.sources.databases, DB_RANK_BASE)]
@@ -267,11 +272,17 @@ class Index:
             full = full or mode == "full"
             if new_state != state:
                 self._set_state(db.source, new_state)
-        trees = [LegacyTree(con, p, rank, say, wanted)
-                 for rank, p in enumerate(self.sources.legacy_dirs, LEGACY_RANK_BASE)]
-        for tree in trees:
-            say(f"checking {tree.root}")
-            full = tree.detect() == "full" or full
+        half = self._split(dbs[0]) if split_early and dbs else None
+        try:
+            trees = [LegacyTree(con, p, rank, say, wanted)
+                     for rank, p in enumerate(self.sources.legacy_dirs, LEGACY_RANK_BASE)]
+            for tree in trees:
+                say(f"checking {tree.root}")
+                full = tree.detect() == "full" or full
+        except BaseException:
+            if half is not None:
+                half.close()
+            raise
         return [*dbs, *trees], full
 
     def _stage(self, sources: list, scope: str | None, say: Callable[[str], None], detail: bool = False,
@@ -286,9 +297,8 @@ class Index:
         half = None
         if scope is None:
             first = sources[0] if sources else None
-            if (split and isinstance(first, Database) and not detail and not self.lean
-                    and first.stage_half_ahead(self._session_eras(), _prepare_half)):
-                half = first.half
+            if split and isinstance(first, Database) and not detail:
+                half = self._split(first)
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
                 tree.list_ahead(after=half.reading if half is not None else None)
         if prefetch is not None:
@@ -307,6 +317,13 @@ class Index:
                 half.close()
             raise
         return half
+
+    def _split(self, db: Database) -> HalfAhead | None:
+        """Starts reading the second half of `db`'s sessions on another connection, when worth it
+        (not for long-running consumers, whose memory stays flat on one connection)."""
+        if not self.lean and db.half is None:
+            db.stage_half_ahead(self._session_eras(), _prepare_half)
+        return db.half
 
     def _session_eras(self) -> list[tuple]:
         return self.con.execute("SELECT id, version, era FROM session").fetchall()
