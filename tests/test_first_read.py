@@ -236,24 +236,36 @@ PROBE = """
 import ctypes, sys
 from ocsight import sqlite_tuning
 from ocsight.sqlite_library import library_path, sqlite3
-done = sqlite_tuning.disable_memory_statistics() if sys.argv[1] == "off" else None
+done = sqlite_tuning.tune_process() if sys.argv[1] == "tuned" else None
 con = sqlite3.connect(":memory:")
-con.execute("CREATE TABLE t (x)")
-con.executemany("INSERT INTO t VALUES (?)", [(str(i) * 20,) for i in range(2000)])
+con.execute("CREATE TABLE t (data)")
+con.executemany("INSERT INTO t VALUES (?)", [('{"provider": "p%d"}' % (i % 7),) for i in range(2000)])
+# a statement holding sixty text values at once, as staging holds a row's JSON fields
+con.execute("CREATE TABLE s AS SELECT " + ", ".join(f"data->>'provider' || '{i}'" for i in range(60)) + " FROM t")
 lib = ctypes.CDLL(library_path())
 lib.sqlite3_memory_used.restype = ctypes.c_int64
-print(done, lib.sqlite3_memory_used())
+db = ctypes.c_void_p.from_address(id(con) + object.__basicsize__)  # the connection's sqlite3 *
+current, highest = ctypes.c_int(), ctypes.c_int()
+SQLITE_DBSTATUS_LOOKASIDE_MISS_FULL = 6
+lib.sqlite3_db_status(db, SQLITE_DBSTATUS_LOOKASIDE_MISS_FULL, ctypes.byref(current), ctypes.byref(highest), 0)
+print(done, lib.sqlite3_memory_used(), highest.value)
 """
 
 
-@pytest.mark.parametrize("setting", ["on", "off"])
-def test_the_ocsight_process_turns_sqlites_memory_statistics_off(setting: str):
+def _probe(setting: str) -> tuple[str, int, int]:
     out = subprocess.run([sys.executable, "-c", PROBE, setting], capture_output=True, text=True, check=True).stdout
-    done, used = out.split()
-    if setting == "off":
-        assert (done, used) == ("True", "0")
-    else:
-        assert int(used) > 100_000  # kept by default: the probe can tell
+    done, used, misses = out.split()
+    return done, int(used), int(misses)
+
+
+def test_the_ocsight_process_turns_sqlites_memory_statistics_off():
+    assert _probe("tuned")[:2] == ("True", 0)
+    assert _probe("default")[1] > 100_000  # kept by default: the probe can tell
+
+
+def test_the_ocsight_process_gives_each_connection_lookaside_for_a_whole_row():
+    assert _probe("tuned")[2] == 0
+    assert _probe("default")[2] > 1000  # 40 slots by default: the probe can tell
 
 
 def test_long_running_consumers_read_on_one_connection(split_store: Path, monkeypatch):

@@ -478,9 +478,9 @@ def config_command(as_json: bool) -> None:
 def entry() -> None:
     """The `ocsight` command: `main` in a process of its own, whose SQLite is tuned before any
     connection opens (`ocsight.sqlite_tuning`; a process hosting other SQLite users must not)."""
-    from ocsight.sqlite_tuning import disable_memory_statistics
+    from ocsight.sqlite_tuning import tune_process
 
-    disable_memory_statistics()
+    tune_process()
     main()
 
 
