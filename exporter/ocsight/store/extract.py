@@ -245,8 +245,9 @@ def staged_message_ids(con: sqlite3.Connection) -> list[str]:
 def _layers(source: str, keep: str, provider: str, empty_era: bool = True) -> str:
     """CTEs `c` (clean counts, `cost_pico`, era) and `n` (+ normalised counts, `valid`) over `source`.
 
-    `c` is materialised: flattened into the later expressions, the clean counts and the era would be
-    evaluated again inside every count built on them. The session's era is looked up only for rows
+    `c` runs as a co-routine, once a row: flattened into the later expressions, the clean counts and
+    the era would be evaluated again inside every count built on them (a join keeps SQLite from
+    flattening it; materialised, its rows were written to a table and read back). The session's era is looked up only for rows
     whose `tokens.total` does not decide theirs, and, without `empty_era`, only for rows with token
     counts: a message without any (every user message) normalises to zeros in any era.
     """
@@ -261,10 +262,10 @@ def _layers(source: str, keep: str, provider: str, empty_era: bool = True) -> st
     n = normalise.normalised_sql("c", "c.provider")
     counts = ", ".join(f"{n[k]} AS {k}" for k in normalise.TOKEN_KEYS)
     return (
-        f"c AS MATERIALIZED (SELECT {keep}, {provider} AS provider, {normalise.cost_pico_sql('x.cost')} AS cost_pico, "
+        f"c AS (SELECT {keep}, {provider} AS provider, {normalise.cost_pico_sql('x.cost')} AS cost_pico, "
         + ", ".join(f"{clean[k]} AS c_{k}" for k in normalise.TOKEN_KEYS)
-        + f", {era} AS era FROM {source}), "
-        f"n AS (SELECT c.*, {n['valid']} AS valid, {counts} FROM c)"
+        + f", {era} AS era FROM {source} LIMIT -1), "
+        f"n AS (SELECT c.*, {n['valid']} AS valid, {counts} FROM c JOIN (SELECT 1))"
     )
 
 
