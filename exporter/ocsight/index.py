@@ -230,12 +230,12 @@ class Index:
         first read (`store.half_ahead`) summed meanwhile on another connection, and merged."""
         con = self.con
         say("summarising")
-        # Priced after normalising (the second half normalises and sums tool calls meanwhile);
-        # models only genai-prices may know, last (below).
-        extract.create_normalised_messages(con, empty_era=False)  # the cubes keep no era
+        # Priced first, from the staged messages: the second half, normalising meanwhile, sums usage
+        # as soon as it can; models only genai-prices may know, last (below).
         late = _price_new_models(con, catalogue, half.pairs if half is not None else (), genai_late=True)
         if half is not None:
             half.give_prices(con, last=not late)
+        extract.create_normalised_messages(con, empty_era=False)  # the cubes keep no era
         extract.clear_cubes(con, scope)
         orphans = half.check_parts(con) if half is not None else True
         extract.sum_tool_calls(con, orphans)
