@@ -257,3 +257,13 @@ def test_one_index_refreshes_again_after_more_changes(tmp_path: Path):
         totals = query.stats(idx.con, query.Filters(), "auto")["totals"]
     expected = sum(plan.truth[m["id"]]["tokens"]["input"] for m in plan.messages if m["role"] == "assistant")
     assert totals["sessions"] == 12 and totals["tokens"]["input"] == expected
+
+
+def test_a_new_index_is_written_in_16_kb_pages(cli, tmp_path: Path):
+    root = write_store(storegen.plan_store(seed=1, sessions=8), tmp_path / "s", "db")
+    doc = stats(cli, "--data-dir", str(root))
+    con = sqlite3.connect(doc["source"]["index"])
+    assert con.execute("PRAGMA page_size").fetchone()[0] == 16384
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+    assert without_source(stats(cli, "--data-dir", str(root))) == without_source(doc)

@@ -61,6 +61,7 @@ SCHEMA = [
 DB_RANK_BASE = 0  # databases: 0, 1, ... (the first database wins among databases)
 LEGACY_RANK_BASE = 1000  # legacy trees always lose to any database
 PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
+INDEX_PAGE_SIZE = 16384
 LARGE_STORE_BYTES = 16 << 20  # a first read of a database this big hides loading genai-prices
 LARGE_TREE_SESSIONS = 300  # as does a first read of a legacy tree with this many sessions
 
@@ -81,6 +82,9 @@ def _connect(path: Path | None, lean: bool = False, wal: bool = True) -> sqlite3
     con.execute(f"PRAGMA temp_store = {'FILE' if lean else 'MEMORY'}")
     con.execute("PRAGMA cache_size = -8000")  # 8 MB: larger caches bought no speed, only memory
     if path is not None:
+        # A new file's pages (no effect on an existing one): a first build writes its 5 MB in a
+        # quarter of the system calls, and commits in 9 ms rather than 14.
+        con.execute(f"PRAGMA page_size = {INDEX_PAGE_SIZE}")
         con.execute(f"PRAGMA journal_mode = {'WAL' if wal else 'DELETE'}")
         con.execute("PRAGMA synchronous = NORMAL")
     _register_functions(con)
