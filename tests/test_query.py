@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import storegen
-from conftest import stats, write_store
+from conftest import stats, without_source, write_store
 from ocsight import query
 from ocsight.sqlite_library import sqlite3
 
@@ -15,13 +15,6 @@ from ocsight.sqlite_library import sqlite3
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     return write_store(storegen.plan_store(seed=8, sessions=25), tmp_path / "s", "db")
-
-
-def _index_file() -> Path:
-    import os
-
-    (path,) = (Path(os.environ["XDG_CACHE_HOME"]) / "ocsight").glob("index-*.sqlite")
-    return path
 
 
 class Targets(list):
@@ -57,12 +50,12 @@ def test_a_second_connection_that_fails_leaves_the_answer_to_the_index_connectio
     opened.fail_read_only = True
     again = stats(cli, "--data-dir", str(root))
     assert any("mode=ro" in t for t in opened)
-    assert {k: v for k, v in again.items() if k != "source"} == {k: v for k, v in first.items() if k != "source"}
+    assert without_source(again) == without_source(first)
 
 
 def test_a_connection_holding_a_transaction_answers_alone(cli, root: Path, opened: Targets):
-    stats(cli, "--data-dir", str(root))
-    con = sqlite3.connect(_index_file(), isolation_level=None)
+    index = stats(cli, "--data-dir", str(root))["source"]["index"]
+    con = sqlite3.connect(index, isolation_level=None)
     apart = query.stats(con, query.Filters(), "auto")
     opened.clear()
     con.execute("BEGIN")
@@ -73,8 +66,8 @@ def test_a_connection_holding_a_transaction_answers_alone(cli, root: Path, opene
 
 
 def test_a_connection_whose_views_stand_in_for_the_cubes_answers_alone(cli, root: Path, opened: Targets):
-    stats(cli, "--data-dir", str(root))
-    con = sqlite3.connect(_index_file(), isolation_level=None)
+    index = stats(cli, "--data-dir", str(root))["source"]["index"]
+    con = sqlite3.connect(index, isolation_level=None)
     con.execute("CREATE TEMP VIEW tool_cube AS SELECT * FROM main.tool_cube WHERE 0")  # as `mcp.scope` does
     opened.clear()
     doc = query.stats(con, query.Filters(), "auto")

@@ -230,7 +230,7 @@ class Index:
             self._check_unchanged(sources)
 
     def _summarise(self, catalogue, scope: str | None, half: HalfAhead | None, say: Callable[[str], None]) -> None:
-        """Normalises, prices and sums what was staged, into the cubes; with the second half of a
+        """Prices, normalises and sums what was staged, into the cubes; with the second half of a
         first read (`store.half_ahead`) summed meanwhile on another connection, and merged."""
         con = self.con
         say("summarising")

@@ -38,7 +38,8 @@ def tune_process() -> bool:
             return False
         done = lib.sqlite3_config(SQLITE_CONFIG_MEMSTATUS, ctypes.c_int(0)) == SQLITE_OK
         slot, slots = LOOKASIDE
-        done = lib.sqlite3_config(SQLITE_CONFIG_LOOKASIDE, ctypes.c_int(slot), ctypes.c_int(slots)) == SQLITE_OK and done
+        lookaside = lib.sqlite3_config(SQLITE_CONFIG_LOOKASIDE, ctypes.c_int(slot), ctypes.c_int(slots))
+        done = lookaside == SQLITE_OK and done
         return lib.sqlite3_initialize() == SQLITE_OK and done
     except (OSError, AttributeError):
         return False

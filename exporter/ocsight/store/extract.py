@@ -16,8 +16,8 @@ from __future__ import annotations
 from ocsight import normalise
 from ocsight.sqlite_library import sqlite3
 
-BUCKET_MS = 900_000
-JSONB = sqlite3.sqlite_version_info >= (3, 45)  # jsonb_extract  # every real time zone's midnight falls on a 15-minute boundary
+BUCKET_MS = 900_000  # every real time zone's midnight falls on a 15-minute boundary
+JSONB = sqlite3.sqlite_version_info >= (3, 45)  # jsonb_extract
 
 # (staging column, SQL expression over the source row `r`)
 MESSAGE_FIELDS = [
@@ -155,35 +155,31 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
         " AND NOT EXISTS (SELECT 1 FROM temp.staged_elsewhere s WHERE s.id = r.message_id AND s.rank < :rank)"
     )
 
-    def insert(table: str, fields: list[tuple[str, str]], source: str, where: str) -> str:
+    def rows(source: str, where: str) -> str:
+        return f"temp.{source} AS r WHERE ({scope}){jv}{where}"
+
+    def insert(table: str, fields: list[tuple[str, str]], from_: str) -> str:
         if not valid_only:
             fields = _strict(fields)
-        return (
-            f"INSERT INTO {table} SELECT :rank, {', '.join(e for _, e in fields)} "
-            f"FROM temp.{source} AS r WHERE ({scope}){jv}{where}"
-        )
+        return f"INSERT INTO {table} SELECT :rank, {', '.join(e for _, e in fields)} FROM {from_}"
 
     def insert_message() -> str:
+        messages = rows("src_message", new_message)
         if not JSONB:
-            return insert("temp.stage_message", fields["message"], "src_message", new_message)
+            return insert("temp.stage_message", fields["message"], messages)
         # The token counts are looked up in the message's `tokens` object, taken out once as JSONB,
         # not each from the top of the message (a tenth of staging's instructions). The subquery
         # runs as a co-routine, once a row: a join keeps SQLite from flattening it, which would
         # take the object out again for every count.
         message = [(c, e.replace("r.data->>'$.tokens.", "r.tokens->>'$.")) for c, e in fields["message"]]
-        if not valid_only:
-            message = _strict(message)
-        return (
-            f"INSERT INTO temp.stage_message SELECT :rank, {', '.join(e for _, e in message)} "
-            f"FROM (SELECT r.*, jsonb_extract(r.data, '$.tokens') AS tokens FROM temp.src_message AS r "
-            f"WHERE ({scope}){jv}{new_message} LIMIT -1) AS r JOIN (SELECT 1)"
-        )
+        return insert("temp.stage_message", message, f"(SELECT r.*, jsonb_extract(r.data, '$.tokens') AS tokens "
+                                                     f"FROM {messages} LIMIT -1) AS r JOIN (SELECT 1)")
 
     return [
         ("message", insert_message()),
-        ("step", insert("temp.stage_step", fields["step"], "src_part",
-                        f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}")),
-        ("tool", insert("temp.stage_tool", fields["tool"], "src_part", f"{own_part} AND {TOOL_FILTER}")),
+        ("step", insert("temp.stage_step", fields["step"],
+                        rows("src_part", f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}"))),
+        ("tool", insert("temp.stage_tool", fields["tool"], rows("src_part", f"{own_part} AND {TOOL_FILTER}"))),
     ]
 
 
@@ -247,9 +243,10 @@ def _layers(source: str, keep: str, provider: str, empty_era: bool = True) -> st
 
     `c` runs as a co-routine, once a row: flattened into the later expressions, the clean counts and
     the era would be evaluated again inside every count built on them (a join keeps SQLite from
-    flattening it; materialised, its rows were written to a table and read back). The session's era is looked up only for rows
-    whose `tokens.total` does not decide theirs, and, without `empty_era`, only for rows with token
-    counts: a message without any (every user message) normalises to zeros in any era.
+    flattening it; materialised, its rows were written to a table and read back). The session's
+    era is looked up only for rows whose `tokens.total` does not decide theirs, and, without
+    `empty_era`, only for rows with token counts: a message without any (every user message)
+    normalises to zeros in any era.
     """
     clean = {k: normalise.count_sql(f"x.t_{k}") for k in normalise.TOKEN_KEYS}
     session_era = f"coalesce((SELECT se.era FROM session se WHERE se.id = x.session_id), '{normalise.DISJOINT}')"

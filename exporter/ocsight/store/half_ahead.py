@@ -8,10 +8,11 @@ take its cube rows. The two halves meet three times:
 
 1. staged: the index connection learns the second half's message IDs (a later source skips them
    as it skips its own), its model pairs (to be priced) and its rows with malformed JSON;
-2. tool calls summed: each half's parts whose message the half does not hold are checked against
-   the other half's messages;
-3. priced: the index connection hands over the prices, the thread sums usage (and again for the
-   models priced last, by genai-prices, in a second batch), and its rows are merged.
+2. priced: the index connection hands over the prices, for the thread to sum usage once it has
+   normalised and summed its tool calls (and again for the models priced last, by genai-prices,
+   in a second batch);
+3. tool calls summed: each half's parts whose message the half does not hold are checked against
+   the other half's messages; at the end, the thread's rows are merged.
 
 Used only when both connections are sure to read the same snapshot (the database's stamp unchanged
 after the read) and every part lives in its message's half (OpenCode writes a part with its
