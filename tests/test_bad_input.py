@@ -317,3 +317,17 @@ def test_an_internal_failure_is_one_line_without_a_traceback(cli, tmp_path: Path
 def test_the_installed_command_reports_bad_input_without_a_traceback(tmp_path: Path):
     r = run_ocsight("stats", "--json", "--data-dir", str(tmp_path / "missing"))
     one_line_error(r, 1, "not found")
+
+
+def test_corrupt_json_file_in_a_later_batch_keeps_the_earlier_batches(cli, tmp_path: Path, small, monkeypatch):
+    from ocsight.store import legacy
+
+    plan, expected = small
+    root = write_store(plan, tmp_path / "s", "json")
+    m = [m for m in plan.messages if m["role"] == "assistant"][-1]
+    path = root / "storage" / "message" / m["sessionID"] / f"{m['id']}.json"
+    path.write_text('{"role": "assist')
+    monkeypatch.setattr(legacy, "BATCH_FILES", 3)  # the bad file is read in a batch after others
+    doc = stats(cli, "--data-dir", str(root))
+    assert doc["source"]["skipped"]["by_reason"] == {"malformed JSON (half-written?)": 1}
+    assert doc["totals"]["tokens"]["input"] == expected - plan.truth[m["id"]]["tokens"]["input"]

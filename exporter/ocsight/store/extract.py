@@ -217,9 +217,12 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
         except sqlite3.OperationalError as e:
             if "malformed JSON" not in str(e):
                 raise
-            con.execute(f"DELETE FROM temp.stage_{kind} WHERE rank = :rank", args)
-            con.execute(guarded[kind], args)
             table = "message" if kind == "message" else "part"
+            # only this statement's rows: earlier ones of the same rank (a legacy tree's earlier
+            # batches, a database's other sessions) stand
+            con.execute(f"DELETE FROM temp.stage_{kind} WHERE rank = :rank AND id IN "
+                        f"(SELECT r.id FROM temp.src_{table} AS r WHERE ({scope}))", args)
+            con.execute(guarded[kind], args)
             bad.update(
                 (table, rid)
                 for (rid,) in con.execute(
