@@ -4,6 +4,7 @@ gives what one connection gives."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -57,16 +58,23 @@ def _stats(cli, root: Path) -> dict:
 
 def _in_one_connection(cli, root: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     with monkeypatch.context() as m:
-        m.setattr(Database, "stage_half_ahead", lambda self, sessions, prepare: False)
+        m.setattr(Database, "stage_half_ahead", lambda self, *args: False)
         return _stats(cli, root)
 
 
-def _split(db: Path) -> str:
+def _bounds(db: Path) -> list[str]:
     con = sqlite3.connect(db)
     try:
-        return half_ahead.split_point(con, "main")
+        return half_ahead.range_bounds(con, "main")
     finally:
         con.close()
+
+
+def _half(db: Path, half: str) -> tuple[str, str]:
+    """A condition on `session_id` (with its argument) that holds only in a half's own end range:
+    the lowest sessions are always the index connection's, the highest always the thread's."""
+    bounds = _bounds(db)
+    return ("< ?", bounds[0]) if half == "first" else (">= ?", bounds[-1])
 
 
 def test_a_database_read_in_two_halves_equals_one_read_on_one_connection(cli, split_store: Path, monkeypatch, halves):
@@ -97,7 +105,7 @@ def _all_priced_at_once(cli, root: Path, monkeypatch: pytest.MonkeyPatch, *args:
 
     price = index._price_new_models
     with monkeypatch.context() as m:
-        m.setattr(Database, "stage_half_ahead", lambda self, sessions, prepare: False)
+        m.setattr(Database, "stage_half_ahead", lambda self, *args: False)
         m.setattr(index, "_price_new_models", lambda con, catalogue, more=(), genai_late=False: price(con, catalogue, more))
         return without_source(stats(cli, "--no-cache", *args, "--data-dir", str(root)))
 
@@ -123,11 +131,21 @@ def test_a_model_no_catalogue_knows_is_not_summed_again_and_stays_unpriced(cli, 
     assert doc == _all_priced_at_once(cli, split_store, monkeypatch, "--cost-mode", "calculate")
 
 
-def test_each_half_holds_about_half_the_messages(split_store: Path):
-    con = sqlite3.connect(split_store / "opencode.db")
-    split = _split(split_store / "opencode.db")
-    below, total = con.execute("SELECT sum(session_id < ?), count(*) FROM message", (split,)).fetchone()
-    assert 0.3 * total < below < 0.7 * total
+def test_ranges_of_sessions_hold_about_equal_numbers_of_messages(tmp_path: Path):
+    plan = storegen.plan_store(seed=41, sessions=400, eras=("1.18",))
+    db = write_store(plan, tmp_path / "s", "db") / "opencode.db"
+    bounds = _bounds(db)
+    assert bounds == sorted(set(bounds)) and len(bounds) == half_ahead.RANGES - 1
+    con = sqlite3.connect(db)
+    largest_session = con.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM message GROUP BY session_id)"
+                                  ).fetchone()[0]
+    edges = [None, *bounds, None]
+    counts = [con.execute("SELECT count(*) FROM message WHERE (? IS NULL OR session_id >= ?) "
+                          "AND (? IS NULL OR session_id < ?)", (lo, lo, hi, hi)).fetchone()[0]
+              for lo, hi in itertools.pairwise(edges)]
+    con.close()
+    share = sum(counts) / half_ahead.RANGES
+    assert all(abs(n - share) <= 0.5 * share + largest_session for n in counts), counts
 
 
 def test_a_second_half_that_fails_is_read_again_on_one_connection(cli, split_store: Path, monkeypatch, halves):
@@ -167,11 +185,10 @@ def test_a_part_filed_in_the_other_halfs_session_counts_with_its_message(
     plan = storegen.plan_store(seed=29, sessions=30, eras=("0.x",))
     root = write_store(plan, tmp_path / "s", "db")
     db = root / "opencode.db"
-    split = _split(db)
+    cond, arg = _half(db, "first" if direction == "first to second" else "second")
     con = sqlite3.connect(db)
-    below = "<" if direction == "first to second" else ">="
     part, = con.execute(
-        f"SELECT id FROM part WHERE session_id {below} ? AND data LIKE ? LIMIT 1", (split, PART_OF_KIND[kind])
+        f"SELECT id FROM part WHERE session_id {cond} AND data LIKE ? LIMIT 1", (arg, PART_OF_KIND[kind])
     ).fetchone()
     other = "max" if direction == "first to second" else "min"
     con.execute(f"UPDATE part SET session_id = (SELECT {other}(id) FROM session) WHERE id = ?", (part,))
@@ -186,11 +203,10 @@ def test_a_part_filed_in_the_other_halfs_session_counts_with_its_message(
 def test_a_tool_call_without_its_message_in_either_half_is_counted_as_skipped(cli, split_store: Path, halves,
                                                                              half: str):
     db = split_store / "opencode.db"
-    split = _split(db)
+    cond, arg = _half(db, half)
     con = sqlite3.connect(db)
-    below = "<" if half == "first" else ">="
-    part, = con.execute(f"SELECT id FROM part WHERE session_id {below} ? AND data LIKE ? LIMIT 1",
-                        (split, PART_OF_KIND["tool call"])).fetchone()
+    part, = con.execute(f"SELECT id FROM part WHERE session_id {cond} AND data LIKE ? LIMIT 1",
+                        (arg, PART_OF_KIND["tool call"])).fetchone()
     con.execute("UPDATE part SET message_id = 'msg_gone' WHERE id = ?", (part,))
     con.commit()
     con.close()
@@ -203,10 +219,10 @@ def test_legacy_messages_in_the_second_halfs_sessions_merge_into_one_cube_row_a_
     plan = storegen.plan_store(seed=31, sessions=30, eras=("1.1",))
     root = write_store(plan, tmp_path / "s", "both")
     db = root / "opencode.db"
-    split = _split(db)
+    cond, arg = _half(db, "second")
     con = sqlite3.connect(db)
-    # every other message of the second half is left to the legacy tree
-    gone = [r[0] for r in con.execute("SELECT id FROM message WHERE session_id >= ? ORDER BY id", (split,))][::2]
+    # every other message of the second half's end range is left to the legacy tree
+    gone = [r[0] for r in con.execute(f"SELECT id FROM message WHERE session_id {cond} ORDER BY id", (arg,))][::2]
     con.executemany("DELETE FROM part WHERE message_id = ?", [(m,) for m in gone])
     con.executemany("DELETE FROM message WHERE id = ?", [(m,) for m in gone])
     con.commit()
@@ -272,7 +288,7 @@ def test_long_running_consumers_read_on_one_connection(split_store: Path, monkey
     started: list[bool] = []
     ahead = Database.stage_half_ahead
     monkeypatch.setattr(Database, "stage_half_ahead",
-                        lambda self, sessions, prepare: started.append(True) or ahead(self, sessions, prepare))
+                        lambda self, *args: started.append(True) or ahead(self, *args))
     reader.open_index(reader.ReadOptions(data_dirs=(str(split_store),), use_cache=False, lean_memory=True)).close()
     assert started == []
     reader.open_index(reader.ReadOptions(data_dirs=(str(split_store),), use_cache=False)).close()
@@ -344,3 +360,82 @@ def test_a_second_half_started_early_ends_when_checking_a_legacy_tree_fails(cli,
     for t in halves:
         t.join(timeout=10)  # a second half never told to end would wait for prices forever
     assert started and not [t for t in halves if t.is_alive()]
+
+
+def test_the_two_connections_claim_ranges_from_either_end_until_they_meet():
+    import threading
+
+    ranges = half_ahead.SessionRanges(["b", "c", "d", "e"])  # five ranges: 0 .. 4
+    low, high = ranges.low_claims(), ranges.high_claims()
+    assert (next(low), next(high)) == (0, 4)  # each end is its connection's from the start
+    assert (next(high), next(high), next(low)) == (3, 2, 1)
+    assert next(high, None) is None and next(low, None) is None
+    assert ranges.split == "c"  # the thread's half: ranges 2 .. 4, sessions from "c" on
+    crowd = half_ahead.SessionRanges([f"s{i:03}" for i in range(1, 200)])
+    claimed: list[list[int]] = [[], []]
+    workers = [threading.Thread(target=lambda out, it: out.extend(it), args=(claimed[0], crowd.low_claims())),
+               threading.Thread(target=lambda out, it: out.extend(it), args=(claimed[1], crowd.high_claims()))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(claimed[0] + claimed[1]) == list(range(200))  # every range once
+    assert max(claimed[0]) < min(claimed[1]) and crowd.split == crowd.bounds[max(claimed[0])]
+
+
+@pytest.mark.parametrize("slow", ["index connection", "thread"])
+def test_the_slower_connection_stages_fewer_ranges_and_the_totals_stand(cli, tmp_path: Path, monkeypatch, halves,
+                                                                          slow: str):
+    import threading
+    import time
+
+    from ocsight.store import extract
+
+    plan = storegen.plan_store(seed=43, sessions=80, eras=("1.18", "1.1"))
+    root = write_store(plan, tmp_path / "s", "db")
+    stage = extract.stage
+
+    def staging(con, rank, scope="1", first=True, params=None):
+        on_main = threading.current_thread() is threading.main_thread()
+        if params and on_main == (slow == "index connection"):
+            time.sleep(0.05)
+        return stage(con, rank, scope, first, params)
+
+    claims = {"index connection": 0, "thread": 0}
+    low, high = half_ahead.SessionRanges.low_claims, half_ahead.SessionRanges.high_claims
+
+    def counted(claim, who):
+        def claiming(self):
+            for i in claim(self):
+                claims[who] += 1
+                yield i
+        return claiming
+
+    monkeypatch.setattr(half_ahead.SessionRanges, "low_claims", counted(low, "index connection"))
+    monkeypatch.setattr(half_ahead.SessionRanges, "high_claims", counted(high, "thread"))
+    monkeypatch.setattr(extract, "stage", staging)
+    doc = _stats(cli, root)
+    fast = "thread" if slow == "index connection" else "index connection"
+    assert halves == ["merged"] and claims[fast] > 2 * claims[slow], claims
+    assert claims[fast] + claims[slow] == half_ahead.RANGES
+    monkeypatch.setattr(extract, "stage", stage)
+    assert doc == _in_one_connection(cli, root, monkeypatch)
+
+
+@pytest.mark.parametrize("half", ["first", "second"])
+def test_a_malformed_database_message_with_a_legacy_copy_counts_from_the_copy(cli, tmp_path: Path, half: str):
+    # A legacy tree read beside the second half skips every message the database holds: one the
+    # database could not give must still come from the tree, on whichever connection it was met.
+    plan = storegen.plan_store(seed=47, sessions=30, eras=("1.1",))
+    whole = _stats(cli, write_store(plan, tmp_path / "whole", "both"))
+    root = write_store(plan, tmp_path / "s", "both")
+    db = root / "opencode.db"
+    cond, arg = _half(db, half)
+    con = sqlite3.connect(db)
+    con.execute(f"UPDATE message SET data = '{{\"role\": \"assist' WHERE id = (SELECT id FROM message "
+                f"WHERE session_id {cond} AND data LIKE '%\"assistant\"%' LIMIT 1)", (arg,))
+    con.commit()
+    con.close()
+    doc = stats(cli, "--no-cache", "--data-dir", str(root))
+    assert doc["source"]["skipped"]["by_reason"] == {"malformed JSON": 1}
+    assert without_source(doc) == whole

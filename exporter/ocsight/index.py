@@ -311,22 +311,41 @@ class Index:
             for n, source in enumerate(sources):
                 say(f"reading {getattr(source, 'path', None) or source.root}")
                 if half is not None and n > 0:
-                    if isinstance(source, LegacyTree):
-                        source.staged_elsewhere = half.ids
-                    else:
-                        half.note_staged(self.con)
+                    self._skip_half(sources[0], half, source)
                 source.stage(scope, first=n == 0)
+            if half is not None:
+                # A legacy tree read while the half was staging skipped every message the database
+                # holds: those of the half's it could not stage are read again on one connection.
+                unstaged = sources[0].finish_half()
+                if any(tree.lists(mid) for tree in sources if isinstance(tree, LegacyTree) for mid, _sid in unstaged):
+                    raise SplitFailed
         except BaseException:
             if half is not None:
                 half.close()
             raise
         return half
 
+    def _skip_half(self, db: Database, half: HalfAhead, source: Database | LegacyTree) -> None:
+        """Makes a later source skip the messages `db`'s second half stages. A legacy tree beside
+        the only database skips every message ID the database holds, less those this connection
+        could not stage, without waiting for the half; anything else waits for its staged IDs."""
+        if isinstance(source, LegacyTree) and half.reads_ids:
+            ids = half.take_database_ids()
+            ids.difference_update(db.unstaged_here)
+            source.staged_ids = ids
+            return
+        db.finish_half()
+        if isinstance(source, LegacyTree):
+            source.staged_elsewhere = half.ids
+        else:
+            half.note_staged(self.con)
+
     def _split(self, db: Database) -> HalfAhead | None:
         """Starts reading the second half of `db`'s sessions on another connection, when worth it
         (not for long-running consumers, whose memory stays flat on one connection)."""
         if not self.lean and db.half is None:
-            db.stage_half_ahead(self._session_eras(), _prepare_half)
+            read_ids = bool(self.sources.legacy_dirs) and len(self.sources.databases) == 1
+            db.stage_half_ahead(self._session_eras(), _prepare_half, read_ids)
         return db.half
 
     def _session_eras(self) -> list[tuple]:

@@ -154,6 +154,10 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
         " AND NOT EXISTS (SELECT 1 FROM temp.stage_message s WHERE s.id = r.message_id AND s.rank < :rank)"
         " AND NOT EXISTS (SELECT 1 FROM temp.staged_elsewhere s WHERE s.id = r.message_id AND s.rank < :rank)"
     )
+    # A tool call is one event whatever source holds it: a copy of one already staged is skipped by
+    # its ID (a message a database could not give comes from a legacy tree, with its tool calls,
+    # which the database gave too).
+    new_tool = "" if first else " AND NOT EXISTS (SELECT 1 FROM temp.stage_tool s WHERE s.id = r.id)"
 
     def rows(source: str, where: str) -> str:
         return f"temp.{source} AS r WHERE ({scope}){jv}{where}"
@@ -179,7 +183,7 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
         ("message", insert_message()),
         ("step", insert("temp.stage_step", fields["step"],
                         rows("src_part", f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}"))),
-        ("tool", insert("temp.stage_tool", fields["tool"], rows("src_part", f"{own_part} AND {TOOL_FILTER}"))),
+        ("tool", insert("temp.stage_tool", fields["tool"], rows("src_part", f"{own_part}{new_tool} AND {TOOL_FILTER}"))),
     ]
 
 
@@ -194,21 +198,23 @@ def _strict(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [*fields[:i], (column, guarded), *fields[i + 1:]]
 
 
-def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True) -> list[tuple[str, str]]:
+def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True,
+          params: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """Stages the messages, tool calls and (0.x) steps `scope` selects from the `src_*` views.
 
-    `scope` is a condition on the source row `r`. Returns (table, id) of rows with malformed JSON:
+    `scope` is a condition on the source row `r`, with named `params`. Returns (table, id) of rows with malformed JSON:
     such a row aborts the fast statement, so only then is it run again with a validity guard, and
     only then are the bad rows looked up, to be counted as skipped rather than guessed at.
     """
     if not first:
         con.execute("CREATE INDEX IF NOT EXISTS temp.stage_message_id ON stage_message (id)")
+        con.execute("CREATE INDEX IF NOT EXISTS temp.stage_tool_id ON stage_tool (id)")
     with_steps = con.execute("SELECT 1 FROM temp.step_sessions LIMIT 1").fetchone() is not None
     staged = {r[1] for r in con.execute("PRAGMA temp.table_info(stage_tool)")}
     fields = _fields(detail="call_id" in staged)
     guarded = dict(_statements(scope, first, True, fields))
     bad: set[tuple[str, str]] = set()
-    args = {"rank": rank}
+    args = {"rank": rank, **(params or {})}
     for kind, sql in _statements(scope, first, False, fields):
         if kind == "step" and not with_steps:
             continue

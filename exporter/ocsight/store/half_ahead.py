@@ -1,10 +1,13 @@
 """The second half of a database's first read, done on a second connection, on another core.
 
-A first read of a database splits its sessions in two at a message's session (`split_point`). The index's
-connection stages, normalises and sums the first half; a thread does the same for the second on a
-connection of its own (SQLite releases the GIL while a statement runs), into a private in-memory
-database (shared-cache, named for this process) that the index connection attaches at the end to
-take its cube rows. The two halves meet three times:
+A first read of a database cuts its sessions into ranges of about equal messages (`SessionRanges`).
+The index's connection stages ranges from the lowest, a thread from the highest, each claiming the
+next as it finishes one, until they meet: the two halves are whatever each had time for (a range's
+cost depends on its sessions' era and on what else the machine runs, so a fixed cut left one core
+idle for up to a tenth of the read). The thread then normalises and sums its half on a connection
+of its own (SQLite releases the GIL while a statement runs), into a private in-memory database
+(shared-cache, named for this process) that the index connection attaches at the end to take its
+cube rows. The two halves meet three times:
 
 1. staged: the index connection learns the second half's message IDs (a later source skips them
    as it skips its own), its model pairs (to be priced) and its rows with malformed JSON;
@@ -28,13 +31,14 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract
 
 _names = itertools.count()
-SPLIT_SAMPLE = 1000  # messages: the halves then hold 50% each give or take 3%
+SPLIT_SAMPLE = 1000  # messages sampled to cut the ranges: each then holds its share give or take 3%
+RANGES = 20  # 10 and 40 were no faster
 # Usage cube keys: a session of the second half may also hold a legacy tree's messages, summed on
 # the index connection; its rows are then merged by key.
 USAGE_KEYS = "session_id, bucket, role, provider, model, agent, error"
@@ -45,40 +49,88 @@ class SplitFailed(Exception):
     """The second half could not be used: the read is done again on one connection."""
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def split_point(con: sqlite3.Connection, alias: str) -> str | None:
-    """The session of the middle message (by session ID) in an even sample of messages by rowid:
-    the second half starts there. (Even though the first half's connection also reads the legacy
-    trees and prices the models: the price helper fills the time it would wait. A sample: walking
-    the whole session index took as long as the rest of the set-up.)"""
+def range_bounds(con: sqlite3.Connection, alias: str, ranges: int = RANGES) -> list[str]:
+    """Session IDs that cut the database's sessions into `ranges` ranges of about equal messages,
+    from an even sample of messages by rowid (walking the whole session index took as long as the
+    rest of the set-up); [] when there is nothing to cut. A session is never cut."""
     top = con.execute(f"SELECT max(rowid) FROM {alias}.message").fetchone()[0]
     if not isinstance(top, int) or top < 1:
-        return None
+        return []
     rowids = json.dumps(list(range(1, top + 1, max(1, top // SPLIT_SAMPLE))))
     sessions = sorted(
         r[0] for r in con.execute(
             f"SELECT session_id FROM {alias}.message WHERE rowid IN (SELECT value FROM json_each(?))", (rowids,)
         ) if isinstance(r[0], str)
     )
-    return sessions[len(sessions) // 2] if sessions else None
+    cuts = {sessions[len(sessions) * i // ranges] for i in range(1, ranges)} - {sessions[0]} if sessions else set()
+    return sorted(cuts)
 
 
-def first_half(split: str) -> str:
-    """The staging scope (a condition on the source row `r`) of the index connection's half."""
-    return f"r.session_id < {_literal(split)}"
+class SessionRanges:
+    """Ranges of sessions (`range_bounds`) claimed by two connections: the index connection from
+    the lowest, the thread from the highest. Each owns its end range from the start, so the lowest
+    sessions are always the index connection's and the highest the thread's."""
+
+    def __init__(self, bounds: list[str]) -> None:
+        if not bounds:
+            raise ValueError("no bounds: nothing to share")
+        self.bounds = bounds
+        self._lock = threading.Lock()
+        self._low, self._high = 1, len(bounds)  # the ranges not claimed yet: low .. high - 1
+        self._low_done = False
+
+    def scope(self, i: int) -> tuple[str, dict[str, str]]:
+        """Range `i`'s condition on the source row `r`, with its parameters (the same statement text
+        for every range: prepared once)."""
+        if i == 0:
+            return "r.session_id < :range_hi", {"range_hi": self.bounds[0]}
+        if i == len(self.bounds):
+            return "r.session_id >= :range_lo", {"range_lo": self.bounds[-1]}
+        return ("r.session_id >= :range_lo AND r.session_id < :range_hi",
+                {"range_lo": self.bounds[i - 1], "range_hi": self.bounds[i]})
+
+    def low_claims(self) -> Iterator[int]:
+        """The index connection's ranges, each claimed when the last is done, until it meets the thread's."""
+        yield 0
+        while True:
+            with self._lock:
+                if self._high <= self._low:
+                    self._low_done = True
+                    return
+                i, self._low = self._low, self._low + 1
+            yield i
+
+    def high_claims(self) -> Iterator[int]:
+        """The thread's ranges, each claimed when the last is done, until it meets the index connection's."""
+        yield len(self.bounds)
+        while True:
+            with self._lock:
+                if self._high <= self._low:
+                    return
+                self._high -= 1
+                i = self._high
+            yield i
+
+    @property
+    def split(self) -> str:
+        """The lowest session of the thread's half (once the index connection has stopped claiming)."""
+        assert self._low_done, "the index connection is still claiming ranges"
+        return self.bounds[self._low - 1]
 
 
 class HalfAhead(threading.Thread):
     """`prepare` makes a connection ready for `store.extract` (SQL functions, the index's tables);
     `sessions` are the index's (id, version, era) rows, which normalising needs."""
 
-    def __init__(self, uri: str, rank: int, busy_ms: int, split: str, sessions: list[tuple],
-                 prepare: Callable[[sqlite3.Connection], None]) -> None:
+    def __init__(self, uri: str, rank: int, busy_ms: int, ranges: SessionRanges, sessions: list[tuple],
+                 prepare: Callable[[sqlite3.Connection], None], read_ids: bool = False) -> None:
         super().__init__(daemon=True)
-        self.uri, self.rank, self.busy_ms, self.split = uri, rank, busy_ms, split
+        self.uri, self.rank, self.busy_ms, self.ranges = uri, rank, busy_ms, ranges
+        # With `read_ids`, every message ID the database holds, read before staging: a legacy tree
+        # read meanwhile on the index connection skips them without waiting for either half.
+        self.database_ids: set[str] | None = None
+        self.reads_ids = read_ids
+        self.ids_read = threading.Event()
         self.sessions, self.prepare = sessions, prepare
         n = next(_names)
         self.alias = f"oc_half_{n}"  # `oc_`: detached with the databases (`sqlite.detach_all`)
@@ -126,6 +178,7 @@ class HalfAhead(threading.Thread):
             self.failed = True
         finally:
             self.reading.set()
+            self.ids_read.set()
             self.staged.set()
             self.tools_summed.set()
             if con is not None:
@@ -146,14 +199,29 @@ class HalfAhead(threading.Thread):
         con.execute("CREATE TEMP VIEW src_part AS SELECT id, message_id, session_id, data FROM oc.part")
         extract.create_staging(con)
         self.reading.set()
-        self.bad = extract.stage(con, self.rank, f"r.session_id >= {_literal(self.split)}", True)
-        self.ids = extract.staged_message_ids(con)
+        if self.reads_ids:
+            # from the ID index, unparsed; the same snapshot as both halves read (`Database.finish_half`)
+            ids = con.execute("SELECT group_concat(id, char(10)) FROM oc.message").fetchone()[0]
+            self.database_ids = set(ids.split("\n")) if ids else set()
+            self.ids_read.set()
+        for i in self.ranges.high_claims():
+            scope, params = self.ranges.scope(i)
+            self.bad += extract.stage(con, self.rank, scope, params=params)
+        if not self.reads_ids:  # else the database's IDs serve
+            self.ids = extract.staged_message_ids(con)
         self.pairs = con.execute(
             "SELECT DISTINCT coalesce(provider, ''), coalesce(model, '') FROM temp.stage_message "
             "WHERE role = 'assistant'"
         ).fetchall()
 
     # -- the index connection's side ----------------------------------------------------------------
+
+    def take_database_ids(self) -> set[str]:
+        """Waits for the database's message IDs (`read_ids`); the caller may change the set."""
+        self.ids_read.wait()
+        if self.failed or self.database_ids is None:
+            raise SplitFailed
+        return self.database_ids
 
     def take_staged(self) -> list[tuple[str, str]]:
         """Waits for the second half's staging; returns its rows with malformed JSON, as `extract.stage` does."""
@@ -199,7 +267,7 @@ class HalfAhead(threading.Thread):
         self.join()
         if self.failed:
             raise SplitFailed
-        a, split = self.alias, (self.split,)
+        a, split = self.alias, (self.ranges.split,)
         con.execute(f"ATTACH DATABASE ? AS {a}", (self.memory,))
         for cube, keys in (("usage_cube", USAGE_KEYS), ("tool_cube", TOOL_KEYS)):
             if con.execute(f"SELECT 1 FROM {cube} WHERE session_id >= ? LIMIT 1", split).fetchone() is None:

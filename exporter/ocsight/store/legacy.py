@@ -161,6 +161,10 @@ class LegacyTree:
         self.session_dirs = 0  # found by `detect`
         # IDs of messages staged on another connection (`store.half_ahead`): skipped like those staged here
         self.staged_elsewhere: list[str] = []
+        # or every message ID staged by a database, this connection's too, when known beforehand
+        # (`Index._skip_half`): then not read back from the staging table
+        self.staged_ids: set[str] | None = None
+        self._listing: Listing = {}  # the last `stage`'s
 
     # -- what changed ------------------------------------------------------------------------------
 
@@ -278,8 +282,12 @@ class LegacyTree:
             )
         # Files of staged messages are not read; `extract.stage` skips the messages staged on this
         # connection itself too.
-        staged = set(extract.staged_message_ids(con))
-        staged.update(self.staged_elsewhere)
+        if self.staged_ids is not None:
+            staged = self.staged_ids
+        else:
+            staged = set(extract.staged_message_ids(con))
+            staged.update(self.staged_elsewhere)
+        self._listing = listing
         skips: list[tuple[str, str, str | None]] = []
         foreign: list[tuple[str, str, str]] = []
         session_of: dict[str, str] = {}
@@ -309,6 +317,10 @@ class LegacyTree:
             "WHERE rank = ? AND role = 'assistant' AND time_completed IS NULL AND error IS NULL",
             (self.source, self.rank),
         )
+
+    def lists(self, message_id: str) -> bool:
+        """Whether the last `stage` found a file of this message."""
+        return any(message_id in files for files, _foreign in self._listing.values())
 
     def _batches(self, listing: Listing, staged: set[str], foreign_out: list[tuple[str, str, str]]
                  ) -> Iterator[tuple[list[tuple[str, str, str, str]], list[tuple], list[tuple[str, str]]]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from ocsight.errors import OcsightError
 from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract, locate
-from ocsight.store.half_ahead import HalfAhead, SplitFailed, first_half, split_point
+from ocsight.store.half_ahead import HalfAhead, SessionRanges, SplitFailed, range_bounds
 
 BUSY_RETRY_SECONDS = float(os.environ.get("OCSIGHT_BUSY_TIMEOUT", "10"))
 # Rows re-read on every refresh: long enough for any transaction OpenCode has open while we read.
@@ -95,6 +95,10 @@ class Database:
         self.tables: set[str] | None = None
         self.uri = ""
         self.half: HalfAhead | None = None  # the second half of a first read (`stage_half_ahead`)
+        # with a half: message IDs this connection could not stage (malformed), and the half's
+        # (message ID, session ID) of those, once taken (`finish_half`)
+        self.unstaged_here: set[str] = set()
+        self._half_unstaged: list[tuple[str, str | None]] | None = None
         # a table of the only sessions wanted (records of some sessions): only theirs are merged
         self.wanted = wanted
 
@@ -270,21 +274,24 @@ class Database:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def stage_half_ahead(self, sessions: list[tuple], prepare: Callable[[sqlite3.Connection], None]) -> bool:
+    def stage_half_ahead(self, sessions: list[tuple], prepare: Callable[[sqlite3.Connection], None],
+                         read_ids: bool = False) -> bool:
         """Starts reading the second half of this database's sessions on a second connection, for a
-        `stage` of the whole database as the first source (see `store.half_ahead`). False when there
-        is nothing to split."""
+        `stage` of the whole database as the first source (see `store.half_ahead`; `read_ids`: it
+        reads every message ID first). False when there is nothing to split."""
         if self.stamp[0] == 0 or not REQUIRED_TABLES <= self._guard(self._attach):
             return False
-        split = self._guard(lambda: split_point(self.con, self.alias))
-        if split is None:
+        bounds = self._guard(lambda: range_bounds(self.con, self.alias))
+        if not bounds:
             return False
-        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), split, sessions, prepare)
+        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), SessionRanges(bounds),
+                              sessions, prepare, read_ids)
         return True
 
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this database's records of the sessions in table `sessions` (all when None); with
-        a second half read ahead, only the first half's (the index closes the half)."""
+        a second half read ahead, only the ranges of sessions this connection claims (the index
+        then takes the half's with `finish_half`, and closes it)."""
         if self.stamp[0] == 0:
             return
         tables = self._guard(self._attach)
@@ -292,8 +299,8 @@ class Database:
             return
         half = self.half
         scope = f"r.session_id IN (SELECT session_id FROM {sessions})" if sessions else "1"
-        if half is not None:
-            scope = first_half(half.split)
+        # with a second half read ahead: the ranges of sessions this connection claims, one by one
+        scopes = (half.ranges.scope(i) for i in half.ranges.low_claims()) if half is not None else [(scope, {})]
         con = self.con
         if sessions:
             con.execute(f"DELETE FROM skipped WHERE source = ? AND session_id IN (SELECT session_id FROM {sessions})",
@@ -302,17 +309,32 @@ class Database:
             con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
         self._create_views()
         try:
-            bad = self._guard(lambda: extract.stage(con, self.rank, scope, first))
-            if half is not None:
-                bad += half.take_staged()
-                # the same snapshot only if nothing was written since before this read began
-                if self.written_since_stamp():
-                    raise SplitFailed
-            for table, rid in bad:
-                sid = con.execute(f"SELECT session_id FROM {self.alias}.{table} WHERE id = ?", (rid,)).fetchone()
-                con.execute(
-                    "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
-                    (self.source, f"{table}:{rid}", "malformed JSON", sid[0] if sid else None),
-                )
+            bad = self._guard(lambda: [row for scope, params in scopes
+                                       for row in extract.stage(con, self.rank, scope, first, params)])
         finally:
             self._drop_views()
+        self.unstaged_here = {rid for rid, _sid in self._count_malformed(bad)}
+
+    def finish_half(self) -> list[tuple[str, str | None]]:
+        """Waits for the second half's staging and counts its rows with malformed JSON as skipped;
+        returns (message ID, session ID) of its messages among them. Raises `SplitFailed` when the
+        database was written since this read began: the connections may have read two snapshots."""
+        if self._half_unstaged is None:
+            assert self.half is not None
+            bad = self.half.take_staged()
+            if self.written_since_stamp():
+                raise SplitFailed
+            self._half_unstaged = self._count_malformed(bad)
+        return self._half_unstaged
+
+    def _count_malformed(self, bad: list[tuple[str, str]]) -> list[tuple[str, str | None]]:
+        """Counts rows with malformed JSON as skipped; returns (message ID, session ID) of the messages."""
+        messages = []
+        for table, rid in bad:
+            row = self.con.execute(f"SELECT session_id FROM {self.alias}.{table} WHERE id = ?", (rid,)).fetchone()
+            sid = row[0] if row else None
+            self.con.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
+                             (self.source, f"{table}:{rid}", "malformed JSON", sid))
+            if table == "message":
+                messages.append((rid, sid))
+        return messages
