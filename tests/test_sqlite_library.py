@@ -101,3 +101,37 @@ def test_a_json5_legacy_message_file_is_skipped_as_malformed_by_either_library(t
     assert sum(doc["source"]["skipped"]["by_reason"].values()) == 1
     assistant = sum(1 for x in small.messages if x["role"] == "assistant")
     assert doc["totals"]["messages"]["assistant"] == assistant - 1
+
+
+ENTRY_PROBE = """
+import atexit, sys
+def report():
+    from ocsight.sqlite_library import sqlite3
+    con = sqlite3.connect(":memory:")
+    print(sqlite3.__name__, "TEMP_STORE=3" in {r[0] for r in con.execute("PRAGMA compile_options")})
+atexit.register(report)
+sys.argv = ["ocsight", *sys.argv[1:], "--help"]
+from ocsight.cli import entry
+entry()
+"""
+
+
+def _entry_library(*args: str) -> tuple[str, bool]:
+    env = {k: v for k, v in os.environ.items() if k != "OCSIGHT_SQLITE"}
+    out = subprocess.run([sys.executable, "-c", ENTRY_PROBE, *args], capture_output=True, text=True, env=env)
+    module, memory_only = out.stdout.strip().splitlines()[-1].split()
+    return module, memory_only == "True"
+
+
+@pytest.mark.parametrize("command", [["watch"], ["mcp"]])
+def test_long_running_commands_use_a_sqlite_that_can_spill_temporary_tables_to_disk(command):
+    # pysqlite3-binary's SQLite holds temporary tables in memory whatever `temp_store` says: a
+    # sidecar following a large store would grow by a refresh's staging tables.
+    module, memory_only = _entry_library(*command)
+    assert module == "sqlite3" and not memory_only
+
+
+@pytest.mark.skipif(not BUNDLED, reason="pysqlite3-binary has wheels for x86-64 Linux only")
+@pytest.mark.parametrize("command", [["stats"], ["watch", "--once"]])
+def test_one_shot_commands_use_the_current_sqlite(command):
+    assert _entry_library(*command)[0] == "pysqlite3.dbapi2"

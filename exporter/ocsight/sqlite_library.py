@@ -3,7 +3,9 @@
 Python's `sqlite3` runs on the system's SQLite, 3.40 on Debian 12. `pysqlite3-binary` bundles a
 current SQLite (3.51) behind the same DB-API, whose sorts, aggregates and JSON lookups take a
 tenth less CPU on a first read of a large store; it has wheels for x86-64 Linux only, so
-elsewhere the standard library's module is used. `OCSIGHT_SQLITE=stdlib` chooses it everywhere.
+elsewhere the standard library's module is used. `OCSIGHT_SQLITE=stdlib` chooses it everywhere;
+the long-running commands set it (`cli.entry`): the wheel's SQLite keeps temporary tables in
+memory whatever `temp_store` says.
 
 Every module opens its connections and catches its errors through `sqlite3` from here, never a
 mix: two SQLite libraries in one process neither see each other's file locks nor share their

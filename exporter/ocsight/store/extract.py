@@ -18,6 +18,7 @@ from ocsight.sqlite_library import sqlite3
 
 BUCKET_MS = 900_000  # every real time zone's midnight falls on a 15-minute boundary
 JSONB = sqlite3.sqlite_version_info >= (3, 45)  # jsonb_extract
+JSON5 = sqlite3.sqlite_version_info >= (3, 42)  # reads JSON5 where OpenCode's JSON.parse would not (`_strict`)
 
 # (staging column, SQL expression over the source row `r`)
 MESSAGE_FIELDS = [
@@ -163,7 +164,7 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
         return f"temp.{source} AS r WHERE ({scope}){jv}{where}"
 
     def insert(table: str, fields: list[tuple[str, str]], from_: str) -> str:
-        if not valid_only:
+        if not valid_only and JSON5:
             fields = _strict(fields)
         return f"INSERT INTO {table} SELECT :rank, {', '.join(e for _, e in fields)} FROM {from_}"
 
