@@ -46,7 +46,6 @@ def test_tool_parts_are_told_from_other_parts_as_json_parsing_tells_them(n: int)
     data = TOOL_PARTS[n]
     con = sqlite3.connect(":memory:")
     con.execute("CREATE TABLE session (id TEXT, version TEXT)")
-    con.create_function("ocsight_era_steps", 1, lambda v: False)
     con.execute("CREATE TEMP VIEW src_part AS SELECT 'p' AS id, 'm' AS message_id, 's' AS session_id, ? AS data"
                 .replace("?", "'" + data.replace("'", "''") + "'"))
     con.execute("CREATE TEMP VIEW src_message AS SELECT NULL AS id, NULL AS session_id, NULL AS time_created, "

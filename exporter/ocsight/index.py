@@ -93,7 +93,6 @@ def _connect(path: Path | None, lean: bool = False, wal: bool = True) -> sqlite3
 
 def _register_functions(con: sqlite3.Connection) -> None:
     con.create_function("ocsight_era", 1, normalise.era_for_version, deterministic=True)
-    con.create_function("ocsight_era_steps", 1, normalise.may_have_many_steps, deterministic=True)
 
 
 def _prepare_half(con: sqlite3.Connection) -> None:

@@ -13,6 +13,8 @@ tool calls and steps come from the source its message came from.
 
 from __future__ import annotations
 
+import json
+
 from ocsight import normalise
 from ocsight.sqlite_library import sqlite3
 
@@ -119,8 +121,14 @@ def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     con.execute("DROP TABLE IF EXISTS temp.staged_elsewhere")
     con.execute("CREATE TEMP TABLE staged_elsewhere (id TEXT PRIMARY KEY, rank INTEGER) WITHOUT ROWID")
     con.execute("DROP TABLE IF EXISTS temp.step_sessions")
-    steps = "1" if detail else "version IS NULL OR ocsight_era_steps(version)"
-    con.execute(f"CREATE TEMP TABLE step_sessions AS SELECT id FROM session WHERE {steps}")
+    if detail:
+        con.execute("CREATE TEMP TABLE step_sessions AS SELECT id FROM session")
+        return
+    # each version asked once, not each session (a Python call a row, holding the GIL)
+    versions = [v for (v,) in con.execute("SELECT DISTINCT version FROM session WHERE version IS NOT NULL")
+                if normalise.may_have_many_steps(v)]
+    con.execute("CREATE TEMP TABLE step_sessions AS SELECT id FROM session WHERE version IS NULL "
+                "OR version IN (SELECT value FROM json_each(?))", (json.dumps(versions),))
 
 
 def merge_projects_and_sessions(con: sqlite3.Connection, rank: int, sessions: str = "1", args: tuple = ()) -> None:
