@@ -106,7 +106,8 @@ def _all_priced_at_once(cli, root: Path, monkeypatch: pytest.MonkeyPatch, *args:
     price = index._price_new_models
     with monkeypatch.context() as m:
         m.setattr(Database, "stage_half_ahead", lambda self, *args: False)
-        m.setattr(index, "_price_new_models", lambda con, catalogue, more=(), genai_late=False: price(con, catalogue, more))
+        m.setattr(index, "_price_new_models",
+                  lambda con, catalogue, more=(), genai_late=False: price(con, catalogue, more))
         return without_source(stats(cli, "--no-cache", *args, "--data-dir", str(root)))
 
 

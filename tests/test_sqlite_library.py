@@ -118,7 +118,8 @@ entry()
 
 def _entry_library(*args: str) -> tuple[str, bool]:
     env = {k: v for k, v in os.environ.items() if k != "OCSIGHT_SQLITE"}
-    out = subprocess.run([sys.executable, "-c", ENTRY_PROBE, *args], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-c", ENTRY_PROBE, *args], capture_output=True, text=True, env=env,
+                         check=True)
     module, memory_only = out.stdout.strip().splitlines()[-1].split()
     return module, memory_only == "True"
 

@@ -475,14 +475,6 @@ def config_command(as_json: bool) -> None:
     Console(highlight=False).print(table)
 
 
-# Commands that run for days (but `watch --once`), whose memory must stay flat (`Index` with `lean`).
-LONG_RUNNING = frozenset({"watch", "mcp"})
-
-
-def _long_running(args: list[str]) -> bool:
-    return next((a for a in args if not a.startswith("-")), None) in LONG_RUNNING and "--once" not in args
-
-
 def entry() -> None:
     """The `ocsight` command: `main` in a process of its own, whose SQLite is tuned before any
     connection opens (`ocsight.sqlite_tuning`; a process hosting other SQLite users must not).
@@ -494,7 +486,9 @@ def entry() -> None:
     import os
     import sys
 
-    if _long_running(sys.argv[1:]):
+    from ocsight.launch import is_long_running
+
+    if is_long_running(sys.argv[1:]):
         os.environ.setdefault("OCSIGHT_SQLITE", "stdlib")
     else:
         from ocsight.sqlite_tuning import tune_process

@@ -313,10 +313,12 @@ class Index:
                     self._skip_half(sources[0], half, source)
                 source.stage(scope, first=n == 0)
             if half is not None:
-                # A legacy tree read while the half was staging skipped every message the database
-                # holds: those of the half's it could not stage are read again on one connection.
                 unstaged = sources[0].finish_half()
-                if any(tree.lists(mid) for tree in sources if isinstance(tree, LegacyTree) for mid, _sid in unstaged):
+                # A legacy tree read while the half was staging skipped every message the database
+                # holds (`_skip_half`): a file of one the half could not stage means reading again
+                # on one connection.
+                trees = [s for s in sources if isinstance(s, LegacyTree)] if half.reads_ids else []
+                if any(tree.lists(mid) for tree in trees for mid in unstaged):
                     raise SplitFailed
         except BaseException:
             if half is not None:

@@ -16,6 +16,8 @@ import sys
 
 # One-shot commands that refresh the index (the long-running `watch` and `mcp` keep their own pace).
 READING_COMMANDS = frozenset({"analyze", "stats", "daily", "weekly", "monthly", "session", "export"})
+# Commands that run for days (but `watch --once`), whose memory must stay flat (`Index` with `lean`).
+LONG_RUNNING = frozenset({"watch", "mcp"})
 
 _helper: subprocess.Popen | None = None
 
@@ -34,6 +36,10 @@ def entry() -> None:
 
 def _command(args: list[str]) -> str | None:
     return next((a for a in args if not a.startswith("-")), None)
+
+
+def is_long_running(args: list[str]) -> bool:
+    return _command(args) in LONG_RUNNING and "--once" not in args
 
 
 def _exit_without_teardown() -> None:

@@ -192,7 +192,8 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
         ("message", insert_message()),
         ("step", insert("temp.stage_step", fields["step"],
                         rows("src_part", f"{own_part} AND {STEP_SESSIONS} AND {STEP_FILTER}"))),
-        ("tool", insert("temp.stage_tool", fields["tool"], rows("src_part", f"{own_part}{new_tool} AND {TOOL_FILTER}"))),
+        ("tool", insert("temp.stage_tool", fields["tool"],
+                        rows("src_part", f"{own_part}{new_tool} AND {TOOL_FILTER}"))),
     ]
 
 
@@ -211,9 +212,10 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
           params: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """Stages the messages, tool calls and (0.x) steps `scope` selects from the `src_*` views.
 
-    `scope` is a condition on the source row `r`, with named `params`. Returns (table, id) of rows with malformed JSON:
-    such a row aborts the fast statement, so only then is it run again with a validity guard, and
-    only then are the bad rows looked up, to be counted as skipped rather than guessed at.
+    `scope` is a condition on the source row `r`, with named `params`. Returns (table, id) of rows
+    with malformed JSON: such a row aborts the fast statement, so only then is it run again with a
+    validity guard, and only then are the bad rows looked up, to be counted as skipped rather than
+    guessed at.
     """
     if not first:
         con.execute("CREATE INDEX IF NOT EXISTS temp.stage_message_id ON stage_message (id)")

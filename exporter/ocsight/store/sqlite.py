@@ -95,10 +95,10 @@ class Database:
         self.tables: set[str] | None = None
         self.uri = ""
         self.half: HalfAhead | None = None  # the second half of a first read (`stage_half_ahead`)
-        # with a half: message IDs this connection could not stage (malformed), and the half's
-        # (message ID, session ID) of those, once taken (`finish_half`)
+        # with a half: IDs of the messages this connection could not stage (malformed JSON), and
+        # the half's, once taken (`finish_half`)
         self.unstaged_here: set[str] = set()
-        self._half_unstaged: list[tuple[str, str | None]] | None = None
+        self._half_unstaged: list[str] | None = None
         # a table of the only sessions wanted (records of some sessions): only theirs are merged
         self.wanted = wanted
 
@@ -313,11 +313,11 @@ class Database:
                                        for row in extract.stage(con, self.rank, scope, first, params)])
         finally:
             self._drop_views()
-        self.unstaged_here = {rid for rid, _sid in self._count_malformed(bad)}
+        self.unstaged_here = set(self._count_malformed(bad))
 
-    def finish_half(self) -> list[tuple[str, str | None]]:
+    def finish_half(self) -> list[str]:
         """Waits for the second half's staging and counts its rows with malformed JSON as skipped;
-        returns (message ID, session ID) of its messages among them. Raises `SplitFailed` when the
+        returns the IDs of its messages among them. Raises `SplitFailed` when the
         database was written since this read began: the connections may have read two snapshots."""
         if self._half_unstaged is None:
             assert self.half is not None
@@ -327,8 +327,8 @@ class Database:
             self._half_unstaged = self._count_malformed(bad)
         return self._half_unstaged
 
-    def _count_malformed(self, bad: list[tuple[str, str]]) -> list[tuple[str, str | None]]:
-        """Counts rows with malformed JSON as skipped; returns (message ID, session ID) of the messages."""
+    def _count_malformed(self, bad: list[tuple[str, str]]) -> list[str]:
+        """Counts rows with malformed JSON as skipped; returns the IDs of the messages among them."""
         messages = []
         for table, rid in bad:
             row = self.con.execute(f"SELECT session_id FROM {self.alias}.{table} WHERE id = ?", (rid,)).fetchone()
@@ -336,5 +336,5 @@ class Database:
             self.con.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
                              (self.source, f"{table}:{rid}", "malformed JSON", sid))
             if table == "message":
-                messages.append((rid, sid))
+                messages.append(rid)
         return messages
