@@ -72,8 +72,9 @@ def main() -> None:
               f"peak {max(r[1] for r in rs)} MB, CPU {statistics.median(r[2] for r in rs):.3f} s")
     diffs = [b[0] - a[0] for a, b in zip(*runs.values())]
     cpu_diffs = [b[2] - a[2] for a, b in zip(*runs.values())]
-    print(f"paired difference (working tree - {args.revision}): {statistics.median(diffs):+.3f} s (median), "
-          f"CPU {statistics.median(cpu_diffs):+.3f} s")
+    q1, _q2, q3 = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else (diffs[0],) * 3
+    print(f"paired difference (working tree - {args.revision}): {statistics.median(diffs):+.3f} s (median; "
+          f"quartiles {q1:+.3f} .. {q3:+.3f}), CPU {statistics.median(cpu_diffs):+.3f} s")
     print("same stats --json:", all(doc == outputs[0] for doc in outputs))
 
 

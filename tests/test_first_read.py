@@ -150,7 +150,10 @@ def test_ranges_of_sessions_hold_about_equal_numbers_of_messages(tmp_path: Path)
 
 
 def test_a_second_half_that_fails_is_read_again_on_one_connection(cli, split_store: Path, monkeypatch, halves):
+    failed: list[bool] = []
+
     def fail(self, con):
+        failed.append(True)
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(HalfAhead, "_stage", fail)
@@ -159,7 +162,8 @@ def test_a_second_half_that_fails_is_read_again_on_one_connection(cli, split_sto
     monkeypatch.setattr(Database, "stage", lambda self, s, first: retried.append(self.half is None) or stage(
         self, s, first))
     doc = _stats(cli, split_store)
-    assert retried == [False, True] and halves == []
+    # the failure is known before the index connection stages: it stages once, alone
+    assert failed == [True] and retried == [True] and halves == []
     assert doc["by_tool"] and doc == _in_one_connection(cli, split_store, monkeypatch)
 
 
@@ -330,18 +334,41 @@ def test_a_reader_that_stops_early_stops_the_reading_thread():
     assert not ahead.is_alive()
 
 
-def test_a_first_build_starts_the_second_half_before_checking_the_legacy_trees(cli, split_store: Path, monkeypatch,
-                                                                                halves):
+def test_a_first_build_starts_the_second_half_before_checking_any_source(cli, split_store: Path, monkeypatch, halves):
     from ocsight.store.legacy import LegacyTree
 
     events: list[str] = []
-    ahead, detect = Database.stage_half_ahead, LegacyTree.detect
+    ahead, legacy_detect, db_detect = Database.stage_half_ahead, LegacyTree.detect, Database.detect
     monkeypatch.setattr(Database, "stage_half_ahead",
                         lambda self, *a: events.append("second half") or ahead(self, *a))
-    monkeypatch.setattr(LegacyTree, "detect", lambda self: events.append("legacy checked") or detect(self))
+    monkeypatch.setattr(Database, "detect", lambda self, state: events.append("database checked") or db_detect(
+        self, state))
+    monkeypatch.setattr(LegacyTree, "detect", lambda self: events.append("legacy checked") or legacy_detect(self))
     doc = _stats(cli, split_store)
-    assert events == ["second half", "legacy checked"] and halves == ["merged"]
+    assert events == ["second half", "database checked", "legacy checked"] and halves == ["merged"]
     assert doc == _in_one_connection(cli, split_store, monkeypatch)
+
+
+def test_a_database_with_nothing_to_cut_is_read_on_one_connection(cli, tmp_path: Path, monkeypatch, halves):
+    import threading
+
+    # sessions without a message: no ranges to share, the second half ends by itself
+    plan = storegen.plan_store(seed=5, sessions=3, eras=("1.18",))
+    root = write_store(plan, tmp_path / "s", "db")
+    con = sqlite3.connect(root / "opencode.db")
+    with con:
+        con.execute("DELETE FROM part")
+        con.execute("DELETE FROM message")
+    con.close()
+    cut: list[object] = []
+    wait = HalfAhead.wait_ranges
+    monkeypatch.setattr(HalfAhead, "wait_ranges", lambda self: cut.append(wait(self)) or cut[-1])
+    doc = _stats(cli, root)
+    assert cut and all(r is None for r in cut) and halves == []
+    assert doc["totals"]["sessions"] == 0 and doc["totals"]["messages"] == {"user": 0, "assistant": 0, "errors": 0}
+    for t in (t for t in threading.enumerate() if isinstance(t, HalfAhead)):
+        t.join(timeout=10)
+        assert not t.is_alive()
 
 
 def test_a_second_half_started_early_ends_when_checking_a_legacy_tree_fails(cli, split_store: Path, monkeypatch):

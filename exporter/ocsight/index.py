@@ -262,21 +262,21 @@ class Index:
         """Every source's changes since its last read; returns the sources and whether all must be read.
 
         `wanted`: a table of the only sessions asked for (records), whose metadata alone is merged.
-        `split_early`: for a whole read, the first database's second half starts reading once the
-        databases are checked (`_split`)."""
+        `split_early`: for a whole read, the first database's second half starts reading at once (`_split`)."""
         con, full = self.con, False
         dbs = [Database(con, p, rank, attempt, wanted)
                for rank, p in enumerate(self.sources.databases, DB_RANK_BASE)]
-        for db in dbs:
-            say(f"checking {db.path}")
-            state = self._state(db.source)
-            new_state, mode, notes = db.detect(state)
-            self.notes += notes
-            full = full or mode == "full"
-            if new_state != state:
-                self._set_state(db.source, new_state)
+        # A first build reads everything: the first database's second half starts before any source is checked.
         half = self._split(dbs[0]) if split_early and dbs else None
         try:
+            for db in dbs:
+                say(f"checking {db.path}")
+                state = self._state(db.source)
+                new_state, mode, notes = db.detect(state)
+                self.notes += notes
+                full = full or mode == "full"
+                if new_state != state:
+                    self._set_state(db.source, new_state)
             trees = [LegacyTree(con, p, rank, say, wanted)
                      for rank, p in enumerate(self.sources.legacy_dirs, LEGACY_RANK_BASE)]
             for tree in trees:
@@ -301,7 +301,8 @@ class Index:
         if scope is None:
             first = sources[0] if sources else None
             if split and isinstance(first, Database) and not detail:
-                half = self._split(first)
+                self._split(first)
+                half = first.settle_half()
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
                 tree.list_ahead(after=half.reading if half is not None else None)
         if prefetch is not None:
@@ -346,11 +347,8 @@ class Index:
         (not for long-running consumers, whose memory stays flat on one connection)."""
         if not self.lean and db.half is None:
             read_ids = bool(self.sources.legacy_dirs) and len(self.sources.databases) == 1
-            db.stage_half_ahead(self._session_eras(), _prepare_half, read_ids)
+            db.stage_half_ahead(_prepare_half, read_ids)
         return db.half
-
-    def _session_eras(self) -> list[tuple]:
-        return self.con.execute("SELECT id, version, era FROM session").fetchall()
 
     def _large_databases(self) -> bool:
         size = 0

@@ -20,6 +20,7 @@ by 1.1 and continued by 1.15 holds both); without it the session's version decid
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 CACHED_IN_INPUT = "cached-in-input"
 REASONING_IN_OUTPUT = "reasoning-in-output"
@@ -34,6 +35,7 @@ CACHE_EXCLUSIVE_PROVIDERS = ("anthropic", "amazon-bedrock", "google-vertex-anthr
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
+@lru_cache(maxsize=256)  # a store holds a handful of versions; SQL asks once a session
 def era_for_version(version: str | None) -> str:
     """The era a message falls back to when its `tokens.total` does not decide it."""
     m = _VERSION.match(version or "")

@@ -119,19 +119,26 @@ class SessionRanges:
 
 
 class HalfAhead(threading.Thread):
-    """`prepare` makes a connection ready for `store.extract` (SQL functions, the index's tables);
-    `sessions` are the index's (id, version, era) rows, which normalising needs."""
+    """`prepare` makes a connection ready for `store.extract` (SQL functions, the index's tables).
 
-    def __init__(self, uri: str, rank: int, busy_ms: int, ranges: SessionRanges, sessions: list[tuple],
-                 prepare: Callable[[sqlite3.Connection], None], read_ids: bool = False) -> None:
+    Started as soon as the database is attached, before the index connection checks any source:
+    the thread cuts the ranges and reads the sessions' eras (normalising needs them) itself, from
+    the database, while the index connection checks the sources; it waits for the ranges only
+    when it starts staging (`wait_ranges`)."""
+
+    def __init__(self, uri: str, rank: int, busy_ms: int, prepare: Callable[[sqlite3.Connection], None],
+                 read_ids: bool = False) -> None:
         super().__init__(daemon=True)
-        self.uri, self.rank, self.busy_ms, self.ranges = uri, rank, busy_ms, ranges
+        self.uri, self.rank, self.busy_ms = uri, rank, busy_ms
+        # cut by the thread: None until `cut` is set, and when there was nothing to cut
+        self.ranges: SessionRanges | None = None
+        self.cut = threading.Event()
         # With `read_ids`, every message ID the database holds, read before staging: a legacy tree
         # read meanwhile on the index connection skips them without waiting for either half.
         self.database_ids: set[str] | None = None
         self.reads_ids = read_ids
         self.ids_read = threading.Event()
-        self.sessions, self.prepare = sessions, prepare
+        self.prepare = prepare
         n = next(_names)
         self.alias = f"oc_half_{n}"  # `oc_`: detached with the databases (`sqlite.detach_all`)
         self.memory = f"file:ocsight-half-{os.getpid()}-{n}?mode=memory&cache=shared"
@@ -161,7 +168,8 @@ class HalfAhead(threading.Thread):
         con = None
         try:
             con = sqlite3.connect(self.memory, uri=True, isolation_level=None, check_same_thread=False)
-            self._stage(con)
+            if not self._stage(con):
+                return  # nothing to cut: the index connection reads it all
             self.staged.set()
             extract.create_normalised_messages(con, empty_era=False)
             self.orphan_steps, self.orphan_tools = _orphans(con)
@@ -177,6 +185,7 @@ class HalfAhead(threading.Thread):
         except (sqlite3.Error, MemoryError):
             self.failed = True
         finally:
+            self.cut.set()
             self.reading.set()
             self.ids_read.set()
             self.staged.set()
@@ -184,17 +193,24 @@ class HalfAhead(threading.Thread):
             if con is not None:
                 con.close()
 
-    def _stage(self, con: sqlite3.Connection) -> None:
+    def _stage(self, con: sqlite3.Connection) -> bool:
+        """Stages the ranges the thread claims; False when the database has nothing to cut."""
         con.execute("PRAGMA temp_store = MEMORY")
         con.execute("PRAGMA cache_size = -8000")
         con.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
         con.execute("BEGIN")  # one transaction, not one a statement
         self.prepare(con)
-        # one JSON string rather than a statement a row: faster, and less time holding the GIL
-        con.execute("INSERT INTO session (id, rank, version, era) SELECT value->>0, 0, value->>1, value->>2 "
-                    "FROM json_each(?)", (json.dumps(self.sessions),))
         con.execute("COMMIT")
         con.execute("ATTACH DATABASE ? AS oc", (self.uri,))
+        bounds = range_bounds(con, "oc")
+        self.ranges = SessionRanges(bounds) if bounds else None
+        self.cut.set()
+        if self.ranges is None:
+            return False
+        # the eras of the database's own sessions, as the index connection merges them
+        has_version = any(r[1] == "version" for r in con.execute("PRAGMA oc.table_info(session)"))
+        con.execute("INSERT INTO session (id, rank, version, era) SELECT id, 0, v, ocsight_era(v) "
+                    f"FROM (SELECT id, {'version' if has_version else 'NULL'} AS v FROM oc.session)")
         con.execute("CREATE TEMP VIEW src_message AS SELECT id, session_id, time_created, data FROM oc.message")
         con.execute("CREATE TEMP VIEW src_part AS SELECT id, message_id, session_id, data FROM oc.part")
         extract.create_staging(con)
@@ -213,8 +229,17 @@ class HalfAhead(threading.Thread):
             "SELECT DISTINCT coalesce(provider, ''), coalesce(model, '') FROM temp.stage_message "
             "WHERE role = 'assistant'"
         ).fetchall()
+        return True
 
     # -- the index connection's side ----------------------------------------------------------------
+
+    def wait_ranges(self) -> SessionRanges | None:
+        """Waits for the thread to cut the database's sessions into ranges; None: nothing to cut
+        (the thread has ended)."""
+        self.cut.wait()
+        if self.failed:
+            raise SplitFailed
+        return self.ranges
 
     def take_database_ids(self) -> set[str]:
         """Waits for the database's message IDs (`read_ids`); the caller may change the set."""
@@ -267,6 +292,7 @@ class HalfAhead(threading.Thread):
         self.join()
         if self.failed:
             raise SplitFailed
+        assert self.ranges is not None
         a, split = self.alias, (self.ranges.split,)
         con.execute(f"ATTACH DATABASE ? AS {a}", (self.memory,))
         for cube, keys in (("usage_cube", USAGE_KEYS), ("tool_cube", TOOL_KEYS)):

@@ -312,6 +312,8 @@ class LegacyTree:
                 self._unload()
         con.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
                         [(self.source, *s) for s in skips + foreign])
+        if not files_read:
+            return  # every message came from a database: nothing of this tree's is open
         con.execute(
             "INSERT OR IGNORE INTO legacy_open SELECT DISTINCT ?, session_id FROM temp.stage_message "
             "WHERE rank = ? AND role = 'assistant' AND time_completed IS NULL AND error IS NULL",

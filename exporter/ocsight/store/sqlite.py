@@ -25,7 +25,7 @@ from pathlib import Path
 from ocsight.errors import OcsightError
 from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract, locate
-from ocsight.store.half_ahead import HalfAhead, SessionRanges, SplitFailed, range_bounds
+from ocsight.store.half_ahead import HalfAhead, SplitFailed
 
 BUSY_RETRY_SECONDS = float(os.environ.get("OCSIGHT_BUSY_TIMEOUT", "10"))
 # Rows re-read on every refresh: long enough for any transaction OpenCode has open while we read.
@@ -274,19 +274,21 @@ class Database:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def stage_half_ahead(self, sessions: list[tuple], prepare: Callable[[sqlite3.Connection], None],
-                         read_ids: bool = False) -> bool:
+    def stage_half_ahead(self, prepare: Callable[[sqlite3.Connection], None], read_ids: bool = False) -> bool:
         """Starts reading the second half of this database's sessions on a second connection, for a
         `stage` of the whole database as the first source (see `store.half_ahead`; `read_ids`: it
-        reads every message ID first). False when there is nothing to split."""
+        reads every message ID first). False when there is nothing to read."""
         if self.stamp[0] == 0 or not REQUIRED_TABLES <= self._guard(self._attach):
             return False
-        bounds = self._guard(lambda: range_bounds(self.con, self.alias))
-        if not bounds:
-            return False
-        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), SessionRanges(bounds),
-                              sessions, prepare, read_ids)
+        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), prepare, read_ids)
         return True
+
+    def settle_half(self) -> HalfAhead | None:
+        """The second half, once its ranges are cut; None (and no half) when there was nothing to cut."""
+        if self.half is not None and self.half.wait_ranges() is None:
+            self.half.close()
+            self.half = None
+        return self.half
 
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this database's records of the sessions in table `sessions` (all when None); with
@@ -300,7 +302,8 @@ class Database:
         half = self.half
         scope = f"r.session_id IN (SELECT session_id FROM {sessions})" if sessions else "1"
         # with a second half read ahead: the ranges of sessions this connection claims, one by one
-        scopes = (half.ranges.scope(i) for i in half.ranges.low_claims()) if half is not None else [(scope, {})]
+        ranges = half.wait_ranges() if half is not None else None
+        scopes = (ranges.scope(i) for i in ranges.low_claims()) if ranges is not None else [(scope, {})]
         con = self.con
         if sessions:
             con.execute(f"DELETE FROM skipped WHERE source = ? AND session_id IN (SELECT session_id FROM {sessions})",
