@@ -101,6 +101,17 @@ def test_foreign_files_are_counted_and_stay_counted_on_a_cached_run(cli, tmp_pat
         assert doc["totals"]["tokens"]["input"] == expected
 
 
+def test_foreign_files_beside_messages_a_database_holds_are_counted(cli, tmp_path: Path, small):
+    # the tree's message files are skipped unread (the database has them); the rest is still looked at
+    plan, expected = small
+    root = write_store(plan, tmp_path / "s", "both")
+    path, _m = _message_file(root, plan)
+    (path.parent / "notes.txt").write_text("hello")
+    doc = stats(cli, "--no-cache", "--data-dir", str(root))
+    assert doc["source"]["skipped"]["by_reason"] == {"foreign file": 1}
+    assert doc["totals"]["tokens"]["input"] == expected
+
+
 def test_a_directory_named_like_a_message_file_is_counted_as_unreadable(cli, tmp_path: Path, small):
     plan, expected = small
     root = write_store(plan, tmp_path / "s", "json")

@@ -26,7 +26,7 @@ from ocsight.errors import OcsightError
 from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract, locate
 from ocsight.store.half_ahead import HalfAhead, SplitFailed
-from ocsight.store.legacy import LegacyTree
+from ocsight.store.legacy import FILE_SUFFIX, LegacyTree
 from ocsight.store.sqlite import Database, detach_all
 
 SCHEMA_VERSION = "5"
@@ -332,9 +332,9 @@ class Index:
         the only database skips every message ID the database holds, less those this connection
         could not stage, without waiting for the half; anything else waits for its staged IDs."""
         if isinstance(source, LegacyTree) and half.reads_ids:
-            ids = half.take_database_ids()
-            ids.difference_update(db.unstaged_here)
-            source.staged_ids = ids
+            files = half.take_database_files()
+            files.difference_update(i + FILE_SUFFIX for i in db.unstaged_here)
+            source.staged_files = files
             return
         db.finish_half()
         if isinstance(source, LegacyTree):
@@ -347,7 +347,7 @@ class Index:
         (not for long-running consumers, whose memory stays flat on one connection)."""
         if not self.lean and db.half is None:
             read_ids = bool(self.sources.legacy_dirs) and len(self.sources.databases) == 1
-            db.stage_half_ahead(_prepare_half, read_ids)
+            db.stage_half_ahead(_prepare_half, FILE_SUFFIX if read_ids else None)
         return db.half
 
     def _large_databases(self) -> bool:

@@ -127,16 +127,18 @@ class HalfAhead(threading.Thread):
     when it starts staging (`wait_ranges`)."""
 
     def __init__(self, uri: str, rank: int, busy_ms: int, prepare: Callable[[sqlite3.Connection], None],
-                 read_ids: bool = False) -> None:
+                 file_suffix: str | None = None) -> None:
         super().__init__(daemon=True)
         self.uri, self.rank, self.busy_ms = uri, rank, busy_ms
         # cut by the thread: None until `cut` is set, and when there was nothing to cut
         self.ranges: SessionRanges | None = None
         self.cut = threading.Event()
-        # With `read_ids`, every message ID the database holds, read before staging: a legacy tree
-        # read meanwhile on the index connection skips them without waiting for either half.
-        self.database_ids: set[str] | None = None
-        self.reads_ids = read_ids
+        # With `file_suffix`, every message ID the database holds, as a legacy tree's file name, read
+        # before staging: a legacy tree read meanwhile on the index connection skips those files
+        # without waiting for either half.
+        self.database_files: set[str] | None = None
+        self.file_suffix = file_suffix
+        self.reads_ids = file_suffix is not None
         self.ids_read = threading.Event()
         self.prepare = prepare
         n = next(_names)
@@ -217,8 +219,9 @@ class HalfAhead(threading.Thread):
         self.reading.set()
         if self.reads_ids:
             # from the ID index, unparsed; the same snapshot as both halves read (`Database.finish_half`)
-            ids = con.execute("SELECT group_concat(id, char(10)) FROM oc.message").fetchone()[0]
-            self.database_ids = set(ids.split("\n")) if ids else set()
+            files = con.execute("SELECT group_concat(id || ?, char(10)) FROM oc.message",
+                                (self.file_suffix,)).fetchone()[0]
+            self.database_files = set(files.split("\n")) if files else set()
             self.ids_read.set()
         for i in self.ranges.high_claims():
             scope, params = self.ranges.scope(i)
@@ -241,12 +244,12 @@ class HalfAhead(threading.Thread):
             raise SplitFailed
         return self.ranges
 
-    def take_database_ids(self) -> set[str]:
-        """Waits for the database's message IDs (`read_ids`); the caller may change the set."""
+    def take_database_files(self) -> set[str]:
+        """Waits for the database's message IDs as file names (`file_suffix`); the caller may change the set."""
         self.ids_read.wait()
-        if self.failed or self.database_ids is None:
+        if self.failed or self.database_files is None:
             raise SplitFailed
-        return self.database_ids
+        return self.database_files
 
     def take_staged(self) -> list[tuple[str, str]]:
         """Waits for the second half's staging; returns its rows with malformed JSON, as `extract.stage` does."""

@@ -80,18 +80,24 @@ def _json_files(directory: str, foreign: list[str]) -> dict[str, str]:
     return out
 
 
-Listing = dict[str, tuple[dict[str, str], list[str]]]  # session ID -> ({message ID: path}, foreign paths)
+# A message's file is named for its ID: a message staged from a database is skipped by name, unread.
+FILE_SUFFIX = ".json"
+Listing = dict[str, list[str]]  # session ID -> the names in its message directory
+
+
+def _names(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
 
 
 def _list_sessions(message_root: str, sids: list[str] | None) -> Listing:
-    """The message files of the sessions `sids` (every session directory when None)."""
+    """The names in the message directories of the sessions `sids` (every session directory when
+    None): names alone, looked at only once those of staged messages are left out (`_batches`)."""
     if sids is None:
         sids = [e.name for e in _scandir(message_root) if e.is_dir()]
-    out: Listing = {}
-    for sid in sids:
-        foreign: list[str] = []
-        out[sid] = (_json_files(f"{message_root}/{sid}", foreign), foreign)
-    return out
+    return {sid: _names(f"{message_root}/{sid}") for sid in sids}
 
 
 class _Ahead(threading.Thread, Generic[T]):
@@ -161,9 +167,9 @@ class LegacyTree:
         self.session_dirs = 0  # found by `detect`
         # IDs of messages staged on another connection (`store.half_ahead`): skipped like those staged here
         self.staged_elsewhere: list[str] = []
-        # or every message ID staged by a database, this connection's too, when known beforehand
-        # (`Index._skip_half`): then not read back from the staging table
-        self.staged_ids: set[str] | None = None
+        # or the file names of every message staged by a database, this connection's too, when
+        # known beforehand (`Index._skip_half`): then not read back from the staging table
+        self.staged_files: set[str] | None = None
         self._listing: Listing = {}  # the last `stage`'s
 
     # -- what changed ------------------------------------------------------------------------------
@@ -282,11 +288,11 @@ class LegacyTree:
             )
         # Files of staged messages are not read; `extract.stage` skips the messages staged on this
         # connection itself too.
-        if self.staged_ids is not None:
-            staged = self.staged_ids
+        if self.staged_files is not None:
+            staged = self.staged_files
         else:
-            staged = set(extract.staged_message_ids(con))
-            staged.update(self.staged_elsewhere)
+            staged = set(extract.staged_message_ids(con, FILE_SUFFIX))
+            staged.update(i + FILE_SUFFIX for i in self.staged_elsewhere)
         self._listing = listing
         skips: list[tuple[str, str, str | None]] = []
         foreign: list[tuple[str, str, str]] = []
@@ -322,18 +328,24 @@ class LegacyTree:
 
     def lists(self, message_id: str) -> bool:
         """Whether the last `stage` found a file of this message."""
-        return any(message_id in files for files, _foreign in self._listing.values())
+        name = message_id + FILE_SUFFIX
+        return any(name in names for names in self._listing.values())
 
     def _batches(self, listing: Listing, staged: set[str], foreign_out: list[tuple[str, str, str]]
                  ) -> Iterator[tuple[list[tuple[str, str, str, str]], list[tuple], list[tuple[str, str]]]]:
-        """(files, their rows, files that could not be used) of the messages not `staged` and of
-        their parts, a batch at a time; a message's files never span two batches. Foreign files
-        found on the way are added to `foreign_out`."""
+        """(files, their rows, files that could not be used) of the messages whose file names are
+        not `staged` and of their parts, a batch at a time; a message's files never span two
+        batches. Foreign files found on the way are added to `foreign_out`."""
         pending: list[tuple[str, str, str, str]] = []
-        for sid, (files, foreign) in listing.items():
-            for mid, path in files.items():
-                if mid in staged:
+        for sid, names in listing.items():
+            foreign: list[str] = []
+            for name in [n for n in names if n not in staged]:
+                path = f"{self.message_root}/{sid}/{name}"
+                if not name.endswith(FILE_SUFFIX):
+                    if not os.path.isdir(path):
+                        foreign.append(path)
                     continue
+                mid = name[:-len(FILE_SUFFIX)]
                 pending.append(("message", mid, sid, path))
                 pending += [("part", pid, mid, p) for pid, p in _json_files(f"{self.root}/part/{mid}", foreign).items()]
                 if len(pending) >= BATCH_FILES:

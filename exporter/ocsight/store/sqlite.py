@@ -274,13 +274,15 @@ class Database:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def stage_half_ahead(self, prepare: Callable[[sqlite3.Connection], None], read_ids: bool = False) -> bool:
+    def stage_half_ahead(self, prepare: Callable[[sqlite3.Connection], None], file_suffix: str | None = None
+                         ) -> bool:
         """Starts reading the second half of this database's sessions on a second connection, for a
-        `stage` of the whole database as the first source (see `store.half_ahead`; `read_ids`: it
-        reads every message ID first). False when there is nothing to read."""
+        `stage` of the whole database as the first source (see `store.half_ahead`; with
+        `file_suffix`, it reads every message ID first, as a legacy tree's file name). False when
+        there is nothing to read."""
         if self.stamp[0] == 0 or not REQUIRED_TABLES <= self._guard(self._attach):
             return False
-        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), prepare, read_ids)
+        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), prepare, file_suffix)
         return True
 
     def settle_half(self) -> HalfAhead | None:
