@@ -36,9 +36,9 @@ _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
 @lru_cache(maxsize=256)  # a store holds a handful of versions; SQL asks once a session
-def era_for_version(version: str | None) -> str:
+def era_for_version(version: object) -> str:
     """The era a message falls back to when its `tokens.total` does not decide it."""
-    m = _VERSION.match(version or "")
+    m = _VERSION.match(version if isinstance(version, str) else "")
     if not m:
         return DISJOINT  # unknown or missing: assume the current format
     major, minor, patch = int(m[1]), int(m[2]), int(m[3] or 0)
@@ -47,6 +47,16 @@ def era_for_version(version: str | None) -> str:
     if (major, minor) < (1, 14):
         return REASONING_IN_OUTPUT
     return DISJOINT
+
+
+def era_by_version_sql(column: str, versions: list) -> tuple[str, list]:
+    """An SQL expression for the era of the session version in `column`, and its parameters, from
+    the distinct `versions` a table holds: a Python call a version, not one a row (each would take
+    the GIL from whatever else runs)."""
+    whens = " ".join("WHEN ? THEN ?" for v in versions if v is not None)
+    params = [x for v in versions if v is not None for x in (v, era_for_version(v))]
+    default = era_for_version(None)
+    return (f"CASE {column} {whens} ELSE ? END" if whens else "?"), [*params, default]
 
 
 def may_have_many_steps(version: str | None) -> bool:

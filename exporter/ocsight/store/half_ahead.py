@@ -33,6 +33,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
+from ocsight import normalise
 from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract
 
@@ -210,9 +211,11 @@ class HalfAhead(threading.Thread):
         if self.ranges is None:
             return False
         # the eras of the database's own sessions, as the index connection merges them
-        has_version = any(r[1] == "version" for r in con.execute("PRAGMA oc.table_info(session)"))
-        con.execute("INSERT INTO session (id, rank, version, era) SELECT id, 0, v, ocsight_era(v) "
-                    f"FROM (SELECT id, {'version' if has_version else 'NULL'} AS v FROM oc.session)")
+        version = "version" if any(r[1] == "version" for r in con.execute("PRAGMA oc.table_info(session)")) else "NULL"
+        era, params = normalise.era_by_version_sql(
+            "v", [v for (v,) in con.execute(f"SELECT DISTINCT {version} FROM oc.session")])
+        con.execute(f"INSERT INTO session (id, rank, version, era) SELECT id, 0, v, {era} "
+                    f"FROM (SELECT id, {version} AS v FROM oc.session)", params)
         con.execute("CREATE TEMP VIEW src_message AS SELECT id, session_id, time_created, data FROM oc.message")
         con.execute("CREATE TEMP VIEW src_part AS SELECT id, message_id, session_id, data FROM oc.part")
         extract.create_staging(con)
