@@ -40,9 +40,9 @@ def halves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         merge(self, con)
         ends.append("merged")
 
-    def check_parts(self, con):
+    def check_parts(self, con, ours):
         try:
-            return check(self, con)
+            return check(self, con, ours)
         except half_ahead.SplitFailed:
             ends.append("failed")
             raise
@@ -399,6 +399,11 @@ def test_the_two_connections_claim_ranges_from_either_end_until_they_meet():
     assert (next(high), next(high), next(low)) == (3, 2, 1)
     assert next(high, None) is None and next(low, None) is None
     assert ranges.split == "c"  # the thread's half: ranges 2 .. 4, sessions from "c" on
+    ranges = half_ahead.SessionRanges(["b", "c", "d", "e"])
+    low, high = ranges.low_claims(), ranges.high_claims()
+    assert (next(low), next(high), next(high), next(high)) == (0, 4, 3, 2)
+    # the last range is left to the index connection, which sums less of its own (`LEFT_TO_THE_INDEX`)
+    assert next(high, None) is None and (next(low), next(low, None)) == (1, None) and ranges.split == "c"
     crowd = half_ahead.SessionRanges([f"s{i:03}" for i in range(1, 200)])
     claimed: list[list[int]] = [[], []]
     workers = [threading.Thread(target=lambda out, it: out.extend(it), args=(claimed[0], crowd.low_claims())),

@@ -24,7 +24,7 @@ from pathlib import Path
 from ocsight import __version__, malloc_tuning, normalise
 from ocsight.errors import OcsightError
 from ocsight.sqlite_library import sqlite3
-from ocsight.store import extract, locate
+from ocsight.store import extract, half_ahead, locate
 from ocsight.store.half_ahead import HalfAhead, SplitFailed
 from ocsight.store.legacy import FILE_SUFFIX, LegacyTree
 from ocsight.store.sqlite import Database, detach_all
@@ -240,9 +240,14 @@ class Index:
             half.give_prices(con, last=not late)
         extract.create_normalised_messages(con, empty_era=False)  # the cubes keep no era
         extract.clear_cubes(con, scope)
-        orphans = half.check_parts(con) if half is not None else True
-        extract.sum_tool_calls(con, orphans)
+        # This connection's parts without their message here, checked against the second half only
+        # once this half is summed: waiting for the second half's tool calls first left this
+        # connection idle for 20-30 ms.
+        ours = half_ahead.orphans(con) if half is not None else None
+        extract.sum_tool_calls(con, orphans=ours is None or bool(ours[1]))
         extract.sum_usage(con)
+        if half is not None:
+            half.check_parts(con, ours)
         if late:
             # Models only genai-prices may know are priced last: its catalogue, loading since
             # launch (`ocsight.launch`), is waited for only when everything else is summed. Only

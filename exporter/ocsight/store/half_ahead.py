@@ -14,8 +14,9 @@ cube rows. The two halves meet three times:
 2. priced: the index connection hands over the prices, for the thread to sum usage once it has
    normalised and summed its tool calls (and again for the models priced last, by genai-prices,
    in a second batch);
-3. tool calls summed: each half's parts whose message the half does not hold are checked against
-   the other half's messages; at the end, the thread's rows are merged.
+3. summed: once the index connection has summed its own half, each half's parts whose message
+   the half does not hold are checked against the other half's messages; at the end, the
+   thread's rows are merged.
 
 Used only when both connections are sure to read the same snapshot (the database's stamp unchanged
 after the read) and every part lives in its message's half (OpenCode writes a part with its
@@ -38,8 +39,12 @@ from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract
 
 _names = itertools.count()
-SPLIT_SAMPLE = 1000  # messages sampled to cut the ranges: each then holds its share give or take 3%
-RANGES = 20  # 10 and 40 were no faster
+SPLIT_SAMPLE = 1000  # messages sampled to cut the ranges: each then holds its share give or take a fifth
+RANGES = 40  # about 15 ms of a connection's work each on the benchmark's store: the finer the ranges, the closer the ends
+# Ranges the thread leaves to the index connection, which normalises and sums less of its own
+# while its staging is slower (it also reads the legacy trees and prices): each connection then
+# ends its whole share at about the same time.
+LEFT_TO_THE_INDEX = 1
 # Usage cube keys: a session of the second half may also hold a legacy tree's messages, summed on
 # the index connection; its rows are then merged by key.
 USAGE_KEYS = "session_id, bucket, role, provider, model, agent, error"
@@ -106,7 +111,7 @@ class SessionRanges:
         yield len(self.bounds)
         while True:
             with self._lock:
-                if self._high <= self._low:
+                if self._high - LEFT_TO_THE_INDEX <= self._low:
                     return
                 self._high -= 1
                 i = self._high
@@ -175,7 +180,7 @@ class HalfAhead(threading.Thread):
                 return  # nothing to cut: the index connection reads it all
             self.staged.set()
             extract.create_normalised_messages(con, empty_era=False)
-            self.orphan_steps, self.orphan_tools = _orphans(con)
+            self.orphan_steps, self.orphan_tools = orphans(con)
             extract.sum_tool_calls(con, orphans=bool(self.orphan_tools))
             self.tools_summed.set()
             while (batch := self._prices.get()) is not None:
@@ -269,22 +274,20 @@ class HalfAhead(threading.Thread):
                             ((i, self.rank) for i in self.ids))
             self._noted = True
 
-    def check_parts(self, con: sqlite3.Connection) -> bool:
+    def check_parts(self, con: sqlite3.Connection, ours: tuple[list[str], list[str]]) -> None:
         """Waits for the second half's tool calls to be summed; raises `SplitFailed` when a part of
-        either half has its message in the other (call after `extract.create_normalised_messages`).
-        Returns whether this half has tool calls without their message."""
+        either half has its message in the other. `ours`: this connection's parts without their
+        message (`orphans`)."""
         self.tools_summed.wait()
         if self.failed:
             raise SplitFailed
-        steps, tools = _orphans(con)
-        ours = steps + tools
-        if ours and not set(ours).isdisjoint(self.ids):
+        steps, tools = ours
+        if (steps or tools) and not set(steps + tools).isdisjoint(self.ids):
             raise SplitFailed
         held = "SELECT 1 FROM temp.norm_message WHERE id = ?"
         if any(con.execute(held + " AND rank = ?", (m, self.rank)).fetchone() for m in self.orphan_steps) or any(
                 con.execute(held, (m,)).fetchone() for m in self.orphan_tools):
             raise SplitFailed
-        return bool(tools)
 
     def give_prices(self, con: sqlite3.Connection, again: list[tuple[str, str]] | None = None,
                     last: bool = True) -> None:
@@ -326,7 +329,7 @@ class HalfAhead(threading.Thread):
 
 
 
-def _orphans(con: sqlite3.Connection) -> tuple[list[str], list[str]]:
+def orphans(con: sqlite3.Connection) -> tuple[list[str], list[str]]:
     """Message IDs of the staged steps and tool calls whose message was not staged here (steps are
     matched by rank too, as `extract.create_normalised_steps` matches them)."""
     steps = con.execute(
