@@ -206,17 +206,16 @@ class LegacyTree:
         )
         self.session_dirs = len(listed)
         changed = [p for p, m in listed.items() if known.get(p) != m] + [p for p in known if p not in listed]
-        con.executemany(
-            "INSERT OR IGNORE INTO temp.touched VALUES (?)", [(os.path.basename(p),) for p in changed]
-        )
-        # Still streaming last time, or a file that failed to parse: read again.
-        con.execute("INSERT OR IGNORE INTO temp.touched SELECT session_id FROM legacy_open WHERE source = ?",
-                    (self.source,))
-        con.execute(
-            "INSERT OR IGNORE INTO temp.touched SELECT session_id FROM skipped WHERE source = ? "
-            "AND session_id IS NOT NULL AND reason != ?",
-            (self.source, FOREIGN),
-        )
+        if not first:  # a first read reads every session: no need to say which
+            con.executemany("INSERT OR IGNORE INTO temp.touched VALUES (?)", [(p[len(prefix):],) for p in changed])
+            # Still streaming last time, or a file that failed to parse: read again.
+            con.execute("INSERT OR IGNORE INTO temp.touched SELECT session_id FROM legacy_open WHERE source = ?",
+                        (self.source,))
+            con.execute(
+                "INSERT OR IGNORE INTO temp.touched SELECT session_id FROM skipped WHERE source = ? "
+                "AND session_id IS NOT NULL AND reason != ?",
+                (self.source, FOREIGN),
+            )
         con.executemany("DELETE FROM legacy_dir WHERE path = ?", [(p,) for p in known if p not in listed])
         con.executemany(
             "INSERT OR REPLACE INTO legacy_dir VALUES (?, ?)", [(p, m) for p, m in listed.items() if known.get(p) != m]
@@ -233,7 +232,8 @@ class LegacyTree:
         """
         con = self.con
         have_projects = {r[0] for r in con.execute("SELECT id FROM project")}
-        have_sessions = {r[0] for r in con.execute("SELECT id FROM session")}
+        ids = con.execute("SELECT group_concat(id, char(10)) FROM session").fetchone()[0]
+        have_sessions = set(ids.split("\n")) if ids else set()  # one string, not a row each: IDs hold no newline
         wanted = {r[0] for r in con.execute(f"SELECT session_id FROM {self.wanted}")} if self.wanted else None
         queue = [("project", pid, "", path) for pid, path in _json_files(f"{self.root}/project", foreign).items()
                  if pid not in have_projects]
