@@ -238,9 +238,10 @@ def _aside(con: sqlite3.Connection, queries: list[tuple[str, list]]) -> Callable
 def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
     """The aggregates of `stats --json` (without its `source` and `pricing` blocks).
 
-    The usage cube is first reduced to one row per (session, role, provider, model, agent) in the
-    window (grouped session first, the order of the cube's index: a fifth faster); every breakdown
-    is a small GROUP BY over that.
+    The assistant messages' usage is first reduced to one row per (session, provider, model, agent)
+    in the window (grouped session first, the order of the cube's index: a fifth faster); every
+    breakdown is a small GROUP BY over that. The counts of every role's messages and sessions, the
+    tools and the errors are read beside it on another connection (`_aside`).
     """
     con.row_factory = sqlite3.Row
     where, args = _where(f)
@@ -253,57 +254,57 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
         f"SELECT c.error, sum(c.messages) AS n {_from_filtered('usage_cube', f)} "
         f"WHERE {where} AND c.role = 'assistant' AND c.error IS NOT NULL GROUP BY c.error ORDER BY n DESC, c.error"
     )
-    aside = _aside(con, [(tools_sql, args), (errors_sql, args)])
+    # the counts of every role's messages and sessions, beside the usage of assistant messages
+    counts_sql = (
+        "SELECT count(DISTINCT c.session_id) AS sessions, "
+        "count(DISTINCT CASE WHEN s.parent_id IS NOT NULL THEN c.session_id END) AS sub, "
+        "coalesce(sum(CASE WHEN c.role = 'user' THEN c.messages END), 0) AS user, "
+        "coalesce(sum(CASE WHEN c.role = 'assistant' THEN c.messages END), 0) AS assistant, "
+        "coalesce(sum(CASE WHEN c.role = 'assistant' AND c.error IS NOT NULL THEN c.messages END), 0) AS errors "
+        f"{CUBE_FROM.format(cube='usage_cube')} WHERE {where}"
+    )
+    aside = _aside(con, [(tools_sql, args), (errors_sql, args), (counts_sql, args)])
     con.execute("DROP TABLE IF EXISTS temp.g")
     con.execute(
-        f"""CREATE TEMP TABLE g AS SELECT c.role, c.provider, c.model, c.agent, c.session_id,
-            s.parent_id IS NOT NULL AS subagent, {PROJECT_SQL} AS project, sum(c.messages) AS messages,
-            sum(CASE WHEN c.error IS NOT NULL THEN c.messages ELSE 0 END) AS errors,
+        f"""CREATE TEMP TABLE g AS SELECT c.provider, c.model, c.agent, c.session_id,
+            {PROJECT_SQL} AS project, sum(c.messages) AS messages,
             {", ".join(f"sum(c.{k}) AS {k}" for k in TOKEN_KEYS)},
             {stored} AS stored, {est} AS estimated, {unpriced} AS unpriced
-        {CUBE_FROM.format(cube="usage_cube")} WHERE {where}
-        GROUP BY c.session_id, c.role, c.provider, c.model, c.agent""",
+        {CUBE_FROM.format(cube="usage_cube")} WHERE {where} AND c.role = 'assistant'
+        GROUP BY c.session_id, c.provider, c.model, c.agent""",
         args,
     )
     usage = ", ".join(
         ["count(DISTINCT g.session_id) AS sessions"]
         + [f"coalesce(sum(g.{k}), 0) AS {k}" for k in ("messages", *TOKEN_KEYS, "stored", "estimated", "unpriced")]
     )
-    counts = con.execute(
-        "SELECT count(DISTINCT session_id) AS sessions, count(DISTINCT CASE WHEN subagent THEN session_id END) AS sub, "
-        "coalesce(sum(CASE WHEN role = 'user' THEN messages END), 0) AS user, "
-        "coalesce(sum(CASE WHEN role = 'assistant' THEN messages END), 0) AS assistant, "
-        "coalesce(sum(CASE WHEN role = 'assistant' THEN errors END), 0) AS errors FROM temp.g"
-    ).fetchone()
-    a = _usage(con.execute(f"SELECT {usage} FROM temp.g AS g WHERE g.role = 'assistant'").fetchone())
-    totals = {
-        "sessions": counts["sessions"],
-        "subagent_sessions": counts["sub"],
-        "messages": {"user": counts["user"], "assistant": counts["assistant"], "errors": counts["errors"]},
-        "tokens": a["tokens"],
-        "cost": a["cost"],
-    }
+    a = _usage(con.execute(f"SELECT {usage} FROM temp.g AS g").fetchone())
 
     def grouped(keys: list[str]) -> list[dict]:
         cols = ", ".join(f"g.{k}" for k in keys)
         rows = con.execute(
-            f"SELECT {cols}, {usage} FROM temp.g AS g WHERE g.role = 'assistant' GROUP BY {cols} "
+            f"SELECT {cols}, {usage} FROM temp.g AS g GROUP BY {cols} "
             f"ORDER BY sum(g.stored) + sum(g.estimated) DESC, "
             f"sum(g.input + g.output + g.reasoning + g.cache_read + g.cache_write) DESC, {cols}"
         ).fetchall()
         return [{**{k: r[k] for k in keys}, **_usage(r)} for r in rows]
 
-    tools, errors = aside()
+    breakdowns = {f"by_{name}": grouped(keys) for name, keys in
+                  (("provider", ["provider"]), ("model", ["provider", "model"]), ("agent", ["agent"]),
+                   ("project", ["project"]))}
     unpriced_models = con.execute(
-        "SELECT provider, model, sum(unpriced) AS n FROM temp.g WHERE role = 'assistant' AND unpriced > 0 "
-        "GROUP BY 1, 2 ORDER BY n DESC, 1, 2"
+        "SELECT provider, model, sum(unpriced) AS n FROM temp.g WHERE unpriced > 0 GROUP BY 1, 2 ORDER BY n DESC, 1, 2"
     ).fetchall()
+    tools, errors, (counts,) = aside()
     doc = {
-        "totals": totals,
-        "by_provider": grouped(["provider"]),
-        "by_model": grouped(["provider", "model"]),
-        "by_agent": grouped(["agent"]),
-        "by_project": grouped(["project"]),
+        "totals": {
+            "sessions": counts["sessions"],
+            "subagent_sessions": counts["sub"],
+            "messages": {"user": counts["user"], "assistant": counts["assistant"], "errors": counts["errors"]},
+            "tokens": a["tokens"],
+            "cost": a["cost"],
+        },
+        **breakdowns,
         "by_tool": [
             {"tool": r["tool"], "calls": r["calls"], "errors": r["errors"], "mcp_server": mcp_server(r["tool"])}
             for r in tools
