@@ -40,7 +40,8 @@ from ocsight.store import extract
 
 _names = itertools.count()
 SPLIT_SAMPLE = 1000  # messages sampled to cut the ranges: each then holds its share give or take a fifth
-RANGES = 40  # about 15 ms of a connection's work each on the benchmark's store: the finer the ranges, the closer the ends
+# About 15 ms of a connection's work each on the benchmark's store: the finer, the closer the two ends.
+RANGES = 40
 # Ranges the thread leaves to the index connection, which normalises and sums less of its own
 # while its staging is slower (it also reads the legacy trees and prices): each connection then
 # ends its whole share at about the same time.
