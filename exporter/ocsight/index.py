@@ -133,13 +133,14 @@ class Index:
         return cls(sources, path, lean)
 
     def _open(self) -> sqlite3.Connection:
-        try:
-            con = _connect(self.path, self.lean)
-            if self._schema_ok(con):
-                return con
-            con.close()
-        except sqlite3.DatabaseError:
-            pass  # an unreadable cache is simply rebuilt
+        if self.path is not None and self.path.exists():
+            try:
+                con = _connect(self.path, self.lean)
+                if self._schema_ok(con):
+                    return con
+                con.close()
+            except sqlite3.DatabaseError:
+                pass  # an unreadable cache is simply rebuilt
         if self.path is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
