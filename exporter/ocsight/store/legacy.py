@@ -294,11 +294,13 @@ class LegacyTree:
             staged = set(extract.staged_message_ids(con, FILE_SUFFIX))
             staged.update(i + FILE_SUFFIX for i in self.staged_elsewhere)
         self._listing = listing
+        # what is left to look at: often nothing, beside a database holding every message
+        todo = {sid: left for sid, names in listing.items() if (left := [n for n in names if n not in staged])}
         skips: list[tuple[str, str, str | None]] = []
         foreign: list[tuple[str, str, str]] = []
         session_of: dict[str, str] = {}
         files_read = 0
-        for batch, rows, problems in _Ahead(self._batches(listing, staged, foreign)):
+        for batch, rows, problems in _Ahead(self._batches(todo, foreign)) if todo else ():
             files_read += len(batch)
             self.say(f"reading JSON files ({files_read:,} so far)")
             session_of.update({q[1]: q[2] for q in batch if q[0] == "message"})
@@ -331,15 +333,15 @@ class LegacyTree:
         name = message_id + FILE_SUFFIX
         return any(name in names for names in self._listing.values())
 
-    def _batches(self, listing: Listing, staged: set[str], foreign_out: list[tuple[str, str, str]]
+    def _batches(self, listing: Listing, foreign_out: list[tuple[str, str, str]]
                  ) -> Iterator[tuple[list[tuple[str, str, str, str]], list[tuple], list[tuple[str, str]]]]:
-        """(files, their rows, files that could not be used) of the messages whose file names are
-        not `staged` and of their parts, a batch at a time; a message's files never span two
-        batches. Foreign files found on the way are added to `foreign_out`."""
+        """(files, their rows, files that could not be used) of the messages named in `listing` and
+        of their parts, a batch at a time; a message's files never span two batches. Foreign files
+        found on the way are added to `foreign_out`."""
         pending: list[tuple[str, str, str, str]] = []
         for sid, names in listing.items():
             foreign: list[str] = []
-            for name in [n for n in names if n not in staged]:
+            for name in names:
                 path = f"{self.message_root}/{sid}/{name}"
                 if not name.endswith(FILE_SUFFIX):
                     if not os.path.isdir(path):
