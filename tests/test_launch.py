@@ -108,3 +108,20 @@ def test_a_first_run_ends_with_its_whole_output_and_no_helper_left(tmp_path: Pat
     assert json.loads(result.out)["totals"]["sessions"] == 1  # flushed, though the process skipped its teardown
     assert len(result.out) < 8192  # less than a pipe's buffer: lost unless flushed
     assert _helpers() <= before
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policy")
+def test_the_helper_runs_only_on_cores_the_read_leaves_idle():
+    # nice 19 alone left a core busy to the scheduler, which then ran the read's two threads on one core
+    import time
+
+    proc = launch.spawn_helper()
+    try:
+        deadline = time.monotonic() + 10
+        while os.sched_getscheduler(proc.pid) != os.SCHED_IDLE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.sched_getscheduler(proc.pid) == os.SCHED_IDLE
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) == 19
+    finally:
+        proc.kill()
+        proc.wait()

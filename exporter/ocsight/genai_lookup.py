@@ -152,11 +152,22 @@ def _load_without_pydantic() -> bool:
     return loaded
 
 
-def main() -> None:
-    # Lowest priority: the helper loads on cores the reader leaves idle, never slowing the read it
-    # runs beside; when the reader waits for the answer, its core is idle.
+def _lowest_priority() -> None:
+    """The helper loads on cores the reader leaves idle, never slowing the read it runs beside; when
+    the reader waits for the answer, its core is idle. Linux's SCHED_IDLE, not just nice 19: a core
+    running only a niced process is not idle to the scheduler, which then put the read's second
+    thread on the reader's core for its first 20-60 ms rather than on the helper's."""
     if hasattr(os, "nice"):  # not on Windows
         os.nice(19)
+    if hasattr(os, "sched_setscheduler"):  # Linux
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            pass
+
+
+def main() -> None:
+    _lowest_priority()
     _skip_package_init()
     # loaded before the question arrives: that is the point of the helper
     if not _load_without_pydantic():
