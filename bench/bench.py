@@ -147,7 +147,7 @@ def compare(name: str, store: Path, ccusage: Path, native: Path, rounds: int) ->
             mem[what].append(m)
         shutil.rmtree(cache, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"store": name, "seconds": med, "peak_mb": {k: max(v) for k, v in mem.items()},
+    return {"store": name, "seconds": med, "rounds": times, "peak_mb": {k: max(v) for k, v in mem.items()},
             "cold_ratio": med["cold"] / med["ccusage"], "warm_ratio": med["warm"] / med["ccusage"],
             "cold_ratio_native": med["cold"] / med["native"], "warm_ratio_native": med["warm"] / med["native"]}
 
