@@ -1,4 +1,5 @@
-"""The query layer's `stats`: tools and errors on a second connection beside the usage breakdowns."""
+"""The query layer's `stats`: tools, errors and counts on a second connection beside the usage
+breakdowns (and `stats --json`'s source and pricing blocks on another)."""
 
 from __future__ import annotations
 
@@ -38,11 +39,12 @@ def opened(monkeypatch) -> Targets:
     return targets
 
 
-def test_tools_and_errors_are_read_on_a_second_connection_to_the_index(cli, root: Path, opened: Targets):
+def test_tools_errors_and_the_source_are_read_on_other_connections_to_the_index(cli, root: Path, opened: Targets):
     doc = stats(cli, "--data-dir", str(root))
     side = [t for t in opened if "index-" in t and "mode=ro" in t]
-    assert len(side) == 1
-    assert doc["by_tool"] and doc["by_error"]
+    assert len(side) == 2  # the aggregates' and the document's
+    assert doc["by_tool"] and doc["by_error"] and doc["totals"]["messages"]["user"] > 0
+    assert doc["source"]["records"]["messages"] > 0 and doc["pricing"]["models"]
 
 
 def test_a_second_connection_that_fails_leaves_the_answer_to_the_index_connection(cli, root: Path, opened: Targets):
@@ -51,6 +53,7 @@ def test_a_second_connection_that_fails_leaves_the_answer_to_the_index_connectio
     again = stats(cli, "--data-dir", str(root))
     assert any("mode=ro" in t for t in opened)
     assert without_source(again) == without_source(first)
+    assert again["source"]["records"] == first["source"]["records"]
 
 
 def test_a_connection_holding_a_transaction_answers_alone(cli, root: Path, opened: Targets):

@@ -198,7 +198,7 @@ def _from_filtered(cube: str, f: Filters) -> str:
     return CUBE_FROM.format(cube=cube) if f.projects else f"FROM {cube} c"
 
 
-def _aside(con: sqlite3.Connection, queries: list[tuple[str, list]]) -> Callable[[], list[list[sqlite3.Row]]]:
+def aside(con: sqlite3.Connection, queries: list[tuple[str, list]]) -> Callable[[], list[list[sqlite3.Row]]]:
     """Runs `queries` on a second connection to the index file, on a thread, while `con` goes on:
     the two cores share the end of a `stats`, which is otherwise serial (tools and errors beside
     the usage breakdowns). Returns the function that waits for their rows. Inline when `con` is not
@@ -241,7 +241,7 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
     The assistant messages' usage is first reduced to one row per (session, provider, model, agent)
     in the window (grouped session first, the order of the cube's index: a fifth faster); every
     breakdown is a small GROUP BY over that. The counts of every role's messages and sessions, the
-    tools and the errors are read beside it on another connection (`_aside`).
+    tools and the errors are read beside it on another connection (`aside`).
     """
     con.row_factory = sqlite3.Row
     where, args = _where(f)
@@ -263,7 +263,7 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
         "coalesce(sum(CASE WHEN c.role = 'assistant' AND c.error IS NOT NULL THEN c.messages END), 0) AS errors "
         f"{CUBE_FROM.format(cube='usage_cube')} WHERE {where}"
     )
-    aside = _aside(con, [(tools_sql, args), (errors_sql, args), (counts_sql, args)])
+    rest = aside(con, [(tools_sql, args), (errors_sql, args), (counts_sql, args)])
     con.execute("DROP TABLE IF EXISTS temp.g")
     con.execute(
         f"""CREATE TEMP TABLE g AS SELECT c.provider, c.model, c.agent, c.session_id,
@@ -295,7 +295,7 @@ def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:
     unpriced_models = con.execute(
         "SELECT provider, model, sum(unpriced) AS n FROM temp.g WHERE unpriced > 0 GROUP BY 1, 2 ORDER BY n DESC, 1, 2"
     ).fetchall()
-    tools, errors, (counts,) = aside()
+    tools, errors, (counts,) = rest()
     doc = {
         "totals": {
             "sessions": counts["sessions"],

@@ -50,23 +50,34 @@ def _catalogue(opts: ReadOptions) -> pricing.Catalogue:
     return pricing.Catalogue(pricing.overrides_path(opts.prices), demo_config)
 
 
-def source_info(idx: index_mod.Index) -> dict:
-    con = idx.con
-    one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
-    counts = {
-        "projects": one("SELECT count(*) FROM project"),
-        "sessions": one("SELECT count(*) FROM session"),
-        "messages": one("SELECT coalesce(sum(messages), 0) FROM usage_cube"),
-        "tool_calls": one("SELECT coalesce(sum(calls), 0) FROM tool_cube"),
-    }
-    skipped = con.execute("SELECT source, ref, reason FROM skipped ORDER BY source, ref").fetchall()
+# `source_info`'s queries, in the order it reads their rows
+SOURCE_QUERIES = [
+    ("SELECT count(*) FROM project", []),
+    ("SELECT count(*) FROM session", []),
+    ("SELECT coalesce(sum(messages), 0) FROM usage_cube", []),
+    ("SELECT coalesce(sum(calls), 0) FROM tool_cube", []),
+    ("SELECT source, ref, reason FROM skipped ORDER BY source, ref", []),
+    (("SELECT coalesce(sum(messages), 0) FROM usage_cube c WHERE NOT EXISTS (SELECT 1 FROM session s "
+      "WHERE s.id = c.session_id)"), []),
+]
+# One scan of the cube into a lookup table (IN), not one scan per priced model (EXISTS): 4x faster
+PRICING_QUERY = (
+    "SELECT ps.provider, ps.model, ps.source FROM price_source ps WHERE (ps.provider, ps.model) IN "
+    "(SELECT c.provider, c.model FROM usage_cube c WHERE c.role = 'assistant') ORDER BY 1, 2"
+)
+
+
+def source_info(idx: index_mod.Index, rows: list[list] | None = None) -> dict:
+    """The `source` block; `rows`: those of `SOURCE_QUERIES`, when already read."""
+    if rows is None:
+        rows = [idx.con.execute(sql, args).fetchall() for sql, args in SOURCE_QUERIES]
+    (projects,), (sessions,), (messages,), (tool_calls,) = (r[0] for r in rows[:4])
+    counts = {"projects": projects, "sessions": sessions, "messages": messages, "tool_calls": tool_calls}
+    skipped = [tuple(r) for r in rows[4]]
     by_reason: dict[str, int] = {}
     for _s, _r, reason in skipped:
         by_reason[reason] = by_reason.get(reason, 0) + 1
-    orphans = one(
-        "SELECT coalesce(sum(messages), 0) FROM usage_cube c WHERE NOT EXISTS (SELECT 1 FROM session s "
-        "WHERE s.id = c.session_id)"
-    )
+    orphans = rows[5][0][0]
     notes = list(dict.fromkeys(idx.notes))
     if orphans:
         notes.append(f"{orphans} messages have no session record; they are counted under project '(unknown)'")
@@ -86,26 +97,27 @@ def source_info(idx: index_mod.Index) -> dict:
     }
 
 
-def pricing_info(idx: index_mod.Index, mode: str) -> dict:
-    # One scan of the cube into a lookup table (IN), not one scan per priced model (EXISTS): 4x faster
-    rows = idx.con.execute(
-        "SELECT ps.provider, ps.model, ps.source FROM price_source ps WHERE (ps.provider, ps.model) IN "
-        "(SELECT c.provider, c.model FROM usage_cube c WHERE c.role = 'assistant') ORDER BY 1, 2"
-    ).fetchall()
+def pricing_info(idx: index_mod.Index, mode: str, rows: list | None = None) -> dict:
+    """The `pricing` block; `rows`: those of `PRICING_QUERY`, when already read."""
+    if rows is None:
+        rows = idx.con.execute(PRICING_QUERY).fetchall()
     return {"cost_mode": mode, "models": [{"provider": p, "model": m, "source": s} for p, m, s in rows]}
 
 
 def stats_document(idx: index_mod.Index, filters: query.Filters, mode: str) -> dict:
-    """The whole `stats --json` object."""
+    """The whole `stats --json` object; the `source` and `pricing` blocks are read on another
+    connection beside the aggregates (`query.aside`)."""
     from ocsight import __version__
 
+    side = query.aside(idx.con, [*SOURCE_QUERIES, (PRICING_QUERY, [])])
     body = query.stats(idx.con, filters, mode)
+    *source_rows, pricing_rows = side()
     return {
         "ocsight": __version__,
         "filters": filters.description,
         **body,
-        "pricing": pricing_info(idx, mode),
-        "source": source_info(idx),
+        "pricing": pricing_info(idx, mode, pricing_rows),
+        "source": source_info(idx, source_rows),
     }
 
 
