@@ -211,7 +211,7 @@ class Index:
             con.execute("DELETE FROM temp.touched")
             _reprice(con, catalogue)
             # A first build reads everything, known before any source is checked: its second half
-            # starts as soon as the databases are, beside the legacy trees' checks.
+            # starts before the sources are checked, beside those checks.
             sources, full_read = self._detect(say, attempt, split_early=full and attempt == 0)
             full = full or full_read
             # What this refresh found changed: None when everything was read.

@@ -145,7 +145,6 @@ class HalfAhead(threading.Thread):
         # without waiting for either half.
         self.database_files: set[str] | None = None
         self.file_suffix = file_suffix
-        self.reads_ids = file_suffix is not None
         self.ids_read = threading.Event()
         self.prepare = prepare
         n = next(_names)
@@ -170,6 +169,10 @@ class HalfAhead(threading.Thread):
         self.orphan_steps: list[str] = []
         self.orphan_tools: list[str] = []
         self.start()
+
+    @property
+    def reads_ids(self) -> bool:
+        return self.file_suffix is not None
 
     # -- the thread -------------------------------------------------------------------------------
 

@@ -301,10 +301,10 @@ class Database:
         tables = self._guard(self._attach)
         if not REQUIRED_TABLES <= tables:
             return
-        half = self.half
+        half = self.settle_half()
         scope = f"r.session_id IN (SELECT session_id FROM {sessions})" if sessions else "1"
         # with a second half read ahead: the ranges of sessions this connection claims, one by one
-        ranges = half.wait_ranges() if half is not None else None
+        ranges = half.ranges if half is not None else None
         scopes = (ranges.scope(i) for i in ranges.low_claims()) if ranges is not None else [(scope, {})]
         con = self.con
         if sessions:
