@@ -64,6 +64,16 @@ def test_multi_step_messages_of_opencode_0_x_count_every_step(cli, tmp_path: Pat
     assert doc["totals"]["tokens"]["input"] != stored_only
 
 
+@pytest.mark.parametrize("kind", ["db", "json"])
+def test_a_0_x_message_whose_own_counts_are_not_numbers_counts_by_its_steps(cli, tmp_path: Path, kind: str):
+    plan = storegen.plan_store(seed=5, sessions=12, eras=("0.x",))
+    m = next(m for m in plan.messages if plan.truth.get(m["id"], {}).get("steps", 0) > 1)
+    m["tokens"] = {**m["tokens"], "input": "12"}  # alone, skipped: its steps hold the real counts
+    doc = stats(cli, "--data-dir", str(write_store(plan, tmp_path / "s", kind)))
+    assert doc["totals"]["tokens"] == expected_totals(plan)["tokens"]
+    assert doc["source"]["skipped"]["total"] == 0
+
+
 def test_mixed_eras_in_one_store_are_each_normalised_by_their_own_rules(cli, tmp_path: Path):
     plan = storegen.plan_store(seed=3, sessions=60, eras=ALL_ERAS)
     doc = stats(cli, "--data-dir", str(write_store(plan, tmp_path / "mixed", "db")))

@@ -45,7 +45,7 @@ def _staged_tools(con: sqlite3.Connection) -> list[tuple]:
 def test_tool_parts_are_told_from_other_parts_as_json_parsing_tells_them(n: int):
     data = TOOL_PARTS[n]
     con = sqlite3.connect(":memory:")
-    con.execute("CREATE TABLE session (id TEXT, version TEXT)")
+    con.execute("CREATE TABLE session (id TEXT, version TEXT, era TEXT)")
     con.execute("CREATE TEMP VIEW src_part AS SELECT 'p' AS id, 'm' AS message_id, 's' AS session_id, ? AS data"
                 .replace("?", "'" + data.replace("'", "''") + "'"))
     con.execute("CREATE TEMP VIEW src_message AS SELECT NULL AS id, NULL AS session_id, NULL AS time_created, "
@@ -56,3 +56,40 @@ def test_tool_parts_are_told_from_other_parts_as_json_parsing_tells_them(n: int)
     expected = [("p", part.get("tool"), part.get("state", {}).get("status"))] if part["type"] == "tool" else []
     assert _staged_tools(con) == expected
 
+
+
+# JSON values a token count or a cost can hold, with what OpenCode's own numbers would make of them:
+# (JSON text, as a count, as a cost in picodollars); None: not a number of that kind (the record is skipped);
+# ANY: beyond any real cost, not pinned.
+ANY = object()
+STORED_VALUES = [
+    ("null", 0, 0),
+    ("0", 0, 0),
+    ("12", 12, 12_000_000_000_000),
+    ("12.0", 12, 12_000_000_000_000),
+    ("12.5", None, 12_500_000_000_000),
+    ("0.0000015", None, 1_500_000),
+    ("-5", None, None),
+    ("-0.5", None, None),
+    ('"12"', None, None),
+    ('""', None, None),
+    ('"abc"', None, None),
+    ("true", 1, 1_000_000_000_000),  # SQLite reads JSON true as 1, as it always has here
+    ("[1]", None, None),
+    ('{"a": 1}', None, None),
+    ("1e300", None, ANY),
+    ("9007199254740993", 9007199254740993, ANY),
+]
+
+
+@pytest.mark.parametrize(("text", "count", "pico"), STORED_VALUES)
+def test_a_stored_value_is_a_count_or_a_cost_only_when_it_is_a_non_negative_number(text, count, pico):
+    from ocsight import normalise
+
+    con = sqlite3.connect(":memory:")
+    value = "(SELECT json_extract(?, '$.v') AS v) AS x"
+    got_count = con.execute(f"SELECT {normalise.count_sql('x.v')} FROM {value}", (f'{{"v": {text}}}',)).fetchone()[0]
+    got_pico = con.execute(f"SELECT {normalise.cost_pico_sql('x.v')} FROM {value}", (f'{{"v": {text}}}',)).fetchone()[0]
+    assert (got_count, type(got_count)) == (count, type(count))
+    if pico is not ANY:
+        assert (got_pico, type(got_pico)) == (pico, type(pico))

@@ -428,11 +428,11 @@ def test_the_slower_connection_stages_fewer_ranges_and_the_totals_stand(cli, tmp
     root = write_store(plan, tmp_path / "s", "db")
     stage = extract.stage
 
-    def staging(con, rank, scope="1", first=True, params=None):
+    def staging(con, rank, scope="1", first=True, params=None, **kwargs):
         on_main = threading.current_thread() is threading.main_thread()
         if params and on_main == (slow == "index connection"):
             time.sleep(0.05)
-        return stage(con, rank, scope, first, params)
+        return stage(con, rank, scope, first, params, **kwargs)
 
     claims = {"index connection": 0, "thread": 0}
     low, high = half_ahead.SessionRanges.low_claims, half_ahead.SessionRanges.high_claims

@@ -239,7 +239,7 @@ class Index:
         late = _price_new_models(con, catalogue, half.pairs if half is not None else (), genai_late=True)
         if half is not None:
             half.give_prices(con, last=not late)
-        extract.create_normalised_messages(con, empty_era=False)  # the cubes keep no era
+        extract.finish_staged_messages(con)
         extract.clear_cubes(con, scope)
         # This connection's parts without their message here, checked against the second half only
         # once this half is summed: waiting for the second half's tool calls first left this
@@ -392,7 +392,7 @@ class Index:
                 sources, _full = self._detect(lambda _m: None, attempt,
                                               "temp.wanted" if sessions is not None else None)
                 self._stage(sources, "temp.wanted" if sessions is not None else None, lambda _m: None, detail=True)
-                extract.create_normalised_messages(con)
+                extract.finish_staged_messages(con)
                 _price_new_models(con, catalogue)
                 extract.create_priced_messages(con)
                 self._check_unchanged(sources)

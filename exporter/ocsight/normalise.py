@@ -65,12 +65,16 @@ def may_have_many_steps(version: str | None) -> bool:
     return m is None or int(m[1]) == 0
 
 
+# SQLite orders every number before every text: `x < ''` holds for numbers alone (NULL aside), with no
+# function call a row (`typeof`, which these tests replaced, was a sixth of staging's instructions).
+IS_NUMBER = "{0} < ''"
+
+
 def count_sql(col: str) -> str:
     """A stored token count as a non-negative integer; NULL when it is not one (the record is then invalid)."""
     return (
         f"(CASE WHEN {col} IS NULL THEN 0 "
-        f"WHEN typeof({col}) = 'integer' AND {col} >= 0 THEN {col} "
-        f"WHEN typeof({col}) = 'real' AND {col} >= 0 AND {col} = CAST({col} AS INTEGER) THEN CAST({col} AS INTEGER) "
+        f"WHEN {IS_NUMBER.format(col)} AND {col} >= 0 AND {col} = CAST({col} AS INTEGER) THEN CAST({col} AS INTEGER) "
         f"END)"
     )
 
@@ -82,7 +86,7 @@ def era_sql(counts: dict[str, str], total: str, session_era: str) -> str:
     """
     i, o, r, cr, cw = (counts[k] for k in TOKEN_KEYS)
     return (
-        f"(CASE WHEN typeof({total}) IN ('integer', 'real') THEN "
+        f"(CASE WHEN {IS_NUMBER.format(total)} THEN "
         f"CASE WHEN {total} = {i} + {o} + {r} + {cr} + {cw} THEN '{DISJOINT}' "
         f"WHEN {total} = {i} + {o} + {cr} + {cw} THEN '{REASONING_IN_OUTPUT}' "
         f"ELSE {session_era} END "
@@ -115,5 +119,5 @@ def cost_pico_sql(col: str) -> str:
     """A stored USD cost as integer picodollars (sums are then exact and independent of order)."""
     return (
         f"(CASE WHEN {col} IS NULL THEN 0 "
-        f"WHEN typeof({col}) IN ('integer', 'real') AND {col} >= 0 THEN CAST(round({col} * 1e12) AS INTEGER) END)"
+        f"WHEN {IS_NUMBER.format(col)} AND {col} >= 0 THEN CAST(round({col} * 1e12) AS INTEGER) END)"
     )

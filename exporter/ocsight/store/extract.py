@@ -3,8 +3,9 @@
 Both readers present their rows as temporary views shaped like OpenCode 1.2+'s tables
 (`src_project`, `src_session`, `src_message`, `src_part`, the last two with a JSON `data` column):
 the database through views over its attached tables, the legacy tree through views over the files
-it loaded. JSON is unpacked inside SQLite, in C, into temporary staging tables; every later step
-(normalising, pricing, summing) reads the staged rows.
+it loaded. JSON is unpacked inside SQLite, in C, into temporary staging tables, messages normalised
+on the way (`_layers`: the same statement, not a second pass over a first table); every later step
+(pricing, summing) reads the staged rows.
 
 Sources are staged in rank order (databases first) and a record already staged from a lower rank is
 not staged again, so a message stored twice is counted once and the database copy wins; a message's
@@ -19,6 +20,7 @@ from ocsight import normalise
 from ocsight.sqlite_library import sqlite3
 
 BUCKET_MS = 900_000  # every real time zone's midnight falls on a 15-minute boundary
+TOKENS_NOT_NUMBERS = "token counts are not numbers"
 JSONB = sqlite3.sqlite_version_info >= (3, 45)  # jsonb_extract
 JSON5 = sqlite3.sqlite_version_info >= (3, 42)  # reads JSON5 where OpenCode's JSON.parse would not (`_strict`)
 
@@ -107,6 +109,13 @@ def _fields(detail: bool) -> dict[str, list[tuple[str, str]]]:
     }
 
 
+def staged_message_columns(detail: bool) -> list[str]:
+    """A staged message's columns after `rank`: normalised as staged (`_normalised_message_sql`)."""
+    return ["id", "session_id", "time_created", "bucket", "time_completed", "role", "provider", "model", "agent",
+            "error", "era", "steps", "step_tokens", *normalise.TOKEN_KEYS, "cost_pico", "problem",
+            *(c for c, _ in MESSAGE_DETAIL_FIELDS if detail)]
+
+
 def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     """Empty staging tables for one refresh (temporary: they never reach the index file).
 
@@ -114,8 +123,9 @@ def create_staging(con: sqlite3.Connection, detail: bool = False) -> None:
     cubes need less.
     """
     for kind, fields in _fields(detail).items():
+        columns = staged_message_columns(detail) if kind == "message" else [c for c, _ in fields]
         con.execute(f"DROP TABLE IF EXISTS temp.stage_{kind}")
-        con.execute(f"CREATE TEMP TABLE stage_{kind} (rank INTEGER, {', '.join(c for c, _ in fields)})")
+        con.execute(f"CREATE TEMP TABLE stage_{kind} (rank INTEGER, {', '.join(columns)})")
     # Messages another connection staged (the second half of a first read, `store.half_ahead`):
     # later sources skip them as they skip those staged here.
     con.execute("DROP TABLE IF EXISTS temp.staged_elsewhere")
@@ -178,15 +188,21 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
 
     def insert_message() -> str:
         messages = rows("src_message", new_message)
-        if not JSONB:
-            return insert("temp.stage_message", fields["message"], messages)
-        # The token counts are looked up in the message's `tokens` object, taken out once as JSONB,
-        # not each from the top of the message (a tenth of staging's instructions). The subquery
-        # runs as a co-routine, once a row: a join keeps SQLite from flattening it, which would
-        # take the object out again for every count.
-        message = [(c, e.replace("r.data->>'$.tokens.", "r.tokens->>'$.")) for c, e in fields["message"]]
-        return insert("temp.stage_message", message, f"(SELECT r.*, jsonb_extract(r.data, '$.tokens') AS tokens "
-                                                     f"FROM {messages} LIMIT -1) AS r JOIN (SELECT 1)")
+        message = fields["message"]
+        if not valid_only and JSON5:
+            message = _strict(message)
+        if JSONB:
+            # The token counts are looked up in the message's `tokens` object, taken out once as
+            # JSONB, not each from the top of the message (a tenth of staging's instructions). The
+            # subquery runs as a co-routine, once a row: a join keeps SQLite from flattening it,
+            # which would take the object out again for every count.
+            message = [(c, e.replace("r.data->>'$.tokens.", "r.tokens->>'$.")) for c, e in message]
+            messages = (f"(SELECT r.*, jsonb_extract(r.data, '$.tokens') AS tokens FROM {messages} LIMIT -1) "
+                        f"AS r JOIN (SELECT 1)")
+        extracted = f"(SELECT :rank AS rank, {', '.join(f'{e} AS {c}' for c, e in message)} FROM {messages} LIMIT -1) AS x"
+        detail = len(message) > len(MESSAGE_FIELDS)
+        return (f"INSERT INTO temp.stage_message (rank, {', '.join(staged_message_columns(detail))}) "
+                f"{_normalised_message_sql(extracted, detail)}")
 
     return [
         ("message", insert_message()),
@@ -209,13 +225,14 @@ def _strict(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = True,
-          params: dict[str, str] | None = None) -> list[tuple[str, str]]:
+          params: dict[str, str] | None = None, completion: bool = True) -> list[tuple[str, str]]:
     """Stages the messages, tool calls and (0.x) steps `scope` selects from the `src_*` views.
 
     `scope` is a condition on the source row `r`, with named `params`. Returns (table, id) of rows
     with malformed JSON: such a row aborts the fast statement, so only then is it run again with a
     validity guard, and only then are the bad rows looked up, to be counted as skipped rather than
-    guessed at.
+    guessed at. Without `completion`, a message's completion time is not read unless for records:
+    the cubes keep none, and only a legacy tree's open sessions are told by it.
     """
     if not first:
         con.execute("CREATE INDEX IF NOT EXISTS temp.stage_message_id ON stage_message (id)")
@@ -223,6 +240,8 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
     with_steps = con.execute("SELECT 1 FROM temp.step_sessions LIMIT 1").fetchone() is not None
     staged = {r[1] for r in con.execute("PRAGMA temp.table_info(stage_tool)")}
     fields = _fields(detail="call_id" in staged)
+    if not completion and "call_id" not in staged:
+        fields["message"] = [(c, "NULL" if c == "time_completed" else e) for c, e in fields["message"]]
     guarded = dict(_statements(scope, first, True, fields))
     bad: set[tuple[str, str]] = set()
     args = {"rank": rank, **(params or {})}
@@ -337,44 +356,49 @@ def _tiered_estimate_sql(row: str, provider: str, model: str) -> str:
     )
 
 
-def create_normalised_messages(con: sqlite3.Connection, empty_era: bool = True) -> None:
-    """`temp.norm_message`: every staged message, normalised once. Needs no prices: the second half
-    of a first read (`store.half_ahead`) normalises while the index connection prices.
+def _normalised_message_sql(extracted: str, detail: bool) -> str:
+    """The SELECT that normalises extracted messages (`extracted`, aliased `x`) as they are staged.
 
-    `empty_era`: messages without token counts get their session's era too, as records show it; the
-    cubes, which keep no era, go without.
-
-    A message with step records (OpenCode 0.x) takes the sum of its steps' tokens: 0.x overwrote
-    `message.tokens` with the last step's while adding up `cost`. Messages with a `problem` stay in
-    the table, to be counted as skipped.
+    In `detail` (records), messages without token counts get their session's era too, as records
+    show it; the cubes, which keep no era, go without. Steps (OpenCode 0.x) are applied after
+    staging (`finish_staged_messages`). Messages with a `problem` are staged too, to be counted as
+    skipped.
     """
-    with_steps = create_normalised_steps(con)
-    use_steps = "(coalesce(st.steps, 0) > 0 AND coalesce(st.valid, 0))" if with_steps else "0"
-
-    def pick(key: str) -> str:
-        return f"CASE WHEN {use_steps} THEN st.{key} ELSE n.{key} END" if with_steps else f"n.{key}"
-
     keep = (
         "x.id, x.rank, x.session_id, x.time_created, x.role, x.time_completed, coalesce(x.model, '') AS model, "
         "coalesce(x.agent, '(none)') AS agent, x.error"
+        + "".join(f", x.{c}" for c, _ in MESSAGE_DETAIL_FIELDS if detail)
     )
-    con.execute("DROP TABLE IF EXISTS temp.norm_message")
-    con.execute(
-        f"""CREATE TEMP TABLE norm_message AS WITH {_layers('temp.stage_message AS x', keep,
-                                                           "coalesce(x.provider, '')", empty_era)}
-        SELECT n.id, n.rank, n.session_id, n.time_created, n.time_created / {BUCKET_MS} AS bucket,
-            n.time_completed, n.role, n.provider, n.model, n.agent, n.error, {pick('era')} AS era,
-            {"coalesce(st.steps, 0)" if with_steps else "0"} AS steps,
-            {"st.parts" if with_steps else "NULL"} AS step_tokens,
-            {', '.join(f"{pick(k)} AS {k}" for k in normalise.TOKEN_KEYS)}, coalesce(n.cost_pico, 0) AS cost_pico,
+    return f"""WITH {_layers(extracted, keep, "coalesce(x.provider, '')", empty_era=detail)}
+        SELECT n.rank, n.id, n.session_id, n.time_created, n.time_created / {BUCKET_MS}, n.time_completed, n.role,
+            n.provider, n.model, n.agent, n.error, n.era, 0, NULL, {', '.join(f"n.{k}" for k in normalise.TOKEN_KEYS)},
+            coalesce(n.cost_pico, 0),
             CASE
                 WHEN n.role IS NULL OR n.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
                 WHEN n.cost_pico IS NULL THEN 'cost is not a number'
-                WHEN NOT {use_steps} AND NOT n.valid THEN 'token counts are not numbers'
-            END AS problem
-        FROM n {"LEFT JOIN temp.norm_step st ON st.message_id = n.id" if with_steps else ""}"""
-    )
-    con.execute("CREATE INDEX temp.norm_message_id ON norm_message (id)")
+                WHEN NOT n.valid THEN '{TOKENS_NOT_NUMBERS}'
+            END
+            {"".join(f", n.{c}" for c, _ in MESSAGE_DETAIL_FIELDS if detail)}
+        FROM n"""
+
+
+def finish_staged_messages(con: sqlite3.Connection) -> None:
+    """Gives staged messages with step records (OpenCode 0.x) the sum of their steps' tokens, and
+    indexes the staged messages by ID, for their parts to find them.
+
+    0.x overwrote `message.tokens` with the last step's while adding up `cost`; a message whose
+    steps are all valid takes their counts and era (and is then valid whatever its own counts).
+    """
+    if create_normalised_steps(con):
+        use = "st.valid"
+        tokens = ", ".join(f"{k} = CASE WHEN {use} THEN st.{k} ELSE m.{k} END" for k in normalise.TOKEN_KEYS)
+        con.execute(
+            f"""UPDATE temp.stage_message AS m SET steps = st.steps, step_tokens = st.parts,
+                era = CASE WHEN {use} THEN st.era ELSE m.era END, {tokens},
+                problem = CASE WHEN {use} AND m.problem = '{TOKENS_NOT_NUMBERS}' THEN NULL ELSE m.problem END
+            FROM temp.norm_step AS st WHERE st.message_id = m.id"""
+        )
+    con.execute("CREATE INDEX IF NOT EXISTS temp.stage_message_id ON stage_message (id)")
 
 
 def create_priced_messages(con: sqlite3.Connection) -> None:
@@ -406,7 +430,7 @@ def create_priced_messages(con: sqlite3.Connection) -> None:
             {', '.join(f"m.{k}" for k in normalise.TOKEN_KEYS)}, m.cost_pico, m.problem,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {estimate} END AS est_pico,
             CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN b.provider IS NOT NULL END AS priced
-        FROM temp.norm_message m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""
+        FROM temp.stage_message m LEFT JOIN temp.base_price b ON b.provider = m.provider AND b.model = m.model"""
     )
 
 
@@ -425,19 +449,19 @@ def sum_tool_calls(con: sqlite3.Connection, orphans: bool = True) -> None:
     con.execute(
         """INSERT INTO tool_cube SELECT m.session_id, m.bucket, m.provider, m.model, m.agent,
             coalesce(t.tool, '(unknown)'), count(*), sum(t.status = 'error')
-        FROM temp.stage_tool t JOIN temp.norm_message m ON m.id = t.message_id
+        FROM temp.stage_tool t JOIN temp.stage_message m ON m.id = t.message_id
         WHERE m.problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6"""
     )
     con.execute(
         """INSERT OR REPLACE INTO skipped SELECT 'index', 'message:' || id, problem, session_id
-        FROM temp.norm_message WHERE problem IS NOT NULL"""
+        FROM temp.stage_message WHERE problem IS NOT NULL"""
     )
     if not orphans:
         return
     con.execute(
         """INSERT OR REPLACE INTO skipped SELECT 'index', 'tool_call:' || t.id, 'tool call without its message',
             t.session_id FROM temp.stage_tool t
-        WHERE NOT EXISTS (SELECT 1 FROM temp.norm_message m WHERE m.id = t.message_id)"""
+        WHERE NOT EXISTS (SELECT 1 FROM temp.stage_message m WHERE m.id = t.message_id)"""
     )
 
 

@@ -183,7 +183,7 @@ class HalfAhead(threading.Thread):
             if not self._stage(con):
                 return  # nothing to cut: the index connection reads it all
             self.staged.set()
-            extract.create_normalised_messages(con, empty_era=False)
+            extract.finish_staged_messages(con)
             self.orphan_steps, self.orphan_tools = orphans(con)
             extract.sum_tool_calls(con, orphans=bool(self.orphan_tools))
             self.tools_summed.set()
@@ -237,7 +237,7 @@ class HalfAhead(threading.Thread):
             self.ids_read.set()
         for i in self.ranges.high_claims():
             scope, params = self.ranges.scope(i)
-            self.bad += extract.stage(con, self.rank, scope, params=params)
+            self.bad += extract.stage(con, self.rank, scope, params=params, completion=False)
         if not self.reads_ids:  # else the database's IDs serve
             self.ids = extract.staged_message_ids(con)
         self.pairs = con.execute(
@@ -288,7 +288,7 @@ class HalfAhead(threading.Thread):
         steps, tools = ours
         if (steps or tools) and not set(steps + tools).isdisjoint(self.ids):
             raise SplitFailed
-        held = "SELECT 1 FROM temp.norm_message WHERE id = ?"
+        held = "SELECT 1 FROM temp.stage_message WHERE id = ?"
         if any(con.execute(held + " AND rank = ?", (m, self.rank)).fetchone() for m in self.orphan_steps) or any(
                 con.execute(held, (m,)).fetchone() for m in self.orphan_tools):
             raise SplitFailed
@@ -338,10 +338,10 @@ def orphans(con: sqlite3.Connection) -> tuple[list[str], list[str]]:
     matched by rank too, as `extract.create_normalised_steps` matches them)."""
     steps = con.execute(
         "SELECT DISTINCT s.message_id FROM temp.stage_step s WHERE NOT EXISTS "
-        "(SELECT 1 FROM temp.norm_message m WHERE m.id = s.message_id AND m.rank = s.rank)"
+        "(SELECT 1 FROM temp.stage_message m WHERE m.id = s.message_id AND m.rank = s.rank)"
     ).fetchall()
     tools = con.execute(
         "SELECT DISTINCT t.message_id FROM temp.stage_tool t WHERE NOT EXISTS "
-        "(SELECT 1 FROM temp.norm_message m WHERE m.id = t.message_id)"
+        "(SELECT 1 FROM temp.stage_message m WHERE m.id = t.message_id)"
     ).fetchall()
     return [r[0] for r in steps], [r[0] for r in tools]

@@ -314,8 +314,8 @@ class Database:
             con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
         self._create_views()
         try:
-            bad = self._guard(lambda: [row for scope, params in scopes
-                                       for row in extract.stage(con, self.rank, scope, first, params)])
+            bad = self._guard(lambda: [row for scope, params in scopes for row in
+                                       extract.stage(con, self.rank, scope, first, params, completion=False)])
         finally:
             self._drop_views()
         self.unstaged_here = set(self._count_malformed(bad))
