@@ -310,7 +310,9 @@ class Index:
                 self._split(first)
                 half = first.settle_half()
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
-                tree.list_ahead(after=half.reading if half is not None else None)
+                tree.list_ahead(after=half.reading if half is not None else None,
+                                database_files=half.take_database_files if half is not None and half.reads_ids
+                                else None)
         if prefetch is not None:
             prefetch()
         try:
@@ -339,8 +341,8 @@ class Index:
         could not stage, without waiting for the half; anything else waits for its staged IDs."""
         if isinstance(source, LegacyTree) and half.reads_ids:
             files = half.take_database_files()
-            files.difference_update(i + FILE_SUFFIX for i in db.unstaged_here)
-            source.staged_files = files
+            # a new set, not the one the listing read meanwhile (its `left` then no longer serves)
+            source.staged_files = files - {i + FILE_SUFFIX for i in db.unstaged_here} if db.unstaged_here else files
             return
         db.finish_half()
         if isinstance(source, LegacyTree):

@@ -257,7 +257,7 @@ class HalfAhead(threading.Thread):
         return self.ranges
 
     def take_database_files(self) -> set[str]:
-        """Waits for the database's message IDs as file names (`file_suffix`); the caller may change the set."""
+        """Waits for the database's message IDs as file names (`file_suffix`): one set, shared, not to be changed."""
         self.ids_read.wait()
         if self.failed or self.database_files is None:
             raise SplitFailed

@@ -148,10 +148,25 @@ class _Ahead(threading.Thread, Generic[T]):
         raise RuntimeError("nothing was produced")
 
 
-def _listing_of(message_root: str, after: threading.Event | None = None) -> Iterator[Listing]:
+def _left(listing: Listing, staged: set[str]) -> Listing:
+    """The names in `listing` not in `staged`, by session: often none, beside a database holding every message."""
+    return {sid: left for sid, names in listing.items() if (left := [n for n in names if n not in staged])}
+
+
+# (every name listed, those left once a database's files are left out or None, and that set of files)
+Ahead = tuple[Listing, Listing | None, set[str] | None]
+
+
+def _listing_of(message_root: str, after: threading.Event | None = None,
+                database_files: Callable[[], set[str]] | None = None) -> Iterator[Ahead]:
     if after is not None:
         after.wait(AFTER_TIMEOUT_S)
-    yield _list_sessions(message_root, None)
+    listing = _list_sessions(message_root, None)
+    if database_files is None:
+        yield listing, None, None
+        return
+    files = database_files()
+    yield listing, _left(listing, files), files
 
 
 class LegacyTree:
@@ -163,7 +178,7 @@ class LegacyTree:
         self.source = f"json:{storage}"
         self.message_root = f"{self.root}/message"
         self.wanted = wanted  # as `Database.wanted`
-        self._ahead: _Ahead[Listing] | None = None
+        self._ahead: _Ahead[Ahead] | None = None
         self.session_dirs = 0  # found by `detect`
         # IDs of messages staged on another connection (`store.half_ahead`): skipped like those staged here
         self.staged_elsewhere: list[str] = []
@@ -259,10 +274,13 @@ class LegacyTree:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def list_ahead(self, after: threading.Event | None = None) -> None:
+    def list_ahead(self, after: threading.Event | None = None,
+                   database_files: Callable[[], set[str]] | None = None) -> None:
         """Starts listing every session's message files, for a `stage` of the whole tree; once `after`
-        is set, when given (listing holds the GIL most of the time: another thread's set-up first)."""
-        self._ahead = _Ahead(_listing_of(self.message_root, after))
+        is set, when given (listing holds the GIL most of the time: another thread's set-up first).
+        With `database_files` (which waits for them), the listing also leaves out the files of
+        messages a database holds, there rather than on the reading connection (`stage`)."""
+        self._ahead = _Ahead(_listing_of(self.message_root, after, database_files))
 
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this tree's records of the sessions in table `sessions` (all when None).
@@ -271,8 +289,10 @@ class LegacyTree:
         """
         con = self.con
         ahead, self._ahead = self._ahead, None
+        left, filtered_by = None, None
         if sessions is None:
-            listing = ahead.first() if ahead else _list_sessions(self.message_root, None)
+            listing, left, filtered_by = ahead.first() if ahead else (_list_sessions(self.message_root, None), None,
+                                                                       None)
             con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
             con.execute("DELETE FROM legacy_open WHERE source = ?", (self.source,))
         else:
@@ -295,7 +315,7 @@ class LegacyTree:
             staged.update(i + FILE_SUFFIX for i in self.staged_elsewhere)
         self._listing = listing
         # what is left to look at: often nothing, beside a database holding every message
-        todo = {sid: left for sid, names in listing.items() if (left := [n for n in names if n not in staged])}
+        todo = left if left is not None and filtered_by is staged else _left(listing, staged)
         skips: list[tuple[str, str, str | None]] = []
         foreign: list[tuple[str, str, str]] = []
         session_of: dict[str, str] = {}
