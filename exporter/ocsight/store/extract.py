@@ -473,7 +473,7 @@ def sum_usage(con: sqlite3.Connection, late: list[tuple[str, str]] | None = None
     their prices. Only this refresh can hold such rows: a pair once summed is kept in `price_source`.
     """
     create_priced_messages(con)
-    where = "problem IS NULL AND role = 'assistant'"
+    where = "problem IS NULL"
     if late:
         con.execute("DROP TABLE IF EXISTS temp.late_pair")
         con.execute("CREATE TEMP TABLE late_pair (provider TEXT, model TEXT, PRIMARY KEY (provider, model))")
@@ -482,7 +482,7 @@ def sum_usage(con: sqlite3.Connection, late: list[tuple[str, str]] | None = None
                    "WHERE l.provider = {t}.provider AND l.model = {t}.model)")
         con.execute(f"DELETE FROM usage_cube WHERE {of_late.format(t='usage_cube')}")
         where += " AND " + of_late.format(t="v")
-    # `priced` is 0 or 1 for assistant messages
+    # `priced` is 0 or 1 for assistant messages, NULL for the others
     unpriced = "CASE WHEN priced = 0 AND input + output + reasoning + cache_read + cache_write > 0 THEN 1 ELSE 0 END"
     con.execute(
         f"""INSERT INTO usage_cube SELECT session_id, bucket, role, provider, model, agent, error, count(*),
@@ -492,15 +492,5 @@ def sum_usage(con: sqlite3.Connection, late: list[tuple[str, str]] | None = None
         FROM (SELECT session_id, bucket, role, provider, model, agent, error, input, output, reasoning, cache_read,
                 cache_write, cost_pico, coalesce(est_pico, 0) AS est, {unpriced} AS unpriced
             FROM temp.valid_message v WHERE {where} LIMIT -1)  -- not flattened: one estimate a row
-        GROUP BY 1, 2, 3, 4, 5, 6, 7"""
-    )
-    if late:
-        return
-    # Other messages (a third of them, users') are never priced: summed apart, without the estimate
-    # columns' sums and the price join (a tenth of the sum).
-    con.execute(
-        """INSERT INTO usage_cube SELECT session_id, bucket, role, provider, model, agent, error, count(*),
-            sum(input), sum(output), sum(reasoning), sum(cache_read), sum(cache_write), sum(cost_pico), 0, 0, 0, 0
-        FROM temp.stage_message WHERE problem IS NULL AND role != 'assistant'
         GROUP BY 1, 2, 3, 4, 5, 6, 7"""
     )
