@@ -230,12 +230,13 @@ class Index:
             self._check_unchanged(sources)
 
     def _summarise(self, catalogue, scope: str | None, half: HalfAhead | None, say: Callable[[str], None]) -> None:
-        """Prices, normalises and sums what was staged, into the cubes; with the second half of a
-        first read (`store.half_ahead`) summed meanwhile on another connection, and merged."""
+        """Prices and sums what was staged (normalised as it was staged), into the cubes; with the
+        second half of a first read (`store.half_ahead`) summed meanwhile on another connection, and
+        merged."""
         con = self.con
         say("summarising")
-        # Priced first, from the staged messages: the second half, normalising meanwhile, sums usage
-        # as soon as it can; models only genai-prices may know, last (below).
+        # Priced first, from the staged messages: the second half, summing its tool calls meanwhile,
+        # sums usage as soon as it can; models only genai-prices may know, last (below).
         late = _price_new_models(con, catalogue, half.pairs if half is not None else (), genai_late=True)
         if half is not None:
             half.give_prices(con, last=not late)

@@ -201,9 +201,10 @@ def _from_filtered(cube: str, f: Filters) -> str:
 def aside(con: sqlite3.Connection, queries: list[tuple[str, list]]) -> Callable[[], list[list[sqlite3.Row]]]:
     """Runs `queries` on a second connection to the index file, on a thread, while `con` goes on:
     the two cores share the end of a `stats`, which is otherwise serial (counts, tools and errors
-    beside the usage breakdowns; `stats --json`'s source and pricing blocks beside them all). Returns the function that waits for their rows. Inline when `con` is not
-    a file's, holds a transaction or has temporary tables or views in place of the index's (another
-    connection would not see them)."""
+    beside the usage breakdowns; `stats --json`'s source and pricing blocks beside them all).
+    Returns the function that waits for their rows. Inline when `con` is not a file's, holds a
+    transaction or has temporary tables or views in place of the index's (another connection would
+    not see them)."""
     path = next((file for _seq, name, file in con.execute("PRAGMA database_list") if name == "main"), "")
     shadowed = con.execute(  # by this connection's own views (`mcp.scope`), which another cannot see
         "SELECT 1 FROM temp.sqlite_master WHERE name IN ('usage_cube', 'tool_cube', 'session', 'project')"

@@ -161,7 +161,7 @@ def merge_projects_and_sessions(con: sqlite3.Connection, rank: int, sessions: st
     )
 
 
-def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list[tuple[str, str]]:
+def _statements(scope: str, first: bool, valid_only: bool, fields: dict, detail: bool) -> list[tuple[str, str]]:
     jv = " AND json_valid(r.data)" if valid_only else ""
     # Later sources skip what an earlier (lower-rank) one already gave: messages by ID, parts by
     # their message.
@@ -181,16 +181,15 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
     def rows(source: str, where: str) -> str:
         return f"temp.{source} AS r WHERE ({scope}){jv}{where}"
 
+    def strict(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return _strict(fields) if not valid_only and JSON5 else fields
+
     def insert(table: str, fields: list[tuple[str, str]], from_: str) -> str:
-        if not valid_only and JSON5:
-            fields = _strict(fields)
-        return f"INSERT INTO {table} SELECT :rank, {', '.join(e for _, e in fields)} FROM {from_}"
+        return f"INSERT INTO {table} SELECT :rank, {', '.join(e for _, e in strict(fields))} FROM {from_}"
 
     def insert_message() -> str:
         messages = rows("src_message", new_message)
-        message = fields["message"]
-        if not valid_only and JSON5:
-            message = _strict(message)
+        message = strict(fields["message"])
         if JSONB:
             # The token counts are looked up in the message's `tokens` object, taken out once as
             # JSONB, not each from the top of the message (a tenth of staging's instructions). The
@@ -199,8 +198,9 @@ def _statements(scope: str, first: bool, valid_only: bool, fields: dict) -> list
             message = [(c, e.replace("r.data->>'$.tokens.", "r.tokens->>'$.")) for c, e in message]
             messages = (f"(SELECT r.*, jsonb_extract(r.data, '$.tokens') AS tokens FROM {messages} LIMIT -1) "
                         f"AS r JOIN (SELECT 1)")
-        extracted = f"(SELECT :rank AS rank, {', '.join(f'{e} AS {c}' for c, e in message)} FROM {messages} LIMIT -1) AS x"
-        detail = len(message) > len(MESSAGE_FIELDS)
+        # a co-routine too: flattened, each JSON lookup would run again wherever normalising uses it
+        extracted = (f"(SELECT :rank AS rank, {', '.join(f'{e} AS {c}' for c, e in message)} "
+                     f"FROM {messages} LIMIT -1) AS x")
         return (f"INSERT INTO temp.stage_message (rank, {', '.join(staged_message_columns(detail))}) "
                 f"{_normalised_message_sql(extracted, detail)}")
 
@@ -238,14 +238,14 @@ def stage(con: sqlite3.Connection, rank: int, scope: str = "1", first: bool = Tr
         con.execute("CREATE INDEX IF NOT EXISTS temp.stage_message_id ON stage_message (id)")
         con.execute("CREATE INDEX IF NOT EXISTS temp.stage_tool_id ON stage_tool (id)")
     with_steps = con.execute("SELECT 1 FROM temp.step_sessions LIMIT 1").fetchone() is not None
-    staged = {r[1] for r in con.execute("PRAGMA temp.table_info(stage_tool)")}
-    fields = _fields(detail="call_id" in staged)
-    if not completion and "call_id" not in staged:
+    detail = "call_id" in {r[1] for r in con.execute("PRAGMA temp.table_info(stage_tool)")}
+    fields = _fields(detail)
+    if not completion and not detail:
         fields["message"] = [(c, "NULL" if c == "time_completed" else e) for c, e in fields["message"]]
-    guarded = dict(_statements(scope, first, True, fields))
+    guarded = dict(_statements(scope, first, True, fields, detail))
     bad: set[tuple[str, str]] = set()
     args = {"rank": rank, **(params or {})}
-    for kind, sql in _statements(scope, first, False, fields):
+    for kind, sql in _statements(scope, first, False, fields, detail):
         if kind == "step" and not with_steps:
             continue
         try:

@@ -4,15 +4,15 @@ A first read of a database cuts its sessions into ranges of about equal messages
 The index's connection stages ranges from the lowest, a thread from the highest, each claiming the
 next as it finishes one, until they meet: the two halves are whatever each had time for (a range's
 cost depends on its sessions' era and on what else the machine runs, so a fixed cut left one core
-idle for up to a tenth of the read). The thread then normalises and sums its half on a connection
-of its own (SQLite releases the GIL while a statement runs), into a private in-memory database
-(shared-cache, named for this process) that the index connection attaches at the end to take its
-cube rows. The two halves meet three times:
+idle for up to a tenth of the read). The thread stages (normalising as it stages) and then sums its
+half on a connection of its own (SQLite releases the GIL while a statement runs), into a private
+in-memory database (shared-cache, named for this process) that the index connection attaches at the
+end to take its cube rows. The two halves meet three times:
 
 1. staged: the index connection learns the second half's message IDs (a later source skips them
    as it skips its own), its model pairs (to be priced) and its rows with malformed JSON;
 2. priced: the index connection hands over the prices, for the thread to sum usage once it has
-   normalised and summed its tool calls (and again for the models priced last, by genai-prices,
+   summed its tool calls (and again for the models priced last, by genai-prices,
    in a second batch);
 3. summed: once the index connection has summed its own half, each half's parts whose message
    the half does not hold are checked against the other half's messages; at the end, the
@@ -42,7 +42,7 @@ _names = itertools.count()
 SPLIT_SAMPLE = 1000  # messages sampled to cut the ranges: each then holds its share give or take a fifth
 # About 15 ms of a connection's work each on the benchmark's store: the finer, the closer the two ends.
 RANGES = 40
-# Ranges the thread leaves to the index connection, which normalises and sums less of its own
+# Ranges the thread leaves to the index connection, which sums less of its own
 # while its staging is slower (it also reads the legacy trees and prices): each connection then
 # ends its whole share at about the same time.
 LEFT_TO_THE_INDEX = 1
