@@ -14,9 +14,7 @@ by row counts.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -50,6 +48,9 @@ def file_stamp(path: Path) -> list[int]:
 
 def _snapshot(path: Path) -> Path:
     """A private copy of the database and its WAL, for when it cannot be read in place."""
+    import hashlib  # both rarely needed, and slow to import (OpenSSL; compression modules)
+    import shutil
+
     target = locate.cache_home() / "ocsight" / "snapshots" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
     target.mkdir(parents=True, exist_ok=True)
     copy = target / path.name
