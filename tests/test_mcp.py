@@ -2,8 +2,8 @@
 
 Every tool and resource is checked against the CLI's JSON (`stats`, `daily`, `weekly`, `session`)
 on the recorded corpora; then completions, errors for bad input, freshness without
-`refresh_index`, and that nothing is written into the data directory. The batching of
-`top_sessions` is checked in-process against one run over everything.
+`refresh_index`, and that nothing is written into the data directory. The trees `top_sessions`
+chooses in SQL are checked in-process against one run over everything.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import storegen
 from conftest import run_ocsight, stats, without_source
 from corpus import NAMES, raw_store, store_dir
 from ocsight import query, reader
-from ocsight.mcp import answers, scope
+from ocsight.mcp import answers
 from ocsight.sqlite_library import sqlite3
 
 CORPUS = "opencode-1.18"
@@ -517,7 +517,7 @@ def test_the_cli_imports_the_mcp_sdk_only_for_ocsight_mcp():
     assert out.strip().splitlines()[-1] == "[]"
 
 
-# -- answers, in-process: top_sessions in batches of whole trees --------------------------------------------
+# -- answers, in-process: the trees top_sessions chooses ------------------------------------------------------
 
 def tree_store(root: Path) -> Path:
     """Nested subagents, a subagent whose parent has no usage, a parent cycle and a session without a record."""
@@ -546,20 +546,21 @@ def tree_store(root: Path) -> Path:
 
 
 @pytest.mark.parametrize("since", [None, "2026-07-02"])
-def test_top_sessions_in_batches_equal_one_run_over_everything(tmp_path, monkeypatch, since):
+@pytest.mark.parametrize("by", ["cost", "tokens"])
+def test_top_sessions_are_the_first_of_one_run_over_everything(tmp_path, since, by):
     store = tree_store(tmp_path)
     generated = tmp_path / "generated"
     storegen.write_sqlite(storegen.plan_store(seed=7, sessions=120, subagent_share=0.4), generated / "opencode.db")
     for data in (store, generated):
         with reader.open_index(reader.ReadOptions(data_dirs=(str(data),))) as idx:
             f = query.make_filters(since=since, timezone="UTC")
-            everything = ranked(query.sessions(idx.con, f, "auto"))
-            for size in (1, 2, 5, 10_000):
-                monkeypatch.setattr(scope, "BATCH_SESSIONS", size)
-                got = answers.top_sessions(idx, f, "auto", answers.MAX_LIMIT, "cost").doc
-                assert got["sessions"] == everything[: answers.MAX_LIMIT], (data, size)
+            everything = ranked(query.sessions(idx.con, f, "auto"), by)
+            for limit in (1, 2, 5, answers.MAX_LIMIT):
+                got = answers.top_sessions(idx, f, "auto", limit, by).doc
+                assert got["sessions"] == everything[:limit], (data, limit)
                 assert got["total_sessions"] == len(everything)
-            left = "SELECT name FROM sqlite_temp_master WHERE name IN ('usage_cube', 'tool_cube', 'ocsight_scope')"
+            left = ("SELECT name FROM sqlite_temp_master "
+                    "WHERE name IN ('usage_cube', 'tool_cube', 'ocsight_scope', 'ocsight_node', 'ocsight_tree')")
             assert idx.con.execute(left).fetchall() == []
 
 

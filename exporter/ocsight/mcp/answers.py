@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import heapq
 import re
 from dataclasses import dataclass
 
@@ -170,7 +169,8 @@ def provider(idx: Index, name: str, mode: str, timezone: str | None) -> dict:
 def top_sessions(idx: Index, f: query.Filters, mode: str, limit: int, by: str,
                  tz: dt.tzinfo | None = None) -> Answer:
     """The costliest (or largest) root sessions, each with its subagents rolled up, in the shape of
-    `session --json`. Sessions are looked at in batches of whole trees, so memory stays flat."""
+    `session --json`. The trees are chosen in SQL (`query.top_trees`); only theirs are built, so
+    time and memory do not grow with the store's sessions."""
     if not 1 <= limit <= MAX_LIMIT:
         raise bad_argument(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
     if by not in SORT_KEYS:
@@ -181,29 +181,12 @@ def top_sessions(idx: Index, f: query.Filters, mode: str, limit: int, by: str,
         main = (r["cost"]["usd"], r["tokens"]["total"]) if by == "cost" else (r["tokens"]["total"], r["cost"]["usd"])
         return (*main, n["time_created"] or 0, n["id"])
 
-    best: list[dict] = []
-    total = 0
-    for batch in _batches(idx.con):
-        if batch is None:
-            roots = query.sessions(idx.con, f, mode)
-        else:
-            with scope.only(idx.con, batch):
-                roots = query.sessions(idx.con, f, mode)
-        total += len(roots)
-        best = heapq.nlargest(limit, [*best, *roots], key=key)
-        del roots
+    chosen, total = query.top_trees(idx.con, f, mode, by, limit)
+    with scope.only(idx.con, chosen):
+        best = sorted(query.sessions(idx.con, f, mode), key=key, reverse=True)
     doc = {"ocsight": __version__, "filters": f.description, "cost_mode": mode, "by": by, "sessions": best,
            "total_sessions": total}
     return Answer(doc, _top_text(doc, describe(f), tz))
-
-
-def _batches(con: sqlite3.Connection):
-    """None (one run over everything) for a small store, else batches of whole session trees."""
-    count = con.execute("SELECT count(DISTINCT session_id) FROM main.usage_cube").fetchone()[0]
-    if count <= scope.BATCH_SESSIONS:
-        yield None
-        return
-    yield from scope.tree_batches(con)
 
 
 def provider_trends(idx: Index, f: query.Filters, mode: str, interval: str, tz: dt.tzinfo | None) -> Answer:
