@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -89,3 +90,20 @@ def test_every_model_call_is_a_step_with_its_own_tokens(tmp_path: Path):
     for m in rec.messages:
         if m.steps > 1:
             assert by_message[m.id] == m.tokens.input
+
+
+def test_records_without_every_step_keep_0_x_steps_and_every_message_as_it_was(tmp_path: Path):
+    # the sidecar's read: a 1.x message holds its one step's tokens, so only 0.x steps are read
+    from ocsight.telemetry import spans
+
+    plan = storegen.plan_store(seed=13, sessions=25, eras=("0.x", "1.1", "1.18"))
+    root = write_store(plan, tmp_path / "s", "both")
+    every = _read(root)
+    opts = reader.ReadOptions(data_dirs=(str(root),))
+    some = reader.read_records(opts, every_step=False)
+    old = {s.id for s in every.sessions if s.version.startswith("0.")}
+    assert some.steps == [s for s in every.steps if s.session_id in old] and some.steps
+    assert len(some.steps) < len(every.steps)
+    assert [dataclasses.replace(m, steps=0) for m in some.messages] == [
+        dataclasses.replace(m, steps=0) for m in every.messages]
+    assert spans.spans(some) == spans.spans(every)

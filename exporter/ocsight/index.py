@@ -303,14 +303,15 @@ class Index:
         return [*dbs, *trees], full
 
     def _stage(self, sources: list, scope: str | None, say: Callable[[str], None], detail: bool = False,
-               prefetch: Callable[[], None] | None = None, split: bool = False) -> HalfAhead | None:
+               prefetch: Callable[[], None] | None = None, split: bool = False,
+               every_step: bool | None = None) -> HalfAhead | None:
         """Stages the sessions in table `scope` (all when None) from every source, databases first.
 
         `prefetch` starts loading something needed after the read. With `split`, a whole read whose
         first source is a database reads that database's second half of sessions on another core;
         returns that half (`store.half_ahead`), to be summed and merged. Not for long-running
         consumers, whose memory stays flat on one connection."""
-        extract.create_staging(self.con, detail)
+        extract.create_staging(self.con, detail, every_step)
         half = None
         if scope is None:
             first = sources[0] if sources else None
@@ -385,8 +386,9 @@ class Index:
         if any(isinstance(s, Database) and s.changed_under_us() for s in sources):
             raise _Retry
 
-    def stage_records(self, catalogue, sessions: list[str] | None = None) -> None:
-        """Stages full records (every field, every step) of some sessions, or all, into temporary tables.
+    def stage_records(self, catalogue, sessions: list[str] | None = None, every_step: bool = True) -> None:
+        """Stages full records (every field, every step unless not `every_step`) of some sessions, or
+        all, into temporary tables.
 
         For consumers that need per-message detail (`ocsight.records`); the index file is not written.
         """
@@ -401,7 +403,8 @@ class Index:
                 _reprice(con, catalogue)
                 sources, _full = self._detect(lambda _m: None, attempt,
                                               "temp.wanted" if sessions is not None else None)
-                self._stage(sources, "temp.wanted" if sessions is not None else None, lambda _m: None, detail=True)
+                self._stage(sources, "temp.wanted" if sessions is not None else None, lambda _m: None, detail=True,
+                            every_step=every_step)
                 extract.finish_staged_messages(con)
                 _price_new_models(con, catalogue)
                 extract.create_priced_messages(con)

@@ -121,15 +121,20 @@ def stats_document(idx: index_mod.Index, filters: query.Filters, mode: str) -> d
     }
 
 
-def read_records(opts: ReadOptions, sessions: list[str] | None = None):
-    """Every normalised record of the requested sessions (all when None), read afresh from the sources."""
+def read_records(opts: ReadOptions, sessions: list[str] | None = None, every_step: bool = True):
+    """Every normalised record of the requested sessions (all when None), read afresh from the sources.
+
+    Without `every_step`, LLM steps are read only where they make their message's tokens (OpenCode
+    0.x sessions): since 1.0 a message holds its one step's tokens, and those steps, a third of a
+    read of records, are left out (`Records.steps` and `Message.steps` then count 0.x steps alone).
+    """
     from ocsight import records
 
     sources = locate.locate(opts.data_dirs, demo=opts.demo)
     catalogue = _catalogue(opts)
     idx = index_mod.Index(sources, None)
     try:
-        idx.stage_records(catalogue, sessions)
+        idx.stage_records(catalogue, sessions, every_step)
         return records.load(idx.con, only_wanted=sessions is not None)
     except sqlite3.DatabaseError as e:
         raise OcsightError(f"reading records failed: {e}") from None

@@ -63,7 +63,7 @@ class Message:
     tokens: Tokens
     cost_usd: float  # as OpenCode stored it
     estimated_usd: float | None  # from prices; None when no price source knows the model
-    steps: int  # model calls recorded with their own step records (OpenCode 0.x)
+    steps: int  # its step records read (every session's, or OpenCode 0.x sessions' alone: `reader.read_records`)
 
     def is_estimated(self, mode: str = "auto") -> bool:
         """Whether the cost mode takes ocsight's estimate rather than OpenCode's stored cost."""

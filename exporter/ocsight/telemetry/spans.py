@@ -36,6 +36,9 @@ TOOL_STATUS = "ocsight.tool.status"
 MCP_SERVER = "ocsight.mcp.server"
 TOOL_ERROR = "tool_error"
 KIND_INTERNAL, KIND_CLIENT = "internal", "client"
+CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
+EXECUTE_TOOL = gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+INVOKE_AGENT = gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def chat_attributes(m: Message, project: str | None, mode: str = "auto") -> dict
     t = m.tokens
     cost, estimated = cost_of(m, mode)
     attrs = {
-        gen_ai.GEN_AI_OPERATION_NAME: gen_ai.GenAiOperationNameValues.CHAT.value,
+        gen_ai.GEN_AI_OPERATION_NAME: CHAT,
         gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider),
         PROVIDER_ID: m.provider,
         gen_ai.GEN_AI_REQUEST_MODEL: m.model,
@@ -134,7 +137,7 @@ def chat_attributes(m: Message, project: str | None, mode: str = "auto") -> dict
 
 def tool_attributes(t: ToolCall) -> dict:
     attrs = {
-        gen_ai.GEN_AI_OPERATION_NAME: gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value,
+        gen_ai.GEN_AI_OPERATION_NAME: EXECUTE_TOOL,
         gen_ai.GEN_AI_TOOL_NAME: t.tool,
         gen_ai.GEN_AI_TOOL_TYPE: "extension" if t.mcp_server else "function",
         TOOL_STATUS: t.status or "unknown",
@@ -160,6 +163,22 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
         s = sessions.get(sid)
         return (projects.get(s.project_id) or s.directory) if s else None
 
+    # a session's trace and a message's span ID are asked for by every span below them: hashed once
+    traces: dict[str, int] = {}
+    ids: dict[str, int] = {}
+
+    def trace_of(sid: str) -> int:
+        t = traces.get(sid)
+        if t is None:
+            t = traces[sid] = trace_id(root_session(sid, parent_of))
+        return t
+
+    def id_of(record: str) -> int:
+        i = ids.get(record)
+        if i is None:
+            i = ids[record] = span_id(record)
+        return i
+
     answers: dict[str, list[Message]] = {}
     for m in recs.messages:
         if m.role == "assistant" and m.parent_id:
@@ -167,7 +186,7 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
     out: list[SpanData] = []
     by_message = {m.id: m for m in recs.messages}
     for m in recs.messages:
-        trace = trace_id(root_session(m.session_id, parent_of))
+        trace = trace_of(m.session_id)
         if m.role == "user":
             replies = sorted(answers.get(m.id, []), key=lambda a: (a.time_created or 0, a.id))
             if not replies or not all(is_final(a) for a in replies):
@@ -177,7 +196,7 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
                 continue  # the turn goes on
             starter = started_by.get(m.session_id)
             end = max((a.time_completed or a.time_created or 0) for a in replies)
-            attrs = {gen_ai.GEN_AI_OPERATION_NAME: gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value,
+            attrs = {gen_ai.GEN_AI_OPERATION_NAME: INVOKE_AGENT,
                      gen_ai.GEN_AI_AGENT_NAME: m.agent, gen_ai.GEN_AI_CONVERSATION_ID: m.session_id,
                      gen_ai.GEN_AI_PROVIDER_NAME: provider_name(last.provider), gen_ai.GEN_AI_REQUEST_MODEL: last.model,
                      gen_ai.GEN_AI_USAGE_INPUT_TOKENS: sum(a.tokens.input + a.tokens.cache_read + a.tokens.cache_write
@@ -190,13 +209,13 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
             errors = [a.error for a in replies if a.error]
             if errors:
                 attrs[error_attributes.ERROR_TYPE] = errors[-1]
-            out.append(SpanData(m.id, f"invoke_agent {m.agent}", KIND_INTERNAL, trace, span_id(m.id),
-                                span_id(starter.id) if starter else None, ms_to_ns(m.time_created), ms_to_ns(end),
+            out.append(SpanData(m.id, f"invoke_agent {m.agent}", KIND_INTERNAL, trace, id_of(m.id),
+                                id_of(starter.id) if starter else None, ms_to_ns(m.time_created), ms_to_ns(end),
                                 attrs, errors[-1] if errors else None))
         elif is_final(m):
             end = m.time_completed or m.time_created
-            out.append(SpanData(m.id, f"chat {m.model}", KIND_CLIENT, trace, span_id(m.id),
-                                span_id(m.parent_id) if m.parent_id else None, ms_to_ns(m.time_created),
+            out.append(SpanData(m.id, f"chat {m.model}", KIND_CLIENT, trace, id_of(m.id),
+                                id_of(m.parent_id) if m.parent_id else None, ms_to_ns(m.time_created),
                                 ms_to_ns(end), chat_attributes(m, project_of(m.session_id), mode), m.error))
     for t in recs.tool_calls:
         if not tool_is_final(t):
@@ -207,8 +226,8 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
         if include_content and t.error:
             attrs["ocsight.tool.error"] = t.error
         start = t.time_start or (msg.time_created if msg else 0)
-        trace = trace_id(root_session(sid, parent_of))
-        out.append(SpanData(t.id, f"execute_tool {t.tool}", KIND_INTERNAL, trace, span_id(t.id), span_id(t.message_id),
+        out.append(SpanData(t.id, f"execute_tool {t.tool}", KIND_INTERNAL, trace_of(sid), id_of(t.id),
+                            id_of(t.message_id),
                             ms_to_ns(start), ms_to_ns(t.time_end or start), attrs,
                             TOOL_ERROR if t.status == "error" else None))
     return out

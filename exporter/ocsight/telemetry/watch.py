@@ -184,7 +184,7 @@ class Sidecar:
     def _send(self, sessions: list[str]) -> tuple[int, set[str]]:
         """Sends the unsent finished records of some whole session families; returns (spans sent,
         sessions with unfinished records)."""
-        recs = reader.read_records(self.opts.read, sessions)
+        recs = reader.read_records(self.opts.read, sessions, every_step=False)  # spans are made of messages
         all_spans = mapping.spans(recs, self.opts.read.cost_mode, self.opts.include_content)
         floor = self._floor()
         fresh = [s for s in all_spans if floor is None or s.start_ns >= floor * 1_000_000]
