@@ -68,6 +68,30 @@ def test_cached_runs_follow_every_kind_of_change_to_the_database(cli, tmp_path: 
     assert cached == fresh
 
 
+def test_rewritten_parts_are_found_when_the_scan_beside_cannot_run(tmp_path: Path, monkeypatch):
+    # the parts' scan for rewritten rows runs on a second connection; if that fails, on the first
+    from ocsight import reader
+    from ocsight.store import sqlite as dbsource
+
+    root = write_store(storegen.plan_store(seed=41, sessions=12), tmp_path / "s", "db")
+    opts = reader.ReadOptions(data_dirs=(str(root),))
+
+    def tool_errors() -> int:
+        with reader.open_index(opts) as idx:
+            return idx.con.execute("SELECT sum(errors) FROM tool_cube").fetchone()[0]
+
+    before = tool_errors()
+    con = sqlite3.connect(root / "opencode.db")
+    pid, data = con.execute("SELECT id, data FROM part WHERE data LIKE '%\"completed\"%' LIMIT 1").fetchone()
+    d = json.loads(data)
+    d["state"]["status"] = "error"
+    con.execute("UPDATE part SET data = ?, time_updated = ? WHERE id = ?", (json.dumps(d), _now_ms(), pid))
+    con.commit()
+    con.close()
+    monkeypatch.setattr(dbsource, "_aside", lambda *_args: lambda: None)
+    assert tool_errors() == before + 1
+
+
 def test_a_database_replaced_by_a_bigger_one_is_read_afresh(cli, tmp_path: Path):
     # Row counts alone cannot tell: the new file holds the old one's row numbers and more.
     root = tmp_path / "s"
