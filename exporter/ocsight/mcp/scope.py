@@ -2,8 +2,9 @@
 
 `query` reads the cubes by their plain names. A temporary view of the same name shadows the
 index's table for this connection only, so a session's totals, or those of the session trees
-`top_sessions` chose, are the very totals `query` defines. Temporary objects live in SQLite's temp database: the
-index file is not written. Callers hold the service's lock, so no refresh runs meanwhile.
+`top_sessions` chose, are the very totals `query` defines. Temporary objects live in SQLite's temp
+database: the index file is not written. Callers hold the service's lock, so no refresh runs
+meanwhile.
 """
 
 from __future__ import annotations
