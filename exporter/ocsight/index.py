@@ -304,7 +304,7 @@ class Index:
 
     def _stage(self, sources: list, scope: str | None, say: Callable[[str], None], detail: bool = False,
                prefetch: Callable[[], None] | None = None, split: bool = False,
-               every_step: bool | None = None) -> HalfAhead | None:
+               every_step: bool = False) -> HalfAhead | None:
         """Stages the sessions in table `scope` (all when None) from every source, databases first.
 
         `prefetch` starts loading something needed after the read. With `split`, a whole read whose

@@ -116,12 +116,12 @@ def staged_message_columns(detail: bool) -> list[str]:
             *(c for c, _ in MESSAGE_DETAIL_FIELDS if detail)]
 
 
-def create_staging(con: sqlite3.Connection, detail: bool = False, every_step: bool | None = None) -> None:
+def create_staging(con: sqlite3.Connection, detail: bool = False, every_step: bool = False) -> None:
     """Empty staging tables for one refresh (temporary: they never reach the index file).
 
-    `detail` stages every field of a record and, unless `every_step` is False, every session's
-    steps, for `ocsight.records`; the cubes need less: the steps of OpenCode 0.x sessions alone,
-    whose messages' tokens are their steps' sums.
+    `detail` stages every field of a record, for `ocsight.records`; `every_step` every session's
+    steps, not only those of OpenCode 0.x sessions, whose messages' tokens are their steps' sums
+    (all the cubes need).
     """
     for kind, fields in _fields(detail).items():
         columns = staged_message_columns(detail) if kind == "message" else [c for c, _ in fields]
@@ -132,7 +132,7 @@ def create_staging(con: sqlite3.Connection, detail: bool = False, every_step: bo
     con.execute("DROP TABLE IF EXISTS temp.staged_elsewhere")
     con.execute("CREATE TEMP TABLE staged_elsewhere (id TEXT PRIMARY KEY, rank INTEGER) WITHOUT ROWID")
     con.execute("DROP TABLE IF EXISTS temp.step_sessions")
-    if detail if every_step is None else every_step:
+    if every_step:
         con.execute("CREATE TEMP TABLE step_sessions AS SELECT id FROM session")
         return
     # each version asked once, not each session (a Python call a row, holding the GIL)
