@@ -62,25 +62,7 @@ def _read(path: str) -> tuple[str | None, str | None]:
         return None, "not UTF-8 text"
 
 
-def _json_files(directory: str, foreign: list[str]) -> dict[str, str]:
-    """{id: path} of the JSON files in a directory; anything else there but directories is noted as
-    foreign. Names alone (`listdir`, half the time of `scandir`'s entries): whatever is named
-    `.json` is read as a file, and a directory so named is reported as unreadable when read."""
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return {}
-    out = {}
-    for name in names:
-        path = f"{directory}/{name}"
-        if name.endswith(".json"):
-            out[name[:-5]] = path
-        elif not os.path.isdir(path):
-            foreign.append(path)
-    return out
-
-
-# A message's file is named for its ID: a message staged from a database is skipped by name, unread.
+# A record's file is named for its ID: a message staged from a database is skipped by name, unread.
 FILE_SUFFIX = ".json"
 Listing = dict[str, list[str]]  # session ID -> the names in its message directory
 
@@ -90,6 +72,26 @@ def _names(directory: str) -> list[str]:
         return os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return []
+
+
+def _json_names(directory: str, names: list[str], foreign: list[str]) -> dict[str, str]:
+    """{id: path} of the JSON files among `names` in `directory`; anything else there but
+    directories is noted as foreign. Names alone (`listdir`, half the time of `scandir`'s entries):
+    whatever is named `.json` is read as a file, and a directory so named is reported as unreadable
+    when read."""
+    out = {}
+    for name in names:
+        path = f"{directory}/{name}"
+        if name.endswith(FILE_SUFFIX):
+            out[name[:-len(FILE_SUFFIX)]] = path
+        elif not os.path.isdir(path):
+            foreign.append(path)
+    return out
+
+
+def _json_files(directory: str, foreign: list[str]) -> dict[str, str]:
+    """{id: path} of the JSON files in a directory (`_json_names`)."""
+    return _json_names(directory, _names(directory), foreign)
 
 
 def _list_sessions(message_root: str, sids: list[str] | None) -> Listing:
@@ -361,13 +363,7 @@ class LegacyTree:
         pending: list[tuple[str, str, str, str]] = []
         for sid, names in listing.items():
             foreign: list[str] = []
-            for name in names:
-                path = f"{self.message_root}/{sid}/{name}"
-                if not name.endswith(FILE_SUFFIX):
-                    if not os.path.isdir(path):
-                        foreign.append(path)
-                    continue
-                mid = name[:-len(FILE_SUFFIX)]
+            for mid, path in _json_names(f"{self.message_root}/{sid}", names, foreign).items():
                 pending.append(("message", mid, sid, path))
                 pending += [("part", pid, mid, p) for pid, p in _json_files(f"{self.root}/part/{mid}", foreign).items()]
                 if len(pending) >= BATCH_FILES:
