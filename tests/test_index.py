@@ -88,7 +88,7 @@ def test_rewritten_parts_are_found_when_the_scan_beside_cannot_run(tmp_path: Pat
     con.execute("UPDATE part SET data = ?, time_updated = ? WHERE id = ?", (json.dumps(d), _now_ms(), pid))
     con.commit()
     con.close()
-    monkeypatch.setattr(dbsource, "_aside", lambda *_args: lambda: None)
+    monkeypatch.setattr(dbsource, "read_beside", lambda *_args: lambda: None)
     assert tool_errors() == before + 1
 
 

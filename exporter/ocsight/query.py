@@ -13,14 +13,13 @@ Counting rules (documented in the README under `stats --json`):
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight.normalise import TOKEN_KEYS
-from ocsight.sqlite_library import sqlite3
+from ocsight.sqlite_library import read_beside, sqlite3
 from ocsight.store.extract import BUCKET_MS
 
 PICO = 10**12
@@ -212,28 +211,13 @@ def aside(con: sqlite3.Connection, queries: list[tuple[str, list]]) -> Callable[
     if not path or con.in_transaction or shadowed:
         rows = [con.execute(sql, args).fetchall() for sql, args in queries]
         return lambda: rows
-    out: list = []
+    side = read_beside(f"file:{urllib.parse.quote(path)}?mode=ro", queries, 30, sqlite3.Row)
 
-    def run() -> None:
-        try:
-            side = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=30,
-                                   check_same_thread=False)
-            try:
-                side.row_factory = sqlite3.Row
-                out.extend(side.execute(sql, args).fetchall() for sql, args in queries)
-            finally:
-                side.close()
-        except sqlite3.Error:
-            out.clear()  # answered on `con` instead
+    def wait() -> list[list[sqlite3.Row]]:
+        got = side()
+        return got if got is not None else [con.execute(sql, args).fetchall() for sql, args in queries]
 
-    thread = threading.Thread(target=run, name="ocsight-stats-aside", daemon=True)
-    thread.start()
-
-    def rows() -> list[list[sqlite3.Row]]:
-        thread.join()
-        return out if len(out) == len(queries) else [con.execute(sql, args).fetchall() for sql, args in queries]
-
-    return rows
+    return wait
 
 
 def stats(con: sqlite3.Connection, f: Filters, mode: str) -> dict:

@@ -15,6 +15,8 @@ exception classes.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ else:
     if sqlite3 is None:
         import sqlite3
 
-__all__ = ["library_path", "sqlite3"]
+__all__ = ["library_path", "read_beside", "sqlite3"]
 
 
 def library_path() -> str | None:
@@ -48,3 +50,32 @@ def library_path() -> str | None:
     except OSError:
         pass
     return None
+
+
+def read_beside(uri: str, queries: Sequence[tuple[str, Sequence]], timeout: float,
+                row_factory: Callable | None = None) -> Callable[[], list[list] | None]:
+    """Runs read-only `queries` on a connection of their own to `uri`, on a thread, while the
+    caller's connection goes on (SQLite releases the GIL while a statement runs). Returns the
+    function that waits for their rows: None when that connection failed, for the caller to read
+    them itself."""
+    rows: list[list] = []
+
+    def run() -> None:
+        try:
+            side = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+            try:
+                side.row_factory = row_factory
+                rows.extend(side.execute(sql, args).fetchall() for sql, args in queries)
+            finally:
+                side.close()
+        except sqlite3.Error:
+            rows.clear()
+
+    thread = threading.Thread(target=run, name="ocsight-read-beside", daemon=True)
+    thread.start()
+
+    def result() -> list[list] | None:
+        thread.join()
+        return rows if len(rows) == len(queries) else None
+
+    return result

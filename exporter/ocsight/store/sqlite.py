@@ -15,14 +15,13 @@ by row counts.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 from ocsight.errors import OcsightError
-from ocsight.sqlite_library import sqlite3
+from ocsight.sqlite_library import read_beside, sqlite3
 from ocsight.store import extract, locate
 from ocsight.store.half_ahead import HalfAhead, SplitFailed
 
@@ -45,32 +44,6 @@ def file_stamp(path: Path) -> list[int]:
         except FileNotFoundError:
             out += [-1, -1]
     return out
-
-
-def _aside(uri: str, sql: str, args: tuple) -> Callable[[], list[tuple] | None]:
-    """Runs a read of the database at `uri` on a connection of its own, on a thread; returns the
-    function that waits for its rows (None if it failed: the caller then reads them itself). The
-    second connection's snapshot is the same or later, so it can only find more changes."""
-    rows: list[list[tuple]] = []
-
-    def run() -> None:
-        try:
-            side = sqlite3.connect(uri, uri=True, timeout=BUSY_RETRY_SECONDS, check_same_thread=False)
-            try:
-                rows.append(side.execute(sql, args).fetchall())
-            finally:
-                side.close()
-        except sqlite3.Error:
-            pass
-
-    thread = threading.Thread(target=run, name="ocsight-scan-aside", daemon=True)
-    thread.start()
-
-    def result() -> list[tuple] | None:
-        thread.join()
-        return rows[0] if rows else None
-
-    return result
 
 
 def _snapshot(path: Path) -> Path:
@@ -278,20 +251,17 @@ class Database:
         self._merge(f"r.id IN (SELECT id FROM {a}.session WHERE rowid > ? OR time_updated >= ?)",
                     (prev["session"]["rowid"] or 0, since))
         # OpenCode's tables have no index on `time_updated`: rewritten rows take a scan of each
-        # table, most of a following cycle's time; the parts' (the larger) runs beside the messages'.
-        touched = "SELECT DISTINCT session_id FROM {}part WHERE rowid > ? OR time_updated >= ?"
-        part_args = (prev["part"]["rowid"] or 0, since)
-        parts = _aside(self.uri, touched.format(""), part_args)
-        con.execute(
-            f"INSERT OR IGNORE INTO temp.touched SELECT DISTINCT session_id FROM {a}.message "
-            f"WHERE rowid > ? OR time_updated >= ?",
-            (prev["message"]["rowid"] or 0, since),
-        )
-        sessions = parts()
-        if sessions is None:  # the second connection failed: scanned here instead
-            con.execute(f"INSERT OR IGNORE INTO temp.touched {touched.format(a + '.')}", part_args)
+        # table, most of a following cycle's time; the parts' (the larger) runs beside the messages'
+        # on a second connection, whose snapshot is the same or later: it can only find more changes.
+        touched = "SELECT DISTINCT session_id FROM {} WHERE rowid > ? OR time_updated >= ?"
+        args = {t: (prev[t]["rowid"] or 0, since) for t in ("message", "part")}
+        parts = read_beside(self.uri, [(touched.format("part"), args["part"])], BUSY_RETRY_SECONDS)
+        con.execute(f"INSERT OR IGNORE INTO temp.touched {touched.format(a + '.message')}", args["message"])
+        beside = parts()
+        if beside is None:  # the second connection failed: scanned here instead
+            con.execute(f"INSERT OR IGNORE INTO temp.touched {touched.format(a + '.part')}", args["part"])
         else:
-            con.executemany("INSERT OR IGNORE INTO temp.touched VALUES (?)", sessions)
+            con.executemany("INSERT OR IGNORE INTO temp.touched VALUES (?)", beside[0])
         return new_state, "incremental", notes
 
     def _merge(self, sessions: str = "1", args: tuple = ()) -> None:
