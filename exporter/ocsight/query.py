@@ -424,7 +424,7 @@ def top_trees(con: sqlite3.Connection, f: Filters, mode: str, by: str, limit: in
     where, args = _where(f)
     stored, est, _unpriced = cost_columns(mode)
     tokens = " + ".join(f"c.{k}" for k in TOKEN_KEYS)
-    main = "sum(pico) DESC, sum(tokens) DESC" if by == "cost" else "sum(tokens) DESC, sum(pico) DESC"
+    main = "sum(n.pico) DESC, sum(n.tokens) DESC" if by == "cost" else "sum(n.tokens) DESC, sum(n.pico) DESC"
     tables = ("ocsight_node", "ocsight_tree")
     for t in tables:
         con.execute(f"DROP TABLE IF EXISTS temp.{t}")
@@ -446,12 +446,13 @@ def top_trees(con: sqlite3.Connection, f: Filters, mode: str, by: str, limit: in
             """CREATE TEMP TABLE ocsight_tree AS WITH RECURSIVE tree(id, root) AS (
                 SELECT id, id FROM temp.ocsight_node WHERE up IS NULL
                 UNION ALL SELECT n.id, tree.root FROM tree JOIN temp.ocsight_node n ON n.up = tree.id)
-            SELECT tree.id, tree.root, n.pico, n.tokens, n.created FROM tree JOIN temp.ocsight_node n ON n.id = tree.id"""
+            SELECT id, root FROM tree"""
         )
         total = con.execute("SELECT count(*) FROM temp.ocsight_tree WHERE id = root").fetchone()[0]
         ids = con.execute(
-            f"""WITH top AS (SELECT root FROM temp.ocsight_tree GROUP BY root
-                ORDER BY {main}, max(CASE WHEN id = root THEN coalesce(created, 0) END) DESC, root DESC LIMIT ?)
+            f"""WITH top AS (SELECT t.root FROM temp.ocsight_tree t JOIN temp.ocsight_node n ON n.id = t.id
+                GROUP BY t.root ORDER BY {main}, max(CASE WHEN t.id = t.root THEN coalesce(n.created, 0) END) DESC,
+                t.root DESC LIMIT ?)
             SELECT t.id FROM temp.ocsight_tree t WHERE t.root IN (SELECT root FROM top)""",
             (limit,),
         ).fetchall()
