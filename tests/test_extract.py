@@ -57,7 +57,6 @@ def test_tool_parts_are_told_from_other_parts_as_json_parsing_tells_them(n: int)
     assert _staged_tools(con) == expected
 
 
-
 # JSON values a token count or a cost can hold, with what OpenCode's own numbers would make of them:
 # (JSON text, as a count, as a cost in picodollars); None: not a number of that kind (the record is skipped);
 # ANY: beyond any real cost, not pinned.

@@ -334,7 +334,6 @@ def test_a_reader_that_stops_early_stops_the_reading_thread():
     assert not ahead.is_alive()
 
 
-
 def test_the_listing_thread_leaves_out_the_files_of_messages_the_database_holds(tmp_path: Path):
     from ocsight.store import legacy
 
@@ -348,6 +347,7 @@ def test_the_listing_thread_leaves_out_the_files_of_messages_the_database_holds(
         "ses_a": ["msg_1.json", "msg_2.json"], "ses_b": ["msg_3.json", "notes.txt"]}
     assert {sid: sorted(names) for sid, names in left.items()} == {"ses_a": ["msg_2.json"], "ses_b": ["notes.txt"]}
     assert filtered_by is files
+
 
 def test_a_first_build_starts_the_second_half_before_checking_any_source(cli, split_store: Path, monkeypatch, halves):
     from ocsight.store.legacy import LegacyTree

@@ -25,6 +25,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _turn_a_tool_call_into_an_error(con: sqlite3.Connection) -> None:
+    """A completed tool call rewritten as ended with an error, as OpenCode rewrites a part in place."""
+    pid, data = con.execute(
+        "SELECT id, data FROM part WHERE data LIKE '%\"type\":\"tool\"%' AND data LIKE '%\"status\":\"completed\"%' "
+        "LIMIT 1"
+    ).fetchone()
+    d = json.loads(data)
+    d["state"]["status"] = "error"
+    con.execute("UPDATE part SET data = ?, time_updated = ? WHERE id = ?", (json.dumps(d), _now_ms(), pid))
+    con.commit()
+
+
 def test_cached_runs_follow_every_kind_of_change_to_the_database(cli, tmp_path: Path):
     plan = storegen.plan_store(seed=41, sessions=30)
     ids = [s["id"] for s in plan.sessions]
@@ -58,11 +70,7 @@ def test_cached_runs_follow_every_kind_of_change_to_the_database(cli, tmp_path: 
     assert cached == fresh and cached["totals"]["sessions"] == fresh["totals"]["sessions"]
 
     # a tool call finishes with an error after its message was read
-    pid, data = con.execute("SELECT id, data FROM part WHERE data LIKE '%\"type\":\"tool\"%' LIMIT 1").fetchone()
-    d = json.loads(data)
-    d["state"]["status"] = "error"
-    con.execute("UPDATE part SET data = ?, time_updated = ? WHERE id = ?", (json.dumps(d), _now_ms(), pid))
-    con.commit()
+    _turn_a_tool_call_into_an_error(con)
     con.close()
     cached, fresh = fresh_and_cached(cli, root)
     assert cached == fresh
@@ -82,11 +90,7 @@ def test_rewritten_parts_are_found_when_the_scan_beside_cannot_run(tmp_path: Pat
 
     before = tool_errors()
     con = sqlite3.connect(root / "opencode.db")
-    pid, data = con.execute("SELECT id, data FROM part WHERE data LIKE '%\"completed\"%' LIMIT 1").fetchone()
-    d = json.loads(data)
-    d["state"]["status"] = "error"
-    con.execute("UPDATE part SET data = ?, time_updated = ? WHERE id = ?", (json.dumps(d), _now_ms(), pid))
-    con.commit()
+    _turn_a_tool_call_into_an_error(con)
     con.close()
     monkeypatch.setattr(dbsource, "read_beside", lambda *_args: lambda: None)
     assert tool_errors() == before + 1
