@@ -191,6 +191,23 @@ def test_malformed_json_row_in_the_database_is_skipped_and_counted(cli, tmp_path
     assert doc["totals"]["tokens"]["input"] == expected - plan.truth[m["id"]]["tokens"]["input"]
 
 
+def test_malformed_part_row_that_does_not_open_with_its_type_is_skipped_and_counted(cli, tmp_path: Path, small):
+    """OpenCode writes a step's parts with `type` after other keys: such a row is parsed to be told,
+    so a malformed one is counted, not passed over as no tool call."""
+    plan, expected = small
+    root = write_store(plan, tmp_path / "s", "db")
+    calls = stats(cli, "--data-dir", str(root))["by_tool"]
+    con = sqlite3.connect(root / "opencode.db")
+    part = con.execute("SELECT id FROM part WHERE data->>'$.type' = 'text' LIMIT 1").fetchone()[0]
+    con.execute("UPDATE part SET data = '{\"reason\": \"tool-calls\", \"snaps' WHERE id = ?", (part,))
+    con.commit()
+    con.close()
+    doc = stats(cli, "--data-dir", str(tmp_path / "s"), "--no-cache")
+    assert doc["source"]["skipped"]["by_reason"] == {"malformed JSON": 1}
+    assert doc["by_tool"] == calls
+    assert doc["totals"]["tokens"]["input"] == expected
+
+
 def test_truncated_database_is_a_one_line_error(cli, tmp_path: Path, small):
     root = write_store(small[0], tmp_path / "s", "db")
     db = root / "opencode.db"

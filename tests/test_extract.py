@@ -14,7 +14,7 @@ TOOL_PARTS = [
     '{"type":"tool","tool":"bash","callID":"call_1","state":{"status":"completed","input":{},"output":"x"}}',
     '{"type":"tool","tool":"context7_resolve-library-id","callID":"c","state":{"status":"error","error":"E"}}',
     '{"type":"tool","tool":"read","callID":"c","state":{"status":"running","input":{"a":"\\"q\\""}}}',
-    # other shapes: searched and parsed
+    # other shapes: parsed
     '{"type":"tool","callID":"c","tool":"edit","state":{"status":"pending"}}',
     '{"type":"tool","tool":"we\\"ird","callID":"c","state":{"status":"completed"}}',
     '{"type":"tool","tool":"x","callID":"c\\u0041","state":{"status":"completed"}}',
@@ -27,12 +27,14 @@ TOOL_PARTS = [
     '{"type":"tool" ,"tool":"x","state":{"status":"completed"}}',
     '{\n  "type": "tool",\n  "tool": "glob",\n  "callID": "c",\n  "state": {\n    "status": "completed"\n  }\n}',
     '{"id":"prt_1","type":"tool","tool":"grep","callID":"c","state":{"status":"error"}}',
+    '{"tool":"bash","type":"tool","state":{"status":"completed"}}',
     # not tool parts
     '{"type":"text","text":"{\\"type\\":\\"tool\\",\\"tool\\":\\"bash\\"}"}',
     '{"type":"toolish","tool":"x","callID":"c","state":{"status":"completed"}}',
     '{"type":"tool-call","tool":"x","callID":"c","state":{"status":"completed"}}',
     '{"type":"tool\\u0022,"}',
     '{"snapshot":"abc","type":"step-start"}',
+    '{"reason":"tool-calls","snapshot":"abc","type":"step-finish","tokens":{"input":1}}',
     '{"text":"\\"tool\\"","type":"text"}',
 ]
 
