@@ -58,7 +58,7 @@ def _stats(cli, root: Path) -> dict:
 
 def _in_one_connection(cli, root: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     with monkeypatch.context() as m:
-        m.setattr(Database, "stage_half_ahead", lambda self, *args: False)
+        m.setattr(Database, "stage_half_ahead", lambda self, *args, **kw: False)
         return _stats(cli, root)
 
 
@@ -105,7 +105,7 @@ def _all_priced_at_once(cli, root: Path, monkeypatch: pytest.MonkeyPatch, *args:
 
     price = index._price_new_models
     with monkeypatch.context() as m:
-        m.setattr(Database, "stage_half_ahead", lambda self, *args: False)
+        m.setattr(Database, "stage_half_ahead", lambda self, *args, **kw: False)
         m.setattr(index, "_price_new_models",
                   lambda con, catalogue, more=(), genai_late=False: price(con, catalogue, more))
         return without_source(stats(cli, "--no-cache", *args, "--data-dir", str(root)))
@@ -293,7 +293,7 @@ def test_long_running_consumers_read_on_one_connection(split_store: Path, monkey
     started: list[bool] = []
     ahead = Database.stage_half_ahead
     monkeypatch.setattr(Database, "stage_half_ahead",
-                        lambda self, *args: started.append(True) or ahead(self, *args))
+                        lambda self, *args, **kw: started.append(True) or ahead(self, *args, **kw))
     reader.open_index(reader.ReadOptions(data_dirs=(str(split_store),), use_cache=False, lean_memory=True)).close()
     assert started == []
     reader.open_index(reader.ReadOptions(data_dirs=(str(split_store),), use_cache=False)).close()
@@ -334,19 +334,24 @@ def test_a_reader_that_stops_early_stops_the_reading_thread():
     assert not ahead.is_alive()
 
 
-def test_the_listing_thread_leaves_out_the_files_of_messages_the_database_holds(tmp_path: Path):
+def test_beside_the_only_database_a_legacy_tree_reads_only_the_messages_it_lacks(cli, split_store: Path,
+                                                                                   monkeypatch, halves):
     from ocsight.store import legacy
 
-    for name in ("ses_a/msg_1.json", "ses_a/msg_2.json", "ses_b/msg_3.json", "ses_b/notes.txt"):
-        (tmp_path / "message" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "message" / name).write_text("{}")
-    files = {"msg_1.json", "msg_3.json"}
-    listing, left, filtered_by = legacy._Ahead(
-        legacy._listing_of(str(tmp_path / "message"), None, lambda: files)).first()
-    assert {sid: sorted(names) for sid, names in listing.items()} == {
-        "ses_a": ["msg_1.json", "msg_2.json"], "ses_b": ["msg_3.json", "notes.txt"]}
-    assert {sid: sorted(names) for sid, names in left.items()} == {"ses_a": ["msg_2.json"], "ses_b": ["notes.txt"]}
-    assert filtered_by is files
+    # a message the legacy tree holds, gone from the database (with its parts)
+    gone = min((split_store / "storage" / "message").rglob("msg_*.json")).stem
+    con = sqlite3.connect(split_store / "opencode.db")
+    with con:
+        con.execute("DELETE FROM part WHERE message_id = ?", (gone,))
+        con.execute("DELETE FROM message WHERE id = ?", (gone,))
+    con.close()
+    read: list[str] = []
+    real = legacy._read
+    monkeypatch.setattr(legacy, "_read", lambda path: read.append(path) or real(path))
+    doc = _stats(cli, split_store)
+    assert halves == ["merged"]
+    assert {Path(p).stem for p in read if "/message/" in p} == {gone}
+    assert doc == _in_one_connection(cli, split_store, monkeypatch)
 
 
 def test_a_first_build_starts_the_second_half_before_checking_any_source(cli, split_store: Path, monkeypatch, halves):
@@ -355,7 +360,7 @@ def test_a_first_build_starts_the_second_half_before_checking_any_source(cli, sp
     events: list[str] = []
     ahead, legacy_detect, db_detect = Database.stage_half_ahead, LegacyTree.detect, Database.detect
     monkeypatch.setattr(Database, "stage_half_ahead",
-                        lambda self, *a: events.append("second half") or ahead(self, *a))
+                        lambda self, *a, **kw: events.append("second half") or ahead(self, *a, **kw))
     monkeypatch.setattr(Database, "detect", lambda self, state: events.append("database checked") or db_detect(
         self, state))
     monkeypatch.setattr(LegacyTree, "detect", lambda self: events.append("legacy checked") or legacy_detect(self))
@@ -397,7 +402,7 @@ def test_a_second_half_started_early_ends_when_checking_a_legacy_tree_fails(cli,
     monkeypatch.setattr(LegacyTree, "detect", fail)
     started = []
     ahead = Database.stage_half_ahead
-    monkeypatch.setattr(Database, "stage_half_ahead", lambda self, *a: started.append(1) or ahead(self, *a))
+    monkeypatch.setattr(Database, "stage_half_ahead", lambda self, *a, **kw: started.append(1) or ahead(self, *a, **kw))
     assert cli("stats", "--json", "--no-cache", "--data-dir", str(split_store)).code != 0
     halves = [t for t in threading.enumerate() if isinstance(t, HalfAhead)]
     for t in halves:

@@ -25,7 +25,7 @@ from ocsight.errors import OcsightError
 from ocsight.sqlite_library import sqlite3
 from ocsight.store import extract, half_ahead, locate
 from ocsight.store.half_ahead import HalfAhead, SplitFailed
-from ocsight.store.legacy import FILE_SUFFIX, LegacyTree
+from ocsight.store.legacy import LegacyTree
 from ocsight.store.sqlite import Database, detach_all
 
 try:  # Python's own SHA-256: `hashlib` loads OpenSSL first, 4 ms of every start
@@ -319,9 +319,7 @@ class Index:
                 self._split(first)
                 half = first.settle_half()
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
-                tree.list_ahead(after=half.reading if half is not None else None,
-                                database_files=half.take_database_files if half is not None and half.reads_ids
-                                else None)
+                tree.list_ahead(after=half.reading if half is not None else None)
         if prefetch is not None:
             prefetch()
         try:
@@ -335,7 +333,7 @@ class Index:
                 # A legacy tree read while the half was staging skipped every message the database
                 # holds (`_skip_half`): a file of one the half could not stage means reading again
                 # on one connection.
-                trees = [s for s in sources if isinstance(s, LegacyTree)] if half.reads_ids else []
+                trees = [s for s in sources if isinstance(s, LegacyTree)] if not half.report_ids else []
                 if any(tree.lists(mid) for tree in trees for mid in unstaged):
                     raise SplitFailed
         except BaseException:
@@ -346,12 +344,10 @@ class Index:
 
     def _skip_half(self, db: Database, half: HalfAhead, source: Database | LegacyTree) -> None:
         """Makes a later source skip the messages `db`'s second half stages. A legacy tree beside
-        the only database skips every message ID the database holds, less those this connection
+        the only database skips every listed message the database holds, less those this connection
         could not stage, without waiting for the half; anything else waits for its staged IDs."""
-        if isinstance(source, LegacyTree) and half.reads_ids:
-            files = half.take_database_files()
-            # a new set, not the one the listing read meanwhile (its `left` then no longer serves)
-            source.staged_files = files - {i + FILE_SUFFIX for i in db.unstaged_here} if db.unstaged_here else files
+        if isinstance(source, LegacyTree) and not half.report_ids:
+            source.held_by, source.read_anyway = db.held, db.unstaged_here
             return
         db.finish_half()
         if isinstance(source, LegacyTree):
@@ -363,8 +359,9 @@ class Index:
         """Starts reading the second half of `db`'s sessions on another connection, when worth it
         (not for long-running consumers, whose memory stays flat on one connection)."""
         if not self.lean and db.half is None:
-            read_ids = bool(self.sources.legacy_dirs) and len(self.sources.databases) == 1
-            db.stage_half_ahead(_prepare_half, FILE_SUFFIX if read_ids else None)
+            # beside the only database, a legacy tree asks it which messages it holds (`Database.held`)
+            asked = bool(self.sources.legacy_dirs) and len(self.sources.databases) == 1
+            db.stage_half_ahead(_prepare_half, report_ids=not asked)
         return db.half
 
     def _large_databases(self) -> bool:

@@ -134,18 +134,15 @@ class HalfAhead(threading.Thread):
     when it starts staging (`wait_ranges`)."""
 
     def __init__(self, uri: str, rank: int, busy_ms: int, prepare: Callable[[sqlite3.Connection], None],
-                 file_suffix: str | None = None) -> None:
+                 report_ids: bool = True) -> None:
         super().__init__(daemon=True)
         self.uri, self.rank, self.busy_ms = uri, rank, busy_ms
         # cut by the thread: None until `cut` is set, and when there was nothing to cut
         self.ranges: SessionRanges | None = None
         self.cut = threading.Event()
-        # With `file_suffix`, every message ID the database holds, as a legacy tree's file name, read
-        # before staging: a legacy tree read meanwhile on the index connection skips those files
-        # without waiting for either half.
-        self.database_files: set[str] | None = None
-        self.file_suffix = file_suffix
-        self.ids_read = threading.Event()
+        # Whether the thread reports the IDs of the messages it staged (`ids`), for a later source
+        # to skip: not beside the only database, which a legacy tree asks instead (`Database.held`).
+        self.report_ids = report_ids
         self.prepare = prepare
         n = next(_names)
         self.alias = f"oc_half_{n}"  # `oc_`: detached with the databases (`sqlite.detach_all`)
@@ -169,10 +166,6 @@ class HalfAhead(threading.Thread):
         self.orphan_steps: list[str] = []
         self.orphan_tools: list[str] = []
         self.start()
-
-    @property
-    def reads_ids(self) -> bool:
-        return self.file_suffix is not None
 
     # -- the thread -------------------------------------------------------------------------------
 
@@ -199,7 +192,6 @@ class HalfAhead(threading.Thread):
         finally:
             self.cut.set()
             self.reading.set()
-            self.ids_read.set()
             self.staged.set()
             self.tools_summed.set()
             if con is not None:
@@ -229,16 +221,10 @@ class HalfAhead(threading.Thread):
         con.execute("CREATE TEMP VIEW src_part AS SELECT id, message_id, session_id, data FROM oc.part")
         extract.create_staging(con)
         self.reading.set()
-        if self.reads_ids:
-            # from the ID index, unparsed; the same snapshot as both halves read (`Database.finish_half`)
-            files = con.execute("SELECT group_concat(id || ?, char(10)) FROM oc.message",
-                                (self.file_suffix,)).fetchone()[0]
-            self.database_files = set(files.split("\n")) if files else set()
-            self.ids_read.set()
         for i in self.ranges.high_claims():
             scope, params = self.ranges.scope(i)
             self.bad += extract.stage(con, self.rank, scope, params=params, completion=False)
-        if not self.reads_ids:  # else the database's IDs serve
+        if self.report_ids:
             self.ids = extract.staged_message_ids(con)
         self.pairs = con.execute(
             "SELECT DISTINCT coalesce(provider, ''), coalesce(model, '') FROM temp.stage_message "
@@ -255,13 +241,6 @@ class HalfAhead(threading.Thread):
         if self.failed:
             raise SplitFailed
         return self.ranges
-
-    def take_database_files(self) -> set[str]:
-        """Waits for the database's message IDs as file names (`file_suffix`): one set, shared, not to be changed."""
-        self.ids_read.wait()
-        if self.failed or self.database_files is None:
-            raise SplitFailed
-        return self.database_files
 
     def take_staged(self) -> list[tuple[str, str]]:
         """Waits for the second half's staging; returns its rows with malformed JSON, as `extract.stage` does."""

@@ -155,20 +155,10 @@ def _left(listing: Listing, staged: set[str]) -> Listing:
     return {sid: left for sid, names in listing.items() if (left := [n for n in names if n not in staged])}
 
 
-# (every name listed, those left once a database's files are left out or None, and that set of files)
-Ahead = tuple[Listing, Listing | None, set[str] | None]
-
-
-def _listing_of(message_root: str, after: threading.Event | None = None,
-                database_files: Callable[[], set[str]] | None = None) -> Iterator[Ahead]:
+def _listing_of(message_root: str, after: threading.Event | None = None) -> Iterator[Listing]:
     if after is not None:
         after.wait(AFTER_TIMEOUT_S)
-    listing = _list_sessions(message_root, None)
-    if database_files is None:
-        yield listing, None, None
-        return
-    files = database_files()
-    yield listing, _left(listing, files), files
+    yield _list_sessions(message_root, None)
 
 
 class LegacyTree:
@@ -180,13 +170,14 @@ class LegacyTree:
         self.source = f"json:{storage}"
         self.message_root = f"{self.root}/message"
         self.wanted = wanted  # as `Database.wanted`
-        self._ahead: _Ahead[Ahead] | None = None
+        self._ahead: _Ahead[Listing] | None = None
         self.session_dirs = 0  # found by `detect`
         # IDs of messages staged on another connection (`store.half_ahead`): skipped like those staged here
         self.staged_elsewhere: list[str] = []
-        # or the file names of every message staged by a database, this connection's too, when
-        # known beforehand (`Index._skip_half`): then not read back from the staging table
-        self.staged_files: set[str] | None = None
+        # or, beside the only database: which of the listed message IDs it holds (`Database.held`,
+        # `Index._skip_half`), less those it could not give (`read_anyway`); then no staged ID is read back
+        self.held_by: Callable[[list[str]], set[str]] | None = None
+        self.read_anyway: set[str] = set()
         self._listing: Listing = {}  # the last `stage`'s
 
     # -- what changed ------------------------------------------------------------------------------
@@ -276,13 +267,10 @@ class LegacyTree:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def list_ahead(self, after: threading.Event | None = None,
-                   database_files: Callable[[], set[str]] | None = None) -> None:
+    def list_ahead(self, after: threading.Event | None = None) -> None:
         """Starts listing every session's message files, for a `stage` of the whole tree; once `after`
-        is set, when given (listing holds the GIL most of the time: another thread's set-up first).
-        With `database_files` (which waits for them), the listing also leaves out the files of
-        messages a database holds, there rather than on the reading connection (`stage`)."""
-        self._ahead = _Ahead(_listing_of(self.message_root, after, database_files))
+        is set, when given (listing holds the GIL most of the time: another thread's set-up first)."""
+        self._ahead = _Ahead(_listing_of(self.message_root, after))
 
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this tree's records of the sessions in table `sessions` (all when None).
@@ -291,10 +279,8 @@ class LegacyTree:
         """
         con = self.con
         ahead, self._ahead = self._ahead, None
-        left, filtered_by = None, None
         if sessions is None:
-            listing, left, filtered_by = ahead.first() if ahead else (_list_sessions(self.message_root, None), None,
-                                                                       None)
+            listing = ahead.first() if ahead else _list_sessions(self.message_root, None)
             con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
             con.execute("DELETE FROM legacy_open WHERE source = ?", (self.source,))
         else:
@@ -310,14 +296,15 @@ class LegacyTree:
             )
         # Files of staged messages are not read; `extract.stage` skips the messages staged on this
         # connection itself too.
-        if self.staged_files is not None:
-            staged = self.staged_files
+        if self.held_by is not None:
+            listed = [n[:-len(FILE_SUFFIX)] for names in listing.values() for n in names if n.endswith(FILE_SUFFIX)]
+            staged = {i + FILE_SUFFIX for i in self.held_by(listed) - self.read_anyway}
         else:
             staged = set(extract.staged_message_ids(con, FILE_SUFFIX))
             staged.update(i + FILE_SUFFIX for i in self.staged_elsewhere)
         self._listing = listing
         # what is left to look at: often nothing, beside a database holding every message
-        todo = left if left is not None and filtered_by is staged else _left(listing, staged)
+        todo = _left(listing, staged)
         skips: list[tuple[str, str, str | None]] = []
         foreign: list[tuple[str, str, str]] = []
         session_of: dict[str, str] = {}

@@ -14,6 +14,7 @@ by row counts.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import urllib.parse
@@ -281,15 +282,14 @@ class Database:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def stage_half_ahead(self, prepare: Callable[[sqlite3.Connection], None], file_suffix: str | None = None
-                         ) -> bool:
+    def stage_half_ahead(self, prepare: Callable[[sqlite3.Connection], None], report_ids: bool = True) -> bool:
         """Starts reading the second half of this database's sessions on a second connection, for a
-        `stage` of the whole database as the first source (see `store.half_ahead`; with
-        `file_suffix`, it reads every message ID first, as a legacy tree's file name). False when
-        there is nothing to read."""
+        `stage` of the whole database as the first source (see `store.half_ahead`; `report_ids`:
+        whether the half reports the IDs it staged, for a later source to skip). False when there
+        is nothing to read."""
         if self.stamp[0] == 0 or not REQUIRED_TABLES <= self._guard(self._attach):
             return False
-        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), prepare, file_suffix)
+        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), prepare, report_ids)
         return True
 
     def settle_half(self) -> HalfAhead | None:
@@ -326,6 +326,15 @@ class Database:
         finally:
             self._drop_views()
         self.unstaged_here = set(self._count_malformed(bad))
+
+    def held(self, ids: list[str]) -> set[str]:
+        """The message IDs among `ids` this database holds, as this read sees it (its snapshot: both
+        halves', `finish_half`): one probe of its ID index each, cheaper than reading every ID."""
+        found = self.con.execute(
+            f"SELECT group_concat(j.value, char(10)) FROM json_each(?) j "
+            f"WHERE EXISTS (SELECT 1 FROM {self.alias}.message m WHERE m.id = j.value)", (json.dumps(ids),)
+        ).fetchone()[0]
+        return set(found.split("\n")) if found else set()
 
     def finish_half(self) -> list[str]:
         """Waits for the second half's staging and counts its rows with malformed JSON as skipped;
