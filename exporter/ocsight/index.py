@@ -347,7 +347,7 @@ class Index:
         the only database skips every listed message the database holds, less those this connection
         could not stage, without waiting for the half; anything else waits for its staged IDs."""
         if isinstance(source, LegacyTree) and not half.report_ids:
-            source.held_by, source.read_anyway = db.held, db.unstaged_here
+            source.absent_from, source.read_anyway = db.absent, db.unstaged_here
             return
         db.finish_half()
         if isinstance(source, LegacyTree):
@@ -359,7 +359,7 @@ class Index:
         """Starts reading the second half of `db`'s sessions on another connection, when worth it
         (not for long-running consumers, whose memory stays flat on one connection)."""
         if not self.lean and db.half is None:
-            # beside the only database, a legacy tree asks it which messages it holds (`Database.held`)
+            # beside the only database, a legacy tree asks it which listed messages it lacks (`Database.absent`)
             asked = bool(self.sources.legacy_dirs) and len(self.sources.databases) == 1
             db.stage_half_ahead(_prepare_half, report_ids=not asked)
         return db.half

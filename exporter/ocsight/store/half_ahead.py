@@ -141,7 +141,7 @@ class HalfAhead(threading.Thread):
         self.ranges: SessionRanges | None = None
         self.cut = threading.Event()
         # Whether the thread reports the IDs of the messages it staged (`ids`), for a later source
-        # to skip: not beside the only database, which a legacy tree asks instead (`Database.held`).
+        # to skip: not beside the only database, which a legacy tree asks instead (`Database.absent`).
         self.report_ids = report_ids
         self.prepare = prepare
         n = next(_names)

@@ -11,6 +11,7 @@ database, so one extraction (`store.extract`) serves both eras. Only what change
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -155,10 +156,25 @@ def _left(listing: Listing, staged: set[str]) -> Listing:
     return {sid: left for sid, names in listing.items() if (left := [n for n in names if n not in staged])}
 
 
-def _listing_of(message_root: str, after: threading.Event | None = None) -> Iterator[Listing]:
+# The names listed, by session, and the IDs of the messages listed, as a JSON array (`Database.absent`)
+Ahead = tuple[Listing, str]
+
+
+def _listing_of(message_root: str, after: threading.Event | None = None) -> Iterator[Ahead]:
     if after is not None:
         after.wait(AFTER_TIMEOUT_S)
-    yield _list_sessions(message_root, None)
+    listing = _list_sessions(message_root, None)
+    yield listing, _message_ids(listing)
+
+
+def _message_ids(listing: Listing) -> str:
+    return json.dumps([n[:-len(FILE_SUFFIX)] for names in listing.values() for n in names if n.endswith(FILE_SUFFIX)])
+
+
+def _to_read(listing: Listing, ids: set[str]) -> Listing:
+    """The names in `listing` of the messages `ids` and of anything not a message file, by session."""
+    return {sid: left for sid, names in listing.items()
+            if (left := [n for n in names if not n.endswith(FILE_SUFFIX) or n[:-len(FILE_SUFFIX)] in ids])}
 
 
 class LegacyTree:
@@ -170,13 +186,13 @@ class LegacyTree:
         self.source = f"json:{storage}"
         self.message_root = f"{self.root}/message"
         self.wanted = wanted  # as `Database.wanted`
-        self._ahead: _Ahead[Listing] | None = None
+        self._ahead: _Ahead[Ahead] | None = None
         self.session_dirs = 0  # found by `detect`
         # IDs of messages staged on another connection (`store.half_ahead`): skipped like those staged here
         self.staged_elsewhere: list[str] = []
-        # or, beside the only database: which of the listed message IDs it holds (`Database.held`,
-        # `Index._skip_half`), less those it could not give (`read_anyway`); then no staged ID is read back
-        self.held_by: Callable[[list[str]], set[str]] | None = None
+        # or, beside the only database: which of the listed messages it lacks (`Database.absent`,
+        # `Index._skip_half`), and those it could not give (`read_anyway`); then no staged ID is read back
+        self.absent_from: Callable[[str], set[str]] | None = None
         self.read_anyway: set[str] = set()
         self._listing: Listing = {}  # the last `stage`'s
 
@@ -279,8 +295,9 @@ class LegacyTree:
         """
         con = self.con
         ahead, self._ahead = self._ahead, None
+        ids = None
         if sessions is None:
-            listing = ahead.first() if ahead else _list_sessions(self.message_root, None)
+            listing, ids = ahead.first() if ahead else (_list_sessions(self.message_root, None), None)
             con.execute("DELETE FROM skipped WHERE source = ? AND session_id IS NOT NULL", (self.source,))
             con.execute("DELETE FROM legacy_open WHERE source = ?", (self.source,))
         else:
@@ -294,17 +311,16 @@ class LegacyTree:
                 f"DELETE FROM legacy_open WHERE source = ? AND session_id IN (SELECT session_id FROM {sessions})",
                 (self.source,),
             )
-        # Files of staged messages are not read; `extract.stage` skips the messages staged on this
-        # connection itself too.
-        if self.held_by is not None:
-            listed = [n[:-len(FILE_SUFFIX)] for names in listing.values() for n in names if n.endswith(FILE_SUFFIX)]
-            staged = {i + FILE_SUFFIX for i in self.held_by(listed) - self.read_anyway}
+        # Files of staged messages are not read (what is left is often nothing, beside a database
+        # holding every message); `extract.stage` skips the messages staged on this connection too.
+        if self.absent_from is not None:
+            absent = self.absent_from(ids if ids is not None else _message_ids(listing))
+            todo = _to_read(listing, absent | self.read_anyway)
         else:
             staged = set(extract.staged_message_ids(con, FILE_SUFFIX))
             staged.update(i + FILE_SUFFIX for i in self.staged_elsewhere)
+            todo = _left(listing, staged)
         self._listing = listing
-        # what is left to look at: often nothing, beside a database holding every message
-        todo = _left(listing, staged)
         skips: list[tuple[str, str, str | None]] = []
         foreign: list[tuple[str, str, str]] = []
         session_of: dict[str, str] = {}

@@ -14,7 +14,6 @@ by row counts.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import urllib.parse
@@ -327,12 +326,13 @@ class Database:
             self._drop_views()
         self.unstaged_here = set(self._count_malformed(bad))
 
-    def held(self, ids: list[str]) -> set[str]:
-        """The message IDs among `ids` this database holds, as this read sees it (its snapshot: both
-        halves', `finish_half`): one probe of its ID index each, cheaper than reading every ID."""
+    def absent(self, ids: str) -> set[str]:
+        """The message IDs in the JSON array `ids` this database does not hold, as this read sees it
+        (its snapshot: both halves', `finish_half`): one probe of its ID index each, cheaper than
+        reading every ID; and what is returned is often nothing."""
         found = self.con.execute(
             f"SELECT group_concat(j.value, char(10)) FROM json_each(?) j "
-            f"WHERE EXISTS (SELECT 1 FROM {self.alias}.message m WHERE m.id = j.value)", (json.dumps(ids),)
+            f"WHERE NOT EXISTS (SELECT 1 FROM {self.alias}.message m WHERE m.id = j.value)", (ids,)
         ).fetchone()[0]
         return set(found.split("\n")) if found else set()
 
