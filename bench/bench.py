@@ -160,7 +160,7 @@ def startup(rounds: int = 15) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--regenerate", action="store_true", help="write the stores again")
     ap.add_argument("--quick", action="store_true", help="only the combined store")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
