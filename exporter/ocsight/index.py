@@ -319,7 +319,8 @@ class Index:
                 self._split(first)
                 half = first.settle_half()
             for tree in (s for s in sources if isinstance(s, LegacyTree)):
-                tree.list_ahead(after=half.reading if half is not None else None)
+                tree.list_ahead(after=half.reading if half is not None else None,
+                                ids=half is not None and not half.report_ids)
         if prefetch is not None:
             prefetch()
         try:

@@ -156,15 +156,16 @@ def _left(listing: Listing, staged: set[str]) -> Listing:
     return {sid: left for sid, names in listing.items() if (left := [n for n in names if n not in staged])}
 
 
-# The names listed, by session, and the IDs of the messages listed, as a JSON array (`Database.absent`)
-Ahead = tuple[Listing, str]
+# The names listed, by session, and the IDs of the messages listed, as a JSON array
+# (`Database.absent`), or None when not asked for
+Ahead = tuple[Listing, str | None]
 
 
-def _listing_of(message_root: str, after: threading.Event | None = None) -> Iterator[Ahead]:
+def _listing_of(message_root: str, after: threading.Event | None = None, ids: bool = False) -> Iterator[Ahead]:
     if after is not None:
         after.wait(AFTER_TIMEOUT_S)
     listing = _list_sessions(message_root, None)
-    yield listing, _message_ids(listing)
+    yield listing, _message_ids(listing) if ids else None
 
 
 def _message_ids(listing: Listing) -> str:
@@ -283,10 +284,11 @@ class LegacyTree:
 
     # -- staging ------------------------------------------------------------------------------------
 
-    def list_ahead(self, after: threading.Event | None = None) -> None:
+    def list_ahead(self, after: threading.Event | None = None, ids: bool = False) -> None:
         """Starts listing every session's message files, for a `stage` of the whole tree; once `after`
-        is set, when given (listing holds the GIL most of the time: another thread's set-up first)."""
-        self._ahead = _Ahead(_listing_of(self.message_root, after))
+        is set, when given (listing holds the GIL most of the time: another thread's set-up first).
+        With `ids`, the listed messages' IDs are made ready there for `Database.absent`."""
+        self._ahead = _Ahead(_listing_of(self.message_root, after, ids))
 
     def stage(self, sessions: str | None, first: bool) -> None:
         """Stages this tree's records of the sessions in table `sessions` (all when None).
