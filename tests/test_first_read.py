@@ -182,13 +182,16 @@ def test_a_database_written_during_the_read_is_read_again_on_one_connection(cli,
 PART_OF_KIND = {"tool call": '%"type":"tool",%', "step": '%"type":"step-finish"%'}
 
 
+@pytest.mark.parametrize("beside", ["alone", "beside a legacy tree"])
 @pytest.mark.parametrize("kind", PART_OF_KIND)
 @pytest.mark.parametrize("direction", ["first to second", "second to first"])
 def test_a_part_filed_in_the_other_halfs_session_counts_with_its_message(
-        cli, tmp_path: Path, monkeypatch, halves, direction: str, kind: str):
+        cli, tmp_path: Path, monkeypatch, halves, direction: str, kind: str, beside: str):
     # OpenCode 0.x: several steps a message, each read (OpenCode >= 1.0 keeps a message's tokens on it)
     plan = storegen.plan_store(seed=29, sessions=30, eras=("0.x",))
     root = write_store(plan, tmp_path / "s", "db")
+    if beside == "beside a legacy tree":  # the second half then reports no IDs (`Database.absent`)
+        storegen.write_legacy(plan, root / "storage", {s["id"] for s in plan.sessions[::3]})
     db = root / "opencode.db"
     cond, arg = _half(db, "first" if direction == "first to second" else "second")
     con = sqlite3.connect(db)

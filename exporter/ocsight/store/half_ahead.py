@@ -134,15 +134,16 @@ class HalfAhead(threading.Thread):
     when it starts staging (`wait_ranges`)."""
 
     def __init__(self, uri: str, rank: int, busy_ms: int, prepare: Callable[[sqlite3.Connection], None],
-                 report_ids: bool = True) -> None:
+                 held_there: Callable[[list[str]], set[str]] | None = None) -> None:
         super().__init__(daemon=True)
         self.uri, self.rank, self.busy_ms = uri, rank, busy_ms
         # cut by the thread: None until `cut` is set, and when there was nothing to cut
         self.ranges: SessionRanges | None = None
         self.cut = threading.Event()
-        # Whether the thread reports the IDs of the messages it staged (`ids`), for a later source
-        # to skip: not beside the only database, which a legacy tree asks instead (`Database.absent`).
-        self.report_ids = report_ids
+        # Beside the only database, which a legacy tree asks instead (`Database.absent`), the thread
+        # reports no IDs of the messages it staged (`ids`): `held_there` then tells which of the
+        # index connection's parts' messages it may hold (`check_parts`).
+        self.held_there = held_there
         self.prepare = prepare
         n = next(_names)
         self.alias = f"oc_half_{n}"  # `oc_`: detached with the databases (`sqlite.detach_all`)
@@ -166,6 +167,11 @@ class HalfAhead(threading.Thread):
         self.orphan_steps: list[str] = []
         self.orphan_tools: list[str] = []
         self.start()
+
+    @property
+    def report_ids(self) -> bool:
+        """Whether the thread reports the IDs of the messages it staged, for a later source to skip."""
+        return self.held_there is None
 
     # -- the thread -------------------------------------------------------------------------------
 
@@ -264,8 +270,8 @@ class HalfAhead(threading.Thread):
         self.tools_summed.wait()
         if self.failed:
             raise SplitFailed
-        steps, tools = ours
-        if (steps or tools) and not set(steps + tools).isdisjoint(self.ids):
+        mine = set(ours[0] + ours[1])
+        if mine and not mine.isdisjoint(self.ids if self.held_there is None else self.held_there(sorted(mine))):
             raise SplitFailed
         held = "SELECT 1 FROM temp.stage_message WHERE id = ?"
         if any(con.execute(held + " AND rank = ?", (m, self.rank)).fetchone() for m in self.orphan_steps) or any(

@@ -14,6 +14,7 @@ by row counts.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import urllib.parse
@@ -288,7 +289,8 @@ class Database:
         is nothing to read."""
         if self.stamp[0] == 0 or not REQUIRED_TABLES <= self._guard(self._attach):
             return False
-        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), prepare, report_ids)
+        self.half = HalfAhead(self.uri, self.rank, int(BUSY_RETRY_SECONDS * 1000), prepare,
+                              None if report_ids else self.held_unstaged)
         return True
 
     def settle_half(self) -> HalfAhead | None:
@@ -335,6 +337,11 @@ class Database:
             f"WHERE NOT EXISTS (SELECT 1 FROM {self.alias}.message m WHERE m.id = j.value)", (ids,)
         ).fetchone()[0]
         return set(found.split("\n")) if found else set()
+
+    def held_unstaged(self, ids: list[str]) -> set[str]:
+        """Of messages `ids` this connection did not stage, those the database holds, less those
+        malformed here: the second half staged them (or found them malformed too)."""
+        return set(ids) - self.absent(json.dumps(ids)) - self.unstaged_here
 
     def finish_half(self) -> list[str]:
         """Waits for the second half's staging and counts its rows with malformed JSON as skipped;
