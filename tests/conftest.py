@@ -120,3 +120,18 @@ def models_json(isolated: Path) -> Path:
     path = Path(os.environ["XDG_CACHE_HOME"]) / "opencode" / "models.json"
     storegen.write_models_json(path)
     return path
+
+
+def records(*data_dirs: Path | str, sessions: list[str] | None = None, every_step: bool = True, **options):
+    """Every normalised record of a store (or of some sessions), as consumers read them."""
+    from ocsight import reading
+
+    with reading.open_index(reading.ReadOptions(data_dirs=tuple(str(d) for d in data_dirs), **options)) as idx:
+        return reading.read_records(idx, sessions, every_step)
+
+
+def open_index(*data_dirs: Path | str, **options):
+    """The refreshed index of a store (a context manager)."""
+    from ocsight import reading
+
+    return reading.open_index(reading.ReadOptions(data_dirs=tuple(str(d) for d in data_dirs), **options))

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ocsight.sqlite_library import sqlite3
+import sqlite3
 
 CORPORA = Path(__file__).parent / "fixtures" / "corpora"
 NAMES = ("opencode-1.18", "opencode-1.1", "upgrade-1.1-1.15")

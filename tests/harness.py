@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ocsight.sqlite_library import sqlite3
+import sqlite3
 
 CACHE = Path(os.environ.get("OCSIGHT_TEST_CACHE", Path.home() / ".cache" / "ocsight-tests"))
 VERSIONS = {"1.18": "1.18.33", "1.15": "1.15.13", "1.1": "1.1.65"}

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ocsight.sqlite_library import sqlite3
+import sqlite3
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCHEMA_1_18 = FIXTURES / "schema-1.18.33.sql"

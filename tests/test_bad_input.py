@@ -12,7 +12,7 @@ import pytest
 
 import storegen
 from conftest import run_ocsight, stats, write_store
-from ocsight.sqlite_library import sqlite3
+import sqlite3
 
 
 def one_line_error(r, code: int = 1, *fragments: str) -> None:
@@ -134,7 +134,7 @@ def test_a_file_larger_than_one_read_is_read_whole(cli, tmp_path: Path, small):
 
 
 def test_a_legacy_file_that_cannot_be_used_says_why(tmp_path: Path):
-    from ocsight.store.legacy import _read
+    from ocsight.sources.legacy import read_file as _read
 
     (tmp_path / "dir.json").mkdir()
     (tmp_path / "latin1.json").write_bytes('{"title": "caf\xe9"}'.encode("latin-1"))
@@ -284,9 +284,10 @@ def test_locked_database_is_waited_for(cli, tmp_path: Path, small):
 
 
 def test_database_locked_for_too_long_is_a_one_line_error(cli, tmp_path: Path, small, monkeypatch):
-    from ocsight.store import sqlite as dbsource
+    from ocsight.sources import database, staging
 
-    monkeypatch.setattr(dbsource, "BUSY_RETRY_SECONDS", 0.5)
+    monkeypatch.setattr(database, "BUSY_RETRY_SECONDS", 0.5)
+    monkeypatch.setattr(staging, "BUSY_RETRY_SECONDS", 0.5)
     root = _rollback_journal_store(small[0], tmp_path / "s")
     writer = sqlite3.connect(root / "opencode.db", isolation_level=None)
     writer.execute("BEGIN EXCLUSIVE")
@@ -332,12 +333,12 @@ def test_reading_while_opencode_writes_gives_consistent_totals(cli, tmp_path: Pa
 
 
 def test_an_internal_failure_is_one_line_without_a_traceback(cli, tmp_path: Path, small, monkeypatch):
-    from ocsight import query
+    from ocsight.index import IndexReader
 
     def broken(*_a, **_k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(query, "stats", broken)
+    monkeypatch.setattr(IndexReader, "breakdown", broken)
     r = cli("stats", "--json", "--data-dir", str(write_store(small[0], tmp_path / "s", "db")))
     assert r.code == 70 and "Traceback" not in r.err and r.err.count("\n") == 1 and "simulated bug" in r.err
 
@@ -348,7 +349,7 @@ def test_the_installed_command_reports_bad_input_without_a_traceback(tmp_path: P
 
 
 def test_corrupt_json_file_in_a_later_batch_keeps_the_earlier_batches(cli, tmp_path: Path, small, monkeypatch):
-    from ocsight.store import legacy
+    from ocsight.sources import legacy
 
     plan, expected = small
     root = write_store(plan, tmp_path / "s", "json")

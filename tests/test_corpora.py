@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
+from conftest import records as read_records
 from conftest import stats
 from corpus import CORPORA, NAMES, expected_from_log, raw_store, read_log, store_dir
-from ocsight import reader
 
 TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
 
@@ -23,7 +23,7 @@ def corpus_stats(cli, name: str, *args: str) -> dict:
 
 
 def records(name: str):
-    return reader.read_records(reader.ReadOptions(data_dirs=(str(store_dir(name)),)))
+    return read_records(store_dir(name))
 
 
 def record_tokens(m) -> tuple[int, ...]:

@@ -19,7 +19,7 @@ import pytest
 from corpus import store_dir
 from dashboards import PromQL, load_dashboards, promql_expressions, substitute
 from harness import free_port
-from ocsight import reader
+from ocsight import reading
 from ocsight.telemetry.watch import Sidecar, WatchOptions
 from otlp_receiver import Receiver
 from promstack import Prometheus, prometheus, prometheus_config, wait_until
@@ -59,7 +59,7 @@ def fed_prometheus(tmp_path_factory) -> Iterator[Prometheus]:
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver.start_grpc()}"
     port = free_port()
     sidecar = Sidecar(WatchOptions(
-        read=reader.ReadOptions(data_dirs=(str(legacy), str(upgrade), str(recent))), protocol="grpc", backfill=True,
+        read=reading.ReadOptions(data_dirs=(str(legacy), str(upgrade), str(recent))), protocol="grpc", backfill=True,
         metric_interval=3600, prometheus_port=port, timezone="UTC",
         budgets=(("daily", None, 0.01), ("monthly", None, 0.05), ("monthly", "/nowhere", 1.0))))
     sidecar.baseline_ms = 0  # every call counts as live, so the histograms fill

@@ -9,7 +9,8 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
 from corpus import store_dir
-from ocsight import reader
+from conftest import records
+from ocsight import reading
 from ocsight.telemetry import otlp
 from ocsight.telemetry import spans as mapping
 from ocsight.telemetry.encode import trace_request
@@ -27,7 +28,7 @@ def sdk_span(s: mapping.SpanData, res: Resource) -> ReadableSpan:
 
 
 def corpus_spans(name: str) -> list[mapping.SpanData]:
-    recs = reader.read_records(reader.ReadOptions(data_dirs=(str(store_dir(name)),)))
+    recs = records(store_dir(name))
     return mapping.spans(recs, "auto", include_content=True)
 
 

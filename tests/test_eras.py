@@ -165,26 +165,3 @@ def test_a_total_decides_the_era_also_for_counts_written_as_whole_reals(cli, tmp
     doc = stats(cli, "--data-dir", str(write_store(b.plan, tmp_path / "reals", "db")))
     assert doc["totals"]["tokens"] == {"input": 200, "output": 50 + 30, "reasoning": 40, "cache_read": 0,
                                        "cache_write": 0, "total": 320}
-
-
-def test_eras_by_version_in_sql_are_the_eras_of_each_version():
-    from ocsight import normalise
-    from ocsight.sqlite_library import sqlite3
-
-    versions = ["0.15.2", "1.0.61", "1.0.62", "1.13.9", "1.14.0", "1.18.33", "v1.2", "garbage", "", 7, 1.5, None]
-    con = sqlite3.connect(":memory:")
-    con.execute("CREATE TABLE s (v)")
-    con.executemany("INSERT INTO s VALUES (?)", [(v,) for v in versions])
-    era, params = normalise.era_by_version_sql("v", [v for (v,) in con.execute("SELECT DISTINCT v FROM s")])
-    got = [e for (e,) in con.execute(f"SELECT {era} FROM s ORDER BY rowid", params)]
-    assert got == [normalise.era_for_version(v) for v in versions]
-    assert got[:6] == [normalise.CACHED_IN_INPUT, normalise.CACHED_IN_INPUT, normalise.REASONING_IN_OUTPUT,
-                       normalise.REASONING_IN_OUTPUT, normalise.DISJOINT, normalise.DISJOINT]
-    assert set(got[7:]) == {normalise.DISJOINT}  # unknown or missing: the current format
-
-
-def test_sessions_without_a_version_take_the_current_format():
-    from ocsight import normalise
-
-    era, params = normalise.era_by_version_sql("v", [None])
-    assert (era, params) == ("?", [normalise.DISJOINT])

@@ -8,11 +8,13 @@ import os
 import time
 from pathlib import Path
 
+import sqlite3
+
 import pytest
 
 import storegen
-from conftest import stats, without_source, write_store
-from ocsight.sqlite_library import sqlite3
+from conftest import open_index, stats, without_source, write_store
+from ocsight.filters import Filters
 
 
 def fresh_and_cached(cli, root: Path) -> tuple[dict, dict]:
@@ -76,23 +78,17 @@ def test_cached_runs_follow_every_kind_of_change_to_the_database(cli, tmp_path: 
     assert cached == fresh
 
 
-def test_rewritten_parts_are_found_when_the_scan_beside_cannot_run(tmp_path: Path, monkeypatch):
-    # the parts' scan for rewritten rows runs on a second connection; if that fails, on the first
-    from ocsight import reader
-    from ocsight.store import sqlite as dbsource
-
+def test_a_tool_call_that_finishes_after_a_read_is_counted_by_the_next(tmp_path: Path):
     root = write_store(storegen.plan_store(seed=41, sessions=12), tmp_path / "s", "db")
-    opts = reader.ReadOptions(data_dirs=(str(root),))
 
     def tool_errors() -> int:
-        with reader.open_index(opts) as idx:
-            return idx.con.execute("SELECT sum(errors) FROM tool_cube").fetchone()[0]
+        with open_index(root) as idx:
+            return sum(t.errors for t in idx.reader.breakdown(Filters(), "auto").tools)
 
     before = tool_errors()
     con = sqlite3.connect(root / "opencode.db")
     _turn_a_tool_call_into_an_error(con)
     con.close()
-    monkeypatch.setattr(dbsource, "read_beside", lambda *_args: lambda: None)
     assert tool_errors() == before + 1
 
 
@@ -171,29 +167,6 @@ def test_a_corrupt_index_is_rebuilt(cli, tmp_path: Path):
     assert without_source(stats(cli, "--data-dir", str(root))) == without_source(doc)
 
 
-def test_a_new_index_is_built_with_a_rollback_journal_and_then_kept_in_wal_mode(tmp_path: Path, monkeypatch):
-    # a first build writes its pages once (not into the WAL, then again into the file)
-    from ocsight import reader
-    from ocsight.index import Index
-
-    plan = storegen.plan_store(seed=1, sessions=8)
-    ids = [s["id"] for s in plan.sessions]
-    root = tmp_path / "s"
-    modes: list[str] = []
-    summarise = Index._summarise
-
-    def watched(self, *args):
-        modes.append(self.con.execute("PRAGMA journal_mode").fetchone()[0])
-        return summarise(self, *args)
-
-    monkeypatch.setattr(Index, "_summarise", watched)
-    for sessions in (ids[:5], ids[5:]):  # a first build, then a refresh of a changed store
-        storegen.write_sqlite(plan, root / "opencode.db", session_ids=set(sessions))
-        with reader.open_index(reader.ReadOptions(data_dirs=(str(root),))) as idx:
-            assert idx.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert modes == ["delete", "wal"]
-
-
 def test_an_index_left_with_a_rollback_journal_is_used_and_turned_to_wal(cli, tmp_path: Path):
     root = write_store(storegen.plan_store(seed=1, sessions=8), tmp_path / "s", "db")
     doc = stats(cli, "--data-dir", str(root))
@@ -260,31 +233,31 @@ def test_each_set_of_sources_has_its_own_index(cli, tmp_path: Path):
 
 @pytest.mark.parametrize(("lean", "temp_store"), [(False, 2), (True, 1)])  # 2: MEMORY, 1: FILE
 def test_a_refresh_stages_in_memory_unless_its_consumer_runs_long(lean: bool, temp_store: int):
-    from ocsight import reader
+    from ocsight import reading
 
-    with reader.open_index(reader.ReadOptions(demo=True, lean_memory=lean)) as idx:
+    with reading.open_index(reading.ReadOptions(demo=True, lean_memory=lean)) as idx:
         assert idx.con.execute("PRAGMA temp_store").fetchone()[0] == temp_store
 
 
 def test_one_index_refreshes_again_after_more_changes(tmp_path: Path):
     """A long-running consumer may keep its index open across refreshes: the second one rebuilds
     its temporary tables over those of the first."""
-    from ocsight import pricing, query
     from ocsight.index import Index
-    from ocsight.store import locate
+    from ocsight.pricing.catalogue import Catalogue
+    from ocsight.sources import locate
 
     plan = storegen.plan_store(seed=43, sessions=12)
     ids = [s["id"] for s in plan.sessions]
     root = tmp_path / "s"
     storegen.write_sqlite(plan, root / "opencode.db", session_ids=set(ids[:6]))
     with Index.open(locate.locate((str(root),)), use_cache=False) as idx:
-        idx.refresh(pricing.Catalogue())
+        idx.refresh(Catalogue())
         storegen.write_sqlite(plan, root / "opencode.db", session_ids=set(ids[6:]))
-        idx.refresh(pricing.Catalogue())
+        idx.refresh(Catalogue())
         assert idx.touched == set(ids[6:])
-        totals = query.stats(idx.con, query.Filters(), "auto")["totals"]
+        totals = idx.reader.breakdown(Filters(), "auto").totals
     expected = sum(plan.truth[m["id"]]["tokens"]["input"] for m in plan.messages if m["role"] == "assistant")
-    assert totals["sessions"] == 12 and totals["tokens"]["input"] == expected
+    assert totals.sessions == 12 and totals.usage.tokens.input == expected
 
 
 def test_a_new_index_is_written_in_16_kb_pages(cli, tmp_path: Path):

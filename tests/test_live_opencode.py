@@ -15,7 +15,7 @@ import harness
 import mockmodel
 from conftest import stats
 from corpus import CORPORA, expected_from_log
-from ocsight.sqlite_library import sqlite3
+import sqlite3
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +70,7 @@ def test_watch_follows_the_real_opencode_as_it_writes(tmp_path, monkeypatch):
     import threading
     import time
 
-    from ocsight import reader
+    from ocsight import reading
     from ocsight.telemetry.watch import Sidecar, WatchOptions
     from otlp_receiver import Receiver
 
@@ -84,7 +84,7 @@ def test_watch_follows_the_real_opencode_as_it_writes(tmp_path, monkeypatch):
             oc.run("hello before the sidecar")  # history: not sent without --backfill
             time.sleep(0.05)
             data = oc.data_dir
-            sidecar = Sidecar(WatchOptions(read=reader.ReadOptions(data_dirs=(str(data),)), protocol="grpc",
+            sidecar = Sidecar(WatchOptions(read=reading.ReadOptions(data_dirs=(str(data),)), protocol="grpc",
                                            interval=0.5, metric_interval=3600))
             thread = threading.Thread(target=sidecar.follow, daemon=True)
             thread.start()

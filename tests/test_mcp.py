@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,11 +29,11 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.types import CallToolResult, PromptReference, ResourceTemplateReference
 
 import storegen
-from conftest import run_ocsight, stats, without_source
+from conftest import open_index, run_ocsight, stats, without_source
 from corpus import NAMES, raw_store, store_dir
-from ocsight import query, reader
+from ocsight.filters import Filters, make_filters
 from ocsight.mcp import answers
-from ocsight.sqlite_library import sqlite3
+from ocsight.reports.documents import session_trees
 
 CORPUS = "opencode-1.18"
 ALL_TIME = "2000-01-01"
@@ -552,9 +553,9 @@ def test_top_sessions_are_the_first_of_one_run_over_everything(tmp_path, since, 
     generated = tmp_path / "generated"
     storegen.write_sqlite(storegen.plan_store(seed=7, sessions=120, subagent_share=0.4), generated / "opencode.db")
     for data in (store, generated):
-        with reader.open_index(reader.ReadOptions(data_dirs=(str(data),))) as idx:
-            f = query.make_filters(since=since, timezone="UTC")
-            everything = ranked(query.sessions(idx.con, f, "auto"), by)
+        with open_index(data) as idx:
+            f = make_filters(since=since, timezone="UTC")
+            everything = ranked(session_trees(idx.reader.sessions(f, "auto")), by)
             for limit in (1, 2, 5, answers.MAX_LIMIT):
                 got = answers.top_sessions(idx, f, "auto", limit, by).doc
                 assert got["sessions"] == everything[:limit], (data, limit)
@@ -566,8 +567,8 @@ def test_top_sessions_are_the_first_of_one_run_over_everything(tmp_path, since, 
 
 def test_session_details_of_a_subagent_holds_its_own_subtree(tmp_path):
     store = tree_store(tmp_path)
-    with reader.open_index(reader.ReadOptions(data_dirs=(str(store),))) as idx:
-        roots = query.sessions(idx.con, query.Filters(), "auto")
+    with open_index(store) as idx:
+        roots = session_trees(idx.reader.sessions(Filters(), "auto"))
         child = next(n for n in roots if n["children"] and n["children"][0]["children"])["children"][0]
         doc = answers.session_details(idx, child["id"], "auto", "UTC").doc
     assert doc["session"] == child
@@ -577,10 +578,9 @@ def test_session_details_of_a_subagent_holds_its_own_subtree(tmp_path):
 
 def test_refresh_index_says_what_the_refresh_read(tmp_path):
     store = copy_corpus(CORPUS, tmp_path)
-    opts = reader.ReadOptions(data_dirs=(str(store),))
-    with reader.open_index(opts) as idx:
+    with open_index(store) as idx:
         first = answers.refresh(idx, 0.5)
-    with reader.open_index(opts) as idx:
+    with open_index(store) as idx:
         again = answers.refresh(idx, 0.01)
     assert (first.doc["read"], first.doc["changed_sessions"]) == ("full", None)
     assert "read everything afresh" in first.text

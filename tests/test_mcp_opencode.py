@@ -19,7 +19,7 @@ import harness
 import mockmodel
 from conftest import stats
 from corpus import store_dir
-from ocsight.sqlite_library import sqlite3
+import sqlite3
 
 pytestmark = pytest.mark.e2e
 

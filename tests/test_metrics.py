@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from corpus import store_dir
-from ocsight import reader
-from ocsight.sqlite_library import sqlite3
+from ocsight import reading
+import sqlite3
 from ocsight.telemetry import indexed, metrics
 from otlp_receiver import Receiver
 from test_watch import backfill_with_receiver_down, labels, sidecar
@@ -22,7 +22,7 @@ UTC = dt.timezone.utc
 
 
 def totals(store: Path, tz=UTC, mode: str = "auto") -> metrics.Totals:
-    with reader.open_index(reader.ReadOptions(data_dirs=(str(store),))) as idx:
+    with reading.open_index(reading.ReadOptions(data_dirs=(str(store),))) as idx:
         path = idx.path
     return metrics.Totals(lambda: path, mode, tz)
 
@@ -311,7 +311,7 @@ def captured_sidecar(store: Path, receiver: Receiver, monkeypatch, capture: Capt
     from ocsight.telemetry.watch import Sidecar, WatchOptions
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.start_grpc()}")
-    s = Sidecar(WatchOptions(read=reader.ReadOptions(data_dirs=(str(store),)), protocol="grpc", backfill=True,
+    s = Sidecar(WatchOptions(read=reading.ReadOptions(data_dirs=(str(store),)), protocol="grpc", backfill=True,
                              metric_interval=3600, budgets=BUDGETS), metric_exporter=capture)
     s.baseline_ms = 0  # every call live: the histograms have points too
     s.cycle()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 import storegen
 from conftest import stats, write_store
-from ocsight import pricing
+from ocsight.pricing.catalogue import Catalogue
 
 TIERED = """
 [acme.tiered]
@@ -99,22 +100,17 @@ def test_reasoning_is_billed_at_the_output_price(cli, tmp_path: Path):
     assert _estimate(cli, tmp_path, "reasoner", output=1_000, reasoning=500) == pytest.approx(0.015)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
 def test_genai_prices_tiers_become_rates_by_prompt_size():
-    class Tier:
-        def __init__(self, start, price):
-            self.start, self.price = start, price
+    from genai_prices.types import ModelPrice, Tier, TieredPrices
 
-    class Tiered:
-        def __init__(self, base, tiers):
-            self.base, self.tiers = base, tiers
+    from ocsight.pricing.genai import price_of
 
-    class ModelPrice:
-        input_mtok = Tiered(3, [Tier(200_000, 6)])
-        output_mtok = Tiered(15, [Tier(200_000, 22.5)])
-        cache_read_mtok = None  # genai-prices bills an unpriced cache as input
-        cache_write_mtok = 3.75
-
-    price = pricing.price_from_genai(ModelPrice())
+    model = ModelPrice(input_mtok=TieredPrices(Decimal(3), [Tier(200_000, Decimal(6))]),
+                       output_mtok=TieredPrices(Decimal(15), [Tier(200_000, Decimal("22.5"))]),
+                       cache_read_mtok=None,  # genai-prices bills an unpriced cache as input
+                       cache_write_mtok=Decimal("3.75"))
+    price = price_of(model)
     assert [(r.size, r.input, r.output, r.cache_read, r.cache_write) for r in price.rates] == [
         (-1, 3, 15, 3, 3.75), (200_000, 6, 22.5, 6, 3.75),
     ]
@@ -267,119 +263,60 @@ def test_costs_sum_exactly_whatever_the_order_of_messages(cli, tmp_path: Path):
 
 
 GENAI_PAIRS = [("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-5"), ("acme", "mystery-1")]
+needs_genai = pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-def test_the_genai_helper_process_answers_what_an_in_process_lookup_answers():
-    from ocsight import genai_lookup
+@needs_genai
+def test_genai_prices_answers_the_models_no_other_source_knows():
+    from ocsight.pricing import genai
 
-    catalogue = pricing.Catalogue()
-    catalogue.prefetch_genai()
-    helper = catalogue._genai_helper
-    answers = catalogue.resolve_all(GENAI_PAIRS)
-    assert helper.proc is None and catalogue._genai_helper is helper  # asked once, then spent
-    assert answers == {pair: genai_lookup.lookup(*pair) for pair in GENAI_PAIRS}
+    answers = Catalogue().resolve_all(GENAI_PAIRS)
+    assert answers == {pair: genai.lookup(*pair) for pair in GENAI_PAIRS}
     assert answers[("anthropic", "claude-sonnet-4-5")].source == "genai-prices"
     assert answers[("acme", "mystery-1")] is None
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-def test_the_genai_helper_loads_the_catalogue_without_the_price_updater():
-    import subprocess
-
-    probe = ("import sys; from ocsight import genai_lookup as g; g._skip_package_init(); "
-             "print(g.snapshot() is not None, 'genai_prices.update_prices' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "False"]
+@needs_genai
+def test_a_prefetched_catalogue_answers_what_one_loaded_on_demand_answers():
+    prefetched = Catalogue()
+    prefetched.prefetch()
+    assert prefetched.resolve_all(GENAI_PAIRS) == Catalogue().resolve_all(GENAI_PAIRS)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-def test_a_dead_genai_helper_falls_back_to_an_in_process_lookup():
-    from ocsight import genai_lookup
-
-    catalogue = pricing.Catalogue()
-    catalogue.prefetch_genai()
-    catalogue._genai_helper.proc.kill()
-    catalogue._genai_helper.proc.wait()
-    assert catalogue.resolve_all(GENAI_PAIRS) == {pair: genai_lookup.lookup(*pair) for pair in GENAI_PAIRS}
-
-
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-def test_a_genai_helper_never_asked_ends_at_once_when_closed():
-    import time
-
-    from ocsight.genai_lookup import Helper
-
-    helper = Helper()
-    proc = helper.proc
-    started = time.perf_counter()
-    helper.close()
-    assert proc.returncode is not None and helper.proc is None
-    assert time.perf_counter() - started < 0.1  # not after its import
-
-
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-@pytest.mark.parametrize(("kind", "threshold"), [("db", "LARGE_STORE_BYTES"), ("json", "LARGE_TREE_SESSIONS")])
-def test_a_first_read_of_a_large_store_prices_through_the_genai_helper(cli, tmp_path: Path, monkeypatch, kind,
-                                                                       threshold):
-    from ocsight import genai_lookup, index
-
-    asked: list[list] = []
-    started: list[int] = []
-    ask, init = genai_lookup.Helper.ask, genai_lookup.Helper.__init__
-    monkeypatch.setattr(genai_lookup.Helper, "ask", lambda self, pairs: asked.append(list(pairs)) or ask(self, pairs))
-    monkeypatch.setattr(genai_lookup.Helper, "__init__",
-                        lambda self, proc=None: started.append(1) or init(self, proc))
-    root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5-20250929", kind, input=100_000, total=100_000)
-    stats(cli, "--no-cache", "--data-dir", str(root))
-    assert asked == [] and started == []  # a small store: looked up in this process, when needed
-
-    monkeypatch.setattr(index, threshold, 1)
-    doc = stats(cli, "--cost-mode", "calculate", "--data-dir", str(root))
-    assert asked == [[("anthropic", "claude-sonnet-4-5-20250929")]] and started == [1]
-    assert doc["pricing"]["models"][0]["source"] == "genai-prices"
-    assert doc["totals"]["cost"]["estimated_usd"] == pytest.approx(0.3)
-    stats(cli, "--data-dir", str(root))
-    assert len(asked) == 1  # a cached index asks no catalogue again
-
-
-EVERY_LOOKUP = """
+ASK_CACHED = """
 import json, sys
-from ocsight import genai_lookup as g
-g._skip_package_init()
-if sys.argv[1] == "stand-ins":
-    g.PYDANTIC_NAMES = tuple(n for n in g.PYDANTIC_NAMES if n not in sys.argv[2:])
-    loaded = g._load_without_pydantic()
-    if not loaded:
-        g.snapshot()
-else:
-    import pydantic  # noqa: F401
-    loaded = False
-snap = g.snapshot()
-pairs = [(p.id, m.id) for p in snap.providers for m in p.models] + [("acme", "mystery-1"), ("x", "gpt-4o")]
-print(json.dumps({"without_pydantic": loaded, "real_pydantic": hasattr(sys.modules["pydantic"], "__file__"),
-                  "answers": [[p, m, g.encode(g.lookup(p, m))] for p, m in pairs]}))
+from ocsight.pricing.catalogue import Catalogue
+answers = Catalogue().resolve_all([tuple(p) for p in json.loads(sys.argv[1])])
+print(json.dumps({"imported": "genai_prices" in sys.modules,
+                  "answers": [[p, m, None if a is None else a.source] for (p, m), a in answers.items()]}))
 """
 
 
-def _every_lookup(*args: str) -> dict:
-    import json
-    import subprocess
-
-    out = subprocess.run([sys.executable, "-c", EVERY_LOOKUP, *args], capture_output=True, text=True, check=True)
+def _ask(pairs: list[tuple[str, str]]) -> dict:
+    out = subprocess.run([sys.executable, "-c", ASK_CACHED, json.dumps(pairs)], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-def test_the_genai_helper_loads_without_pydantic_and_answers_every_model_as_with_it():
-    real, helper = _every_lookup("real"), _every_lookup("stand-ins")
-    assert helper["without_pydantic"] and not helper["real_pydantic"] and real["real_pydantic"]
-    assert len(real["answers"]) > 1000 and sum(a[2] is not None for a in real["answers"]) > 1000
-    assert helper["answers"] == real["answers"]
+@needs_genai
+def test_genai_prices_answers_are_kept_so_a_later_run_does_not_load_it_again():
+    first = _ask(GENAI_PAIRS)
+    again = _ask(GENAI_PAIRS)
+    assert first["imported"] and not again["imported"]
+    assert again["answers"] == first["answers"]
+    assert _ask([("acme", "another-model")])["imported"]  # a model never asked about is asked
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
-def test_the_genai_helper_falls_back_to_pydantic_when_genai_prices_needs_more_of_it():
-    short = _every_lookup("stand-ins", "Tag")
-    assert not short["without_pydantic"] and short["real_pydantic"]
-    assert short["answers"] == _every_lookup("real")["answers"]
+@needs_genai
+def test_the_genai_answers_cache_is_private_to_the_user():
+    from ocsight.pricing import genai
+
+    Catalogue().resolve_all(GENAI_PAIRS)
+    path = genai.cache_file()
+    assert path.stat().st_mode & 0o077 == 0 and path.parent.stat().st_mode & 0o077 == 0
+
+
+def test_no_cache_keeps_no_genai_answers(cli, tmp_path: Path):
+    root = _one_message_store(tmp_path, "acme", "mystery-1", "db", input=10, total=10)
+    stats(cli, "--no-cache", "--data-dir", str(root))
+    assert not (Path(os.environ["XDG_CACHE_HOME"]) / "ocsight").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES, stats
-from ocsight.sqlite_library import sqlite3
+import sqlite3
 
 LEGACY = SAMPLES / "legacy-json-storage-1.1.65"
 RECORDS = SAMPLES / "db-records-1.18.33.json"

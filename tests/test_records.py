@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import storegen
-from conftest import SAMPLES, stats, write_store
-from ocsight import reader
+from conftest import SAMPLES, records, stats, write_store
 
 LEGACY = SAMPLES / "legacy-json-storage-1.1.65"
 
 
 def _read(root: Path, sessions=None):
-    return reader.read_records(reader.ReadOptions(data_dirs=(str(root),)), sessions)
+    return records(root, sessions=sessions)
 
 
 def test_records_of_the_real_1_1_store_carry_tool_times_errors_and_steps():
@@ -99,8 +98,7 @@ def test_records_without_every_step_keep_0_x_steps_and_every_message_as_it_was(t
     plan = storegen.plan_store(seed=13, sessions=25, eras=("0.x", "1.1", "1.18"))
     root = write_store(plan, tmp_path / "s", "both")
     every = _read(root)
-    opts = reader.ReadOptions(data_dirs=(str(root),))
-    some = reader.read_records(opts, every_step=False)
+    some = records(root, every_step=False)
     old = {s.id for s in every.sessions if s.version.startswith("0.")}
     assert some.steps == [s for s in every.steps if s.session_id in old] and some.steps
     assert len(some.steps) < len(every.steps)

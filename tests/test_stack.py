@@ -241,7 +241,7 @@ def test_the_sidecar_reads_opencode_data_through_a_read_only_mount_as_in_the_sta
     open by a writer, as OpenCode holds them) both read through a read-only bind mount."""
     import shutil
 
-    from ocsight.sqlite_library import sqlite3
+    import sqlite3
 
     data, mount = tmp_path / "data", tmp_path / "mount"
     shutil.copytree(store_dir("opencode-1.18"), data)

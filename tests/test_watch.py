@@ -11,7 +11,7 @@ import pytest
 
 from corpus import expected_from_log, raw_store, read_log, store_dir
 from metric_names import METRIC_NAMES
-from ocsight import reader
+from ocsight import reading
 from ocsight.telemetry import spans as mapping
 from ocsight.telemetry.watch import ExportFailed, Sidecar, WatchOptions
 from otlp_receiver import Receiver
@@ -24,7 +24,7 @@ def sidecar(store: Path, receiver: Receiver, monkeypatch, proto: str = "grpc", *
     scheme = "http://127.0.0.1"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"{scheme}:{port}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
-    opts = WatchOptions(read=reader.ReadOptions(data_dirs=(str(store),)), protocol=proto,
+    opts = WatchOptions(read=reading.ReadOptions(data_dirs=(str(store),)), protocol=proto,
                         metric_interval=kw.pop("metric_interval", 3600), **kw)
     return Sidecar(opts)
 
@@ -254,7 +254,7 @@ def test_every_span_hangs_under_the_span_of_the_record_that_caused_it(store, rec
 
 
 def test_a_locked_database_while_following_is_retried_not_fatal(store, receiver, monkeypatch):
-    from ocsight.sqlite_library import sqlite3
+    import sqlite3
 
     receiver.start_grpc()
     monkeypatch.setenv("OCSIGHT_BUSY_TIMEOUT", "0.2")
@@ -282,11 +282,11 @@ def test_sigkill_mid_backfill_then_restart_misses_no_span_and_duplicates_none(tm
     import sys
 
     import storegen
-    from conftest import write_store
+    from conftest import records, write_store
 
     store = write_store(storegen.plan_store(seed=77, sessions=120), tmp_path / "big", "db")
     expected = {mapping.span_id(s.record) for s in mapping.spans(
-        reader.read_records(reader.ReadOptions(data_dirs=(str(store),))))}
+        records(store))}
     assert len(expected) > 3 * 512  # several batches
     port = receiver.start_grpc()
     receiver.delay = 0.3
@@ -345,7 +345,7 @@ def rotel(receiver, tmp_path: Path):
 @pytest.mark.parametrize("proto", ["grpc", "http/protobuf"])
 def test_spans_and_metrics_pass_through_the_real_collector_rotel(store, receiver, rotel, monkeypatch, proto: str):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{rotel[proto]}")
-    s = Sidecar(WatchOptions(read=reader.ReadOptions(data_dirs=(str(store),)), protocol=proto, backfill=True,
+    s = Sidecar(WatchOptions(read=reading.ReadOptions(data_dirs=(str(store),)), protocol=proto, backfill=True,
                              metric_interval=3600))
     sent = s.cycle()
     s.close()
@@ -439,7 +439,7 @@ def test_a_half_written_record_is_skipped_then_sent_once_complete(tmp_path, rece
 
 
 def test_the_sidecar_caps_sqlites_memory_while_it_runs_and_gives_the_cap_back(store, receiver, monkeypatch):
-    from ocsight.sqlite_library import sqlite3
+    import sqlite3
     from ocsight.telemetry.watch import SQLITE_SOFT_HEAP
 
     def soft_heap_limit() -> int:
@@ -461,7 +461,7 @@ def test_the_sidecar_caps_sqlites_memory_while_it_runs_and_gives_the_cap_back(st
 def test_the_sidecar_keeps_its_memory_flat_by_staging_through_files(store, receiver, monkeypatch):
     s = sidecar(store, receiver, monkeypatch)
     try:
-        with reader.open_index(s.opts.read) as idx:
+        with reading.open_index(s.opts.read) as idx:
             assert idx.con.execute("PRAGMA temp_store").fetchone()[0] == 1  # FILE
     finally:
         s.close()

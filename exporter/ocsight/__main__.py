@@ -1,3 +1,4 @@
-from ocsight.launch import entry
+from ocsight.cli import entry
 
-entry()
+if __name__ == "__main__":
+    entry()

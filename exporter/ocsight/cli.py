@@ -1,4 +1,4 @@
-"""The `ocsight` command line: parses arguments, calls the reader and query layer, renders.
+"""The `ocsight` command line: parses arguments, wires the reader, the index and a renderer together.
 
 Only click is imported at start-up; everything else is imported by the command that needs it, so
 `ocsight --help` stays instant.
@@ -12,10 +12,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ocsight import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ocsight.index import Index
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -63,8 +69,8 @@ def _json_option(fn: Callable) -> Callable:
 class Run:
     """What a command reads, with what filters, after settings and flags are merged."""
 
-    def __init__(self, kw: dict) -> None:
-        from ocsight import query, reader, settings
+    def __init__(self, kw: dict[str, Any]) -> None:
+        from ocsight import filters, reading, settings
 
         self.settings = settings.load().with_flags(
             data_dirs=kw.get("data_dirs") or None, cost_mode=kw.get("cost_mode"), prices=kw.get("prices"),
@@ -73,30 +79,30 @@ class Run:
         )
         st = self.settings
         self.demo = bool(kw.get("demo"))
-        self.filters = query.make_filters(
+        self.filters = filters.make_filters(
             days=kw.get("days"), since=kw.get("since"), until=kw.get("until"), timezone=st.timezone,
             providers=kw.get("providers", ()), models=kw.get("models", ()), projects=kw.get("projects", ()),
             agents=kw.get("agents", ()),
         )
-        self.tz = query.resolve_timezone(st.timezone)
-        self.cost_mode = st.cost_mode
-        self.options = reader.ReadOptions(
+        self.tz = filters.resolve_timezone(st.timezone)
+        self.cost_mode: str = st.cost_mode
+        self.options = reading.ReadOptions(
             data_dirs=tuple(st.data_dirs), demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
             prices=st.prices,
         )
 
-    def console(self):
+    def console(self) -> Console:
         from rich.console import Console
 
         plain = not self.settings.color or bool(os.environ.get("NO_COLOR"))
         return Console(color_system=None, highlight=False) if plain else Console(highlight=False)
 
-    def index(self):
+    def index(self) -> Index:
         """The refreshed index; while a refresh reads, a transient progress line on a terminal's stderr."""
-        from ocsight import reader
+        from ocsight import reading
 
         if not sys.stderr.isatty():
-            return reader.open_index(self.options)
+            return reading.open_index(self.options)
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -104,7 +110,7 @@ class Run:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                       transient=True) as bar:
             task = bar.add_task("reading OpenCode's data", total=None)
-            return reader.open_index(self.options, lambda msg: bar.update(task, description=msg))
+            return reading.open_index(self.options, progress=lambda msg: bar.update(task, description=msg))
 
 
 def _emit_json(doc: object) -> None:
@@ -136,7 +142,7 @@ def cli() -> None:
 
 @cli.command(context_settings=CONTEXT)
 @_source_options
-def analyze(**kw) -> None:
+def analyze(**kw: Any) -> None:
     """Overview: sessions, messages, tokens, cost, models, agents, projects and tools.
 
     Without --data-dir and with no OpenCode data on this machine, shows the bundled demo store.
@@ -147,31 +153,31 @@ def analyze(**kw) -> None:
       ocsight analyze --days 30 --project my-app
       ocsight analyze --demo --no-color
     """
-    from ocsight.store import locate
+    from ocsight import paths
+    from ocsight.sources import locate
 
     run = Run(kw)
     if not run.options.data_dirs and not run.demo and not os.environ.get("OPENCODE_DATA_DIR"):
         if not locate.has_default_data():
             click.echo(
-                f"No OpenCode data at {locate.default_data_dir()}; showing the bundled demo store "
+                f"No OpenCode data at {paths.default_data_dir()}; showing the bundled demo store "
                 "(use --data-dir to point at your data).",
                 err=True,
             )
             run = Run({**kw, "demo": True})
-    from ocsight import query, reader
-    from ocsight.report import summary
+    from ocsight.reports import documents, summary
 
     with run.index() as idx:
-        doc = reader.stats_document(idx, run.filters, run.cost_mode)
-        top = sorted(query.sessions(idx.con, run.filters, run.cost_mode),
-                     key=lambda n: (n["rollup"]["cost"]["usd"], n["rollup"]["tokens"]["total"]), reverse=True)
+        doc = documents.stats_json(idx, run.filters, run.cost_mode)
+        trees = documents.session_trees(idx.reader.sessions(run.filters, run.cost_mode))
+    top = sorted(trees, key=lambda n: (n["rollup"]["cost"]["usd"], n["rollup"]["tokens"]["total"]), reverse=True)
     summary.render(doc, run.console(), top_sessions=top[:5])
 
 
 @cli.command(context_settings=CONTEXT)
 @_source_options
 @_json_option
-def stats(as_json: bool, **kw) -> None:
+def stats(as_json: bool, **kw: Any) -> None:
     """Totals and detailed tables by provider, model, agent, project, tool and error.
 
     \b
@@ -185,16 +191,16 @@ def stats(as_json: bool, **kw) -> None:
     if as_json:
         _emit_json(doc)
         return
-    from ocsight.report import summary
+    from ocsight.reports import summary
 
     summary.render(doc, run.console(), detailed=True)
 
 
-def _stats_document(run: Run) -> dict:
-    from ocsight import reader
+def _stats_document(run: Run) -> dict[str, Any]:
+    from ocsight.reports import documents
 
     with run.index() as idx:
-        return reader.stats_document(idx, run.filters, run.cost_mode)
+        return documents.stats_json(idx, run.filters, run.cost_mode)
 
 
 def _period_command(grain: str, name: str, example: str) -> None:
@@ -211,17 +217,17 @@ def _period_command(grain: str, name: str, example: str) -> None:
     @_source_options
     @_json_option
     @click.option("--breakdown", is_flag=True, help="Per model inside each period.")
-    def command(as_json: bool, breakdown: bool, **kw) -> None:
-        from ocsight import query
+    def command(as_json: bool, breakdown: bool, **kw: Any) -> None:
+        from ocsight.reports import documents
 
         run = Run(kw)
         with run.index() as idx:
-            rows = query.periods(idx.con, run.filters, run.cost_mode, grain, run.tz, breakdown)
+            rows = documents.periods_json(idx.reader.periods(run.filters, run.cost_mode, grain, run.tz, breakdown))
         if as_json:
             _emit_json({"period": grain, "filters": run.filters.description, "cost_mode": run.cost_mode,
                         "periods": rows})
             return
-        from ocsight.report import tables
+        from ocsight.reports import tables
 
         console = run.console()
         console.print(tables.periods_table(rows, grain, breakdown, console.width))
@@ -237,7 +243,7 @@ _period_command("month", "monthly", "ocsight monthly --provider anthropic")
 @_json_option
 @click.argument("session_id", required=False)
 @click.option("--limit", type=click.IntRange(min=1), help="Sessions shown (default 20, or session_limit).")
-def session(session_id: str | None, as_json: bool, limit: int | None, **kw) -> None:
+def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any) -> None:
     """Sessions, newest first, each with its subagent sessions and costs rolled up.
 
     With SESSION_ID: that session's tree (a subagent's ID shows its own subtree).
@@ -248,14 +254,14 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw) -> N
       ocsight session --days 1 --limit 5
       ocsight session ses_4f1c2a... --json
     """
-    from ocsight import query
     from ocsight.errors import OcsightError
+    from ocsight.reports import documents
 
     run = Run(kw)
     with run.index() as idx:
-        roots = query.sessions(idx.con, run.filters, run.cost_mode)
+        roots = documents.session_trees(idx.reader.sessions(run.filters, run.cost_mode))
     if session_id:
-        found = _find_session(roots, session_id)
+        found = documents.find_session(roots, session_id)
         if found is None:
             raise OcsightError(f"no session {session_id!r} with usage in this window")
         roots = [found]
@@ -264,19 +270,9 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw) -> N
         _emit_json({"filters": run.filters.description, "cost_mode": run.cost_mode, "sessions": shown,
                     "total_sessions": len(roots)})
         return
-    from ocsight.report import tables
+    from ocsight.reports import tables
 
     run.console().print(tables.sessions_tree(roots, limit or run.settings.session_limit))
-
-
-def _find_session(nodes: list[dict], sid: str) -> dict | None:
-    for n in nodes:
-        if n["id"] == sid:
-            return n
-        found = _find_session(n["children"], sid)
-        if found:
-            return found
-    return None
 
 
 @cli.command(context_settings=CONTEXT)
@@ -287,7 +283,7 @@ def _find_session(nodes: list[dict], sid: str) -> dict | None:
               show_default=True, help="One row per message, session, day (in --timezone) or model.")
 @click.option("--output", "-o", metavar="FILE", default="-", show_default=True,
               help="File to write (written whole or not at all); - for standard output.")
-def export(fmt: str, level: str, output: str, **kw) -> None:
+def export(fmt: str, level: str, output: str, **kw: Any) -> None:
     """Export usage as CSV, JSON or Markdown, one row per message, session, day or model.
 
     \b
@@ -298,24 +294,24 @@ def export(fmt: str, level: str, output: str, **kw) -> None:
     """
     from ocsight import __version__ as version
     from ocsight import export as ex
-    from ocsight import query, reader
+    from ocsight import reading
+    from ocsight.filters import message_filter
+    from ocsight.reports import documents
 
     run = Run(kw)
-    if level == "message":
-        recs = reader.read_records(run.options)
-        rows = ex.message_rows(recs, query.message_filter(run.filters), run.tz, run.cost_mode)
-    else:
-        with run.index() as idx:
-            if level == "session":
-                rows = ex.session_rows(query.sessions(idx.con, run.filters, run.cost_mode), run.tz)
-            elif level == "day":
-                rows = [{"day": p["period"], "sessions": p["sessions"], "messages": p["messages"],
-                         **ex.usage_fields(p)}
-                        for p in query.periods(idx.con, run.filters, run.cost_mode, "day", run.tz)]
-            else:
-                doc = query.stats(idx.con, run.filters, run.cost_mode)
-                rows = [{"provider": m["provider"], "model": m["model"], "sessions": m["sessions"],
-                         "messages": m["messages"], **ex.usage_fields(m)} for m in doc["by_model"]]
+    with run.index() as idx:
+        if level == "message":
+            recs = reading.read_records(idx)
+            rows = ex.message_rows(recs, message_filter(run.filters), run.tz, run.cost_mode)
+        elif level == "session":
+            rows = ex.session_rows(documents.session_trees(idx.reader.sessions(run.filters, run.cost_mode)), run.tz)
+        elif level == "day":
+            rows = [{"day": p["period"], "sessions": p["sessions"], "messages": p["messages"], **ex.usage_fields(p)}
+                    for p in documents.periods_json(idx.reader.periods(run.filters, run.cost_mode, "day", run.tz))]
+        else:
+            doc = documents.breakdown_json(idx.reader.breakdown(run.filters, run.cost_mode))
+            rows = [{"provider": m["provider"], "model": m["model"], "sessions": m["sessions"],
+                     "messages": m["messages"], **ex.usage_fields(m)} for m in doc["by_model"]]
     meta = {"ocsight": version, "filters": run.filters.description, "cost_mode": run.cost_mode}
     ex.write_atomically(output, ex.render(fmt, level, rows, meta))
     if output != "-":
@@ -326,7 +322,7 @@ def export(fmt: str, level: str, output: str, **kw) -> None:
 @_source_options
 @click.option("--interval", type=click.FloatRange(min=0.1), help="Seconds between refreshes (default 2).")
 @click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
-def live(interval: float | None, once: bool, **kw) -> None:
+def live(interval: float | None, once: bool, **kw: Any) -> None:
     """A live view of today's spend, the running session and the latest calls, as OpenCode writes.
 
     Reads only what changed since the last refresh (the index is incremental). Ctrl-C quits.
@@ -336,10 +332,29 @@ def live(interval: float | None, once: bool, **kw) -> None:
       ocsight live
       ocsight live --interval 5 -z Europe/Berlin
     """
-    from ocsight.report import live as live_view
+    import datetime as dt
+
+    from ocsight import filters, reading
+    from ocsight.reports import documents
+    from ocsight.reports import live as live_view
 
     run = Run(kw)
-    live_view.run(run, interval or run.settings.live_interval, once)
+
+    def frame() -> live_view.Frame:
+        now = live_view.now_ms()
+        today = dt.datetime.fromtimestamp(now / 1000, run.tz).date().isoformat()
+        window = filters.make_filters(since=today, timezone=run.settings.timezone)
+        with run.index() as idx:
+            totals = documents.breakdown_json(idx.reader.breakdown(window, run.cost_mode))["totals"]
+            sid = idx.reader.latest_session()
+            if sid is None:
+                return live_view.Frame(now, today, totals, None, None, [], [], run.cost_mode, run.tz)
+            recs = reading.read_records(idx, [sid])
+        session = next((s for s in recs.sessions if s.id == sid), None)
+        calls = [m for m in recs.messages if m.role == "assistant"]
+        return live_view.Frame(now, today, totals, sid, session, calls, recs.tool_calls, run.cost_mode, run.tz)
+
+    live_view.run(frame, run.console(), interval or run.settings.live_interval, once)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -357,8 +372,9 @@ def live(interval: float | None, once: bool, **kw) -> None:
 @click.option("--once", is_flag=True, help="One cycle (backfill and what is finished), then exit.")
 @click.option("--prometheus-port", type=click.IntRange(1, 65535), help="Also serve /metrics for Prometheus.")
 @click.option("--prometheus-host", default="127.0.0.1", show_default=True, help="Address of that endpoint.")
-def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content, cost_mode, interval, once,
-          prometheus_port, prometheus_host) -> None:
+def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | None, timezone: str | None,
+          protocol: str | None, include_content: bool, cost_mode: str | None, interval: float, once: bool,
+          prometheus_port: int | None, prometheus_host: str) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
     variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured.
@@ -375,13 +391,13 @@ def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content,
     """
     import logging
 
-    from ocsight import query
+    from ocsight import filters
     from ocsight.telemetry import otlp
     from ocsight.telemetry.watch import ExportFailed, Sidecar, WatchOptions
 
     logging.basicConfig(level=logging.INFO, format="ocsight watch: %(message)s")
     run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone})
-    since_ms = query.make_filters(since=since, timezone=run.settings.timezone).since_ms if since else None
+    since_ms = filters.make_filters(since=since, timezone=run.settings.timezone).since_ms if since else None
     st = run.settings
     opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
                         since_ms=since_ms, include_content=include_content, interval=interval,
@@ -412,7 +428,8 @@ def watch(data_dirs, demo, backfill, since, timezone, protocol, include_content,
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --http: the address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True,
               help="With --http: the port to listen on.")
-def mcp(data_dirs, demo, cost_mode, prices, timezone, http, host, port) -> None:
+def mcp(data_dirs: tuple[str, ...], demo: bool, cost_mode: str | None, prices: str | None, timezone: str | None,
+        http: bool, host: str, port: int) -> None:
     """An MCP server that answers usage questions (tokens, cost, sessions) for OpenCode or any MCP client.
 
     Tools: usage_summary, top_sessions, provider_trends, session_details, refresh_index. Resources:
@@ -428,7 +445,7 @@ def mcp(data_dirs, demo, cost_mode, prices, timezone, http, host, port) -> None:
     """
     from ocsight.errors import NoData
     from ocsight.mcp.service import Config
-    from ocsight.store import locate
+    from ocsight.sources import locate
 
     run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "prices": prices, "timezone": timezone})
     try:
@@ -476,24 +493,7 @@ def config_command(as_json: bool) -> None:
 
 
 def entry() -> None:
-    """The `ocsight` command: `main` in a process of its own, whose SQLite is tuned before any
-    connection opens (`ocsight.sqlite_tuning`; a process hosting other SQLite users must not).
-
-    The long-running commands keep Python's own SQLite, untuned: pysqlite3-binary's is built to
-    hold temporary tables in memory whatever `temp_store` says (SQLITE_TEMP_STORE=3), and SQLite
-    enforces the soft heap limit only with its memory statistics on; following a 10,000-session
-    store took 128 MB so, 84 MB without. One-shot runs (`watch --once` too) take the faster SQLite."""
-    import os
-    import sys
-
-    from ocsight.launch import is_long_running
-
-    if is_long_running(sys.argv[1:]):
-        os.environ.setdefault("OCSIGHT_SQLITE", "stdlib")
-    else:
-        from ocsight.sqlite_tuning import tune_process
-
-        tune_process()
+    """The `ocsight` console script."""
     main()
 
 

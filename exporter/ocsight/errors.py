@@ -5,6 +5,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_DATA = 1  # missing, unreadable, corrupt or locked data
 EXIT_USAGE = 2  # bad flags or values (click uses 2 as well)
+EXIT_INTERNAL = 70  # a bug: please report it
 
 
 class OcsightError(Exception):

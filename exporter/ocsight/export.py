@@ -13,10 +13,15 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ocsight.errors import OcsightError
+from ocsight.model import Message, Records
 from ocsight.normalise import TOKEN_KEYS
+
+Row = dict[str, Any]
 
 LEVELS = ("message", "session", "day", "model")
 USAGE_FIELDS = [*(f"tokens_{k}" for k in (*TOKEN_KEYS, "total")), "cost_usd", "stored_usd", "estimated_usd",
@@ -37,7 +42,7 @@ def iso(ms: int | None, tz: dt.tzinfo | None) -> str | None:
     return dt.datetime.fromtimestamp(ms / 1000, tz).astimezone(tz).isoformat(timespec="milliseconds")
 
 
-def usage_fields(u: dict) -> dict:
+def usage_fields(u: dict[str, Any]) -> Row:
     out = {f"tokens_{k}": v for k, v in u["tokens"].items()}
     c = u["cost"]
     out.update(cost_usd=c["usd"], stored_usd=c["stored_usd"], estimated_usd=c["estimated_usd"],
@@ -45,10 +50,10 @@ def usage_fields(u: dict) -> dict:
     return out
 
 
-def session_rows(roots: list[dict], tz: dt.tzinfo | None) -> list[dict]:
-    out: list[dict] = []
+def session_rows(roots: list[dict[str, Any]], tz: dt.tzinfo | None) -> list[Row]:
+    out: list[Row] = []
 
-    def walk(node: dict) -> None:
+    def walk(node: dict[str, Any]) -> None:
         out.append({
             "id": node["id"], "parent_id": node["parent_id"], "title": node["title"], "project": node["project"],
             "time_created": iso(node["time_created"], tz), "version": node["version"],
@@ -63,8 +68,9 @@ def session_rows(roots: list[dict], tz: dt.tzinfo | None) -> list[dict]:
     return out
 
 
-def message_rows(recs, matches, tz: dt.tzinfo | None, mode: str) -> list[dict]:
-    """Messages of `ocsight.records` that `matches(message, project)` keeps; cost per the cost mode."""
+def message_rows(recs: Records, matches: Callable[[Message, str], bool], tz: dt.tzinfo | None,
+                 mode: str) -> list[Row]:
+    """The records' messages that `matches(message, project)` keeps; cost per the cost mode."""
     sessions = {s.id: s for s in recs.sessions}
     projects = {p.id: p for p in recs.projects}
     out = []
@@ -90,7 +96,7 @@ def message_rows(recs, matches, tz: dt.tzinfo | None, mode: str) -> list[dict]:
 
 # -- formats -----------------------------------------------------------------------------------------
 
-def to_csv(level: str, rows: list[dict]) -> str:
+def to_csv(level: str, rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=FIELDS[level], lineterminator="\n", extrasaction="ignore")
     w.writeheader()
@@ -98,7 +104,7 @@ def to_csv(level: str, rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def to_json(level: str, rows: list[dict], meta: dict) -> str:
+def to_json(level: str, rows: list[Row], meta: dict[str, Any]) -> str:
     return json.dumps({"level": level, **meta, "rows": rows}, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -112,7 +118,7 @@ def _md_cell(v: object) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(level: str, rows: list[dict], meta: dict) -> str:
+def to_markdown(level: str, rows: list[Row], meta: dict[str, Any]) -> str:
     fields = FIELDS[level]
     lines = [f"# OpenCode usage by {level}", ""]
     f = meta.get("filters", {})
@@ -129,11 +135,11 @@ def to_markdown(level: str, rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _numeric(rows: list[dict], key: str) -> bool:
+def _numeric(rows: list[Row], key: str) -> bool:
     return bool(rows) and all(isinstance(r.get(key), (int, float)) for r in rows)
 
 
-def render(fmt: str, level: str, rows: list[dict], meta: dict) -> str:
+def render(fmt: str, level: str, rows: list[Row], meta: dict[str, Any]) -> str:
     if fmt == "csv":
         return to_csv(level, rows)
     if fmt == "json":

@@ -1,4 +1,4 @@
-"""Token semantics per OpenCode version, normalised into one disjoint form.
+"""Token semantics per OpenCode version, normalised into one disjoint form: the specification.
 
 The normalised form: `input` excludes cached tokens, `output` excludes reasoning, and `reasoning`,
 `cache_read`, `cache_write` stand alone, so their sum is everything the model processed.
@@ -8,23 +8,31 @@ shipped code, checked against exact mock-model numbers):
 
 | era                   | versions          | stored `input`                        | stored `output`   |
 |-----------------------|-------------------|---------------------------------------|-------------------|
-| `cached-in-input`     | 1.0.0 - 1.0.61    | provider's prompt count (OpenAI-style | incl. reasoning   |
+| `cached-in-input`     | 0.x - 1.0.61      | provider's prompt count (OpenAI-style | incl. reasoning   |
 |                       |                   | providers include cached tokens)      |                   |
 | `reasoning-in-output` | 1.0.62 - 1.13.x   | prompt minus cache                    | incl. reasoning   |
 | `disjoint`            | >= 1.14           | prompt minus cache read and write     | minus reasoning   |
 
 `tokens.total`, written since about 1.1.59, tells the last two apart per message (a session created
 by 1.1 and continued by 1.15 holds both); without it the session's version decides.
+
+This module is the rule in plain Python. The index applies it in SQL while staging
+(`ocsight.sources.normalise_sql`); tests hold that form equal to this one on random inputs.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from functools import lru_cache
+
+from ocsight.model import Tokens
 
 CACHED_IN_INPUT = "cached-in-input"
 REASONING_IN_OUTPUT = "reasoning-in-output"
 DISJOINT = "disjoint"
+ERAS = (CACHED_IN_INPUT, REASONING_IN_OUTPUT, DISJOINT)
 
 # The normalised, disjoint token types, in the order every table and report lists them.
 TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
@@ -32,10 +40,13 @@ TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
 # Providers whose SDK reports prompt tokens without the cache (so 1.0.x stored them disjoint already).
 CACHE_EXCLUSIVE_PROVIDERS = ("anthropic", "amazon-bedrock", "google-vertex-anthropic")
 
+# The largest count SQLite holds as an integer; JSON numbers beyond it are read as reals.
+MAX_COUNT = 2**63 - 1
+
 _VERSION = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
-@lru_cache(maxsize=256)  # a store holds a handful of versions; SQL asks once a session
+@lru_cache(maxsize=256)  # a store holds a handful of versions
 def era_for_version(version: object) -> str:
     """The era a message falls back to when its `tokens.total` does not decide it."""
     m = _VERSION.match(version if isinstance(version, str) else "")
@@ -49,75 +60,91 @@ def era_for_version(version: object) -> str:
     return DISJOINT
 
 
-def era_by_version_sql(column: str, versions: list) -> tuple[str, list]:
-    """An SQL expression for the era of the session version in `column`, and its parameters, from
-    the distinct `versions` a table holds: a Python call a version, not one a row (each would take
-    the GIL from whatever else runs)."""
-    whens = " ".join("WHEN ? THEN ?" for v in versions if v is not None)
-    params = [x for v in versions if v is not None for x in (v, era_for_version(v))]
-    default = era_for_version(None)
-    return (f"CASE {column} {whens} ELSE ? END" if whens else "?"), [*params, default]
-
-
 def may_have_many_steps(version: str | None) -> bool:
-    """Whether a session's messages can hold several LLM steps: only before 1.0 (or when unknown)."""
+    """Whether a session's messages can hold several model calls: only before 1.0 (or when unknown).
+
+    OpenCode >= 1.0 asks the model for exactly one step per assistant message, so a message's
+    tokens are its step's; 0.x kept only the last call's tokens in the message."""
     m = _VERSION.match(version or "")
     return m is None or int(m[1]) == 0
 
 
-# SQLite orders every number before every text: `x < ''` holds for numbers alone (NULL aside), with no
-# function call a row (`typeof`, which these tests replaced, was a sixth of staging's instructions).
-IS_NUMBER = "{0} < ''"
+@dataclass(frozen=True)
+class Stored:
+    """A message's (or step's) `tokens` as OpenCode stored them: JSON values, any of them missing (None)."""
+
+    input: object = None
+    output: object = None
+    reasoning: object = None
+    cache_read: object = None
+    cache_write: object = None
+    total: object = None
+
+    def counts(self) -> tuple[object, ...]:
+        return (self.input, self.output, self.reasoning, self.cache_read, self.cache_write)
 
 
-def count_sql(col: str) -> str:
-    """A stored token count as a non-negative integer; NULL when it is not one (the record is then invalid)."""
-    return (
-        f"(CASE WHEN {col} IS NULL THEN 0 "
-        f"WHEN {IS_NUMBER.format(col)} AND {col} >= 0 AND {col} = CAST({col} AS INTEGER) THEN CAST({col} AS INTEGER) "
-        f"END)"
-    )
+def count(value: object) -> int | None:
+    """A stored count as a non-negative integer: missing is 0; None when it is not one (the record
+    is then invalid). JSON's true and false read as 1 and 0, as SQLite's JSON functions read them."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value if 0 <= value <= MAX_COUNT else None
+    if isinstance(value, float):
+        return int(value) if value >= 0 and value.is_integer() and value <= MAX_COUNT else None
+    return None
 
 
-def era_sql(counts: dict[str, str], total: str, session_era: str) -> str:
-    """The era of a row from its token counts (SQL expressions, by token key) and stored total.
-
-    `session_era` is evaluated only for rows whose total does not decide it.
-    """
-    i, o, r, cr, cw = (counts[k] for k in TOKEN_KEYS)
-    return (
-        f"(CASE WHEN {IS_NUMBER.format(total)} THEN "
-        f"CASE WHEN {total} = {i} + {o} + {r} + {cr} + {cw} THEN '{DISJOINT}' "
-        f"WHEN {total} = {i} + {o} + {cr} + {cw} THEN '{REASONING_IN_OUTPUT}' "
-        f"ELSE {session_era} END "
-        f"ELSE {session_era} END)"
-    )
+def _number(value: object) -> int | float | None:
+    """A JSON number as SQLite's JSON functions read it (true and false as 1 and 0), else None."""
+    if isinstance(value, bool):
+        return int(value)
+    return value if isinstance(value, (int, float)) else None
 
 
-def normalised_sql(alias: str, provider: str) -> dict[str, str]:
-    """SQL expressions for the normalised counts of a row holding clean counts `c_*` and its `era`.
+def era_of(stored: Stored, session_era: str) -> str:
+    """The era that wrote a message, from its own `total` where that decides, else its session's.
 
-    Returns expressions for input, output, reasoning, cache_read, cache_write and valid.
-    """
-    i, o, r, cr, cw = (f"{alias}.c_{k}" for k in TOKEN_KEYS)
-    era = f"{alias}.era"
-    exclusive = ", ".join(f"'{p}'" for p in CACHE_EXCLUSIVE_PROVIDERS)
-    return {
-        "input": (
-            f"(CASE WHEN {era} = '{CACHED_IN_INPUT}' AND coalesce({provider}, '') NOT IN ({exclusive}) "
-            f"THEN max(0, {i} - {cr} - {cw}) ELSE {i} END)"
-        ),
-        "output": f"(CASE WHEN {era} = '{DISJOINT}' THEN {o} ELSE max(0, {o} - {r}) END)",
-        "reasoning": r,
-        "cache_read": cr,
-        "cache_write": cw,
-        "valid": f"({i} IS NOT NULL AND {o} IS NOT NULL AND {r} IS NOT NULL AND {cr} IS NOT NULL AND {cw} IS NOT NULL)",
-    }
+    A message without any token count (every user message) normalises to zeros in any era: it
+    takes its session's era."""
+    total = _number(stored.total)
+    if total is not None:
+        i, o, r, cr, cw = (_number(v) or 0 for v in stored.counts())
+        if total == i + o + r + cr + cw:
+            return DISJOINT
+        if total == i + o + cr + cw:
+            return REASONING_IN_OUTPUT
+    return session_era
 
 
-def cost_pico_sql(col: str) -> str:
-    """A stored USD cost as integer picodollars (sums are then exact and independent of order)."""
-    return (
-        f"(CASE WHEN {col} IS NULL THEN 0 "
-        f"WHEN {IS_NUMBER.format(col)} AND {col} >= 0 THEN CAST(round({col} * 1e12) AS INTEGER) END)"
-    )
+def normalise(stored: Stored, era: str, provider: str) -> Tokens | None:
+    """The disjoint counts of one message or step; None when a stored count is not a count."""
+    i, o, r, cr, cw = (count(v) for v in stored.counts())
+    if i is None or o is None or r is None or cr is None or cw is None:
+        return None
+    if era == CACHED_IN_INPUT and provider not in CACHE_EXCLUSIVE_PROVIDERS:
+        i = max(0, i - cr - cw)
+    if era != DISJOINT:
+        o = max(0, o - r)
+    return Tokens(i, o, r, cr, cw)
+
+
+# Above 2**52 every double is a whole number: SQLite's round() returns it unchanged.
+_WHOLE = 4503599627370496.0
+
+
+def cost_pico(value: object) -> int | None:
+    """A stored USD cost in integer picodollars (missing is 0); None when it is not a cost.
+
+    Rounded half away from zero and capped at SQLite's largest integer, as SQLite rounds and casts."""
+    if value is None:
+        return 0
+    number = _number(value)
+    if number is None or number < 0:
+        return None
+    pico = float(number) * 1e12
+    whole = pico if pico >= _WHOLE else math.floor(pico + 0.5)
+    return min(int(whole), MAX_COUNT)

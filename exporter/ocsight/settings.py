@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from ocsight.errors import EXIT_USAGE, OcsightError
-from ocsight.store import locate
+from ocsight import paths
 
 ENV_PREFIX = "OCSIGHT_"
 
@@ -69,7 +69,7 @@ class Settings:
 
 def config_file() -> Path:
     env = os.environ.get(f"{ENV_PREFIX}CONFIG")
-    return Path(env).expanduser() if env else locate.config_home() / "ocsight" / "config.toml"
+    return Path(env).expanduser() if env else paths.config_home() / "ocsight" / "config.toml"
 
 
 def _env_names() -> dict[str, str]:

@@ -1,8 +1,8 @@
 """The MCP server's answers: JSON documents from the index, and a short text for the model to read.
 
-Every figure comes from `ocsight.query` and `ocsight.reader` (the same functions as `stats --json`,
-`daily --json` and `session --json`, with the same field names), so an answer and a report can
-never disagree. Nothing here writes anything.
+Every figure comes from the index's typed reader and `reports.documents` (the same functions as
+`stats --json`, `daily --json` and `session --json`, with the same field names), so an answer and a
+report can never disagree. Nothing here writes anything.
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from ocsight import __version__, query, reader
+from typing import Any
+
+from ocsight import __version__
 from ocsight.errors import EXIT_USAGE, OcsightError
-from ocsight.index import Index
-from ocsight.mcp import scope
+from ocsight.filters import Filters, make_filters, parse_date, resolve_timezone
+from ocsight.index import Index, IndexReader
 from ocsight.normalise import TOKEN_KEYS
-from ocsight.sqlite_library import sqlite3
+from ocsight.reports import documents
+
+Doc = dict[str, Any]
 
 MAX_LIMIT = 100
 INTERVALS = ("day", "week")
@@ -60,13 +64,13 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
-def filters(con: sqlite3.Connection, w: Window, timezone: str | None) -> query.Filters:
+def filters(reader: IndexReader, w: Window, timezone: str | None) -> Filters:
     """The filters a window asks for; names the store has never seen are errors (a typo would
     otherwise answer zero)."""
     if w.days is not None and w.days < 1:
         raise bad_argument(f"days must be at least 1 (got {w.days})")
     try:
-        f = query.make_filters(days=w.days, since=w.since, until=w.until, timezone=timezone,
+        f = make_filters(days=w.days, since=w.since, until=w.until, timezone=timezone,
                                providers=_split(w.provider), models=_split(w.model), projects=_split(w.project),
                                agents=_split(w.agent))
     except OcsightError as e:
@@ -74,12 +78,12 @@ def filters(con: sqlite3.Connection, w: Window, timezone: str | None) -> query.F
     for dim, values in (("provider", f.providers), ("model", f.models), ("agent", f.agents),
                         ("project", f.projects)):
         if values:
-            _check_known(con, dim, values)
+            _check_known(reader, dim, values)
     return f
 
 
-def _check_known(con: sqlite3.Connection, dim: str, values: tuple[str, ...]) -> None:
-    known = known_values(con, dim)
+def _check_known(reader: IndexReader, dim: str, values: tuple[str, ...]) -> None:
+    known = reader.known_values(dim)
     for v in values:
         if dim == "project":
             found = any(v in p for p in known)
@@ -91,41 +95,6 @@ def _check_known(con: sqlite3.Connection, dim: str, values: tuple[str, ...]) -> 
             raise NotFound(f"{what} {v!r} (known: {shown or 'none'})")
 
 
-def known_values(con: sqlite3.Connection, dim: str, prefix: str = "", limit: int | None = None) -> list[str]:
-    """The values of one dimension that have model usage, for completion and for checking names.
-
-    Models are listed as `provider/model`, and a model ID matches either form. Sessions are the
-    newest first; the rest are sorted. Projects match `prefix` anywhere in their path."""
-    usage = "FROM main.usage_cube c LEFT JOIN main.session s ON s.id = c.session_id " \
-            "LEFT JOIN main.project p ON p.id = s.project_id WHERE c.role = 'assistant'"
-    if dim == "provider":
-        values = [r[0] for r in con.execute(f"SELECT DISTINCT c.provider {usage} ORDER BY 1")]
-    elif dim == "model":
-        pairs = con.execute(f"SELECT DISTINCT c.provider, c.model {usage} ORDER BY 1, 2").fetchall()
-        values = [f"{p}/{m}" for p, m in pairs] + sorted({m for _p, m in pairs})
-    elif dim == "agent":
-        values = [r[0] for r in con.execute(f"SELECT DISTINCT c.agent {usage} ORDER BY 1")]
-    elif dim == "project":
-        values = [r[0] for r in con.execute(f"SELECT DISTINCT {query.PROJECT_SQL} {usage} ORDER BY 1")]
-    elif dim == "session":
-        values = [r[0] for r in con.execute(
-            "SELECT c.session_id FROM main.usage_cube c LEFT JOIN main.session s ON s.id = c.session_id "
-            "WHERE c.role = 'assistant' AND c.session_id LIKE ? ESCAPE '\\' GROUP BY c.session_id "
-            "ORDER BY max(s.time_created) DESC, c.session_id LIMIT ?",
-            (_like_prefix(prefix), limit or -1))]
-    else:
-        raise ValueError(dim)
-    if dim == "project":
-        values = [v for v in values if v and prefix.lower() in v.lower()]
-    elif prefix:
-        values = [v for v in values if v and v.lower().startswith(prefix.lower())]
-    return values[:limit] if limit else values
-
-
-def _like_prefix(prefix: str) -> str:
-    return re.sub(r"([\\%_])", r"\\\1", prefix) + "%"
-
-
 def trend_window(w: Window, days: int = 30) -> Window:
     """A trend's window: the `days` days up to `until` (or today) unless `days` or `since` says otherwise."""
     if w.days is not None or w.since is not None:
@@ -133,7 +102,7 @@ def trend_window(w: Window, days: int = 30) -> Window:
     if w.until is None:
         return dataclasses.replace(w, days=days)
     try:
-        last = query.parse_date(w.until, "until")
+        last = parse_date(w.until, "until")
     except OcsightError as e:
         raise bad_argument(str(e)) from None
     return dataclasses.replace(w, since=(last - dt.timedelta(days=days - 1)).isoformat())
@@ -141,63 +110,63 @@ def trend_window(w: Window, days: int = 30) -> Window:
 
 # -- answers -----------------------------------------------------------------------------------------
 
-def usage_summary(idx: Index, f: query.Filters, mode: str) -> Answer:
+def usage_summary(idx: Index, f: Filters, mode: str) -> Answer:
     """Exactly `stats --json` for these filters."""
-    doc = reader.stats_document(idx, f, mode)
+    doc = documents.stats_json(idx, f, mode)
     return Answer(doc, _stats_text(doc, f"OpenCode usage, {describe(f)}"))
 
 
-def metrics_summary(idx: Index, mode: str, timezone: str | None) -> dict:
+def metrics_summary(idx: Index, mode: str, timezone: str | None) -> Doc:
     """`stats --json` over all time (the `ocsight://metrics/summary` resource)."""
-    return reader.stats_document(idx, query.make_filters(timezone=timezone), mode)
+    return documents.stats_json(idx, make_filters(timezone=timezone), mode)
 
 
-def providers(idx: Index, mode: str, timezone: str | None) -> dict:
+def providers(idx: Index, mode: str, timezone: str | None) -> Doc:
     """Every provider and model with its usage, all time (`ocsight://providers`)."""
-    f = query.make_filters(timezone=timezone)
-    body = query.stats(idx.con, f, mode)
+    f = make_filters(timezone=timezone)
+    body = documents.breakdown_json(idx.reader.breakdown(f, mode))
     return {"ocsight": __version__, "filters": f.description, "cost_mode": mode, "totals": body["totals"],
             "by_provider": body["by_provider"], "by_model": body["by_model"]}
 
 
-def provider(idx: Index, name: str, mode: str, timezone: str | None) -> dict:
+def provider(idx: Index, name: str, mode: str, timezone: str | None) -> Doc:
     """`stats --json --provider NAME`, all time; an unknown provider is not found."""
-    _check_known(idx.con, "provider", (name,))
-    return reader.stats_document(idx, query.make_filters(timezone=timezone, providers=(name,)), mode)
+    _check_known(idx.reader, "provider", (name,))
+    return documents.stats_json(idx, make_filters(timezone=timezone, providers=(name,)), mode)
 
 
-def top_sessions(idx: Index, f: query.Filters, mode: str, limit: int, by: str,
+def top_sessions(idx: Index, f: Filters, mode: str, limit: int, by: str,
                  tz: dt.tzinfo | None = None) -> Answer:
     """The costliest (or largest) root sessions, each with its subagents rolled up, in the shape of
-    `session --json`. The trees are chosen in SQL (`query.top_trees`); only theirs are built, so
-    time and memory do not grow with the store's sessions."""
+    `session --json`. The trees are chosen in SQL (`IndexReader.top_trees`); only theirs are built,
+    so time and memory do not grow with the store's sessions."""
     if not 1 <= limit <= MAX_LIMIT:
         raise bad_argument(f"limit must be between 1 and {MAX_LIMIT} (got {limit})")
     if by not in SORT_KEYS:
         raise bad_argument(f"by must be one of {', '.join(SORT_KEYS)} (got {by!r})")
 
-    def key(n: dict) -> tuple:
+    def key(n: Doc) -> tuple[Any, ...]:
         r = n["rollup"]
         main = (r["cost"]["usd"], r["tokens"]["total"]) if by == "cost" else (r["tokens"]["total"], r["cost"]["usd"])
         return (*main, n["time_created"] or 0, n["id"])
 
-    chosen, total = query.top_trees(idx.con, f, mode, by, limit)
-    with scope.only(idx.con, chosen):
-        best = sorted(query.sessions(idx.con, f, mode), key=key, reverse=True)
+    chosen, total = idx.reader.top_trees(f, mode, by, limit)
+    rows = idx.reader.sessions(dataclasses.replace(f, sessions=frozenset(chosen)), mode)
+    best = sorted(documents.session_trees(rows), key=key, reverse=True)
     doc = {"ocsight": __version__, "filters": f.description, "cost_mode": mode, "by": by, "sessions": best,
            "total_sessions": total}
     return Answer(doc, _top_text(doc, describe(f), tz))
 
 
-def provider_trends(idx: Index, f: query.Filters, mode: str, interval: str, tz: dt.tzinfo | None) -> Answer:
+def provider_trends(idx: Index, f: Filters, mode: str, interval: str, tz: dt.tzinfo | None) -> Answer:
     """Usage per day or week (as `daily --json` / `weekly --json`), in all and per provider."""
     if interval not in INTERVALS:
         raise bad_argument(f"interval must be one of {', '.join(INTERVALS)} (got {interval!r})")
-    overall = query.periods(idx.con, f, mode, interval, tz, breakdown=True)
+    overall = documents.periods_json(idx.reader.periods(f, mode, interval, tz, breakdown=True))
     names = sorted({m["provider"] for p in overall for m in p.pop("models")})
     per_provider = [
-        {"provider": name, "periods": query.periods(idx.con, dataclasses.replace(f, providers=(name,)), mode,
-                                                     interval, tz)}
+        {"provider": name, "periods": documents.periods_json(
+            idx.reader.periods(dataclasses.replace(f, providers=(name,)), mode, interval, tz))}
         for name in names
     ]
     per_provider.sort(key=lambda e: -sum(p["cost"]["usd"] for p in e["periods"]))
@@ -210,28 +179,26 @@ def session_details(idx: Index, session_id: str, mode: str, timezone: str | None
     """One session, all time: its own usage and tool calls, its subagents (nested, as in
     `session --json`), and the `stats --json` breakdowns of the session with its subagents."""
     sid = session_id.strip()
-    con = idx.con
+    reader = idx.reader
     if not sid:
         raise bad_argument("id must be a session ID such as ses_...")
-    tree = scope.subtree(con, sid)
-    f = query.make_filters(timezone=timezone)
-    with scope.only(con, tree):
-        node = next((n for n in query.sessions(con, f, mode) if n["id"] == sid), None)
-        if node is None:
-            known = con.execute("SELECT 1 FROM main.session WHERE id = ?", (sid,)).fetchone()
-            raise NotFound(f"session {sid!r} has no model usage" if known else
-                           f"unknown session {sid!r} (top_sessions lists session IDs)")
-        with_subagents = query.stats(con, f, mode)
-    with scope.only(con, [sid]):
-        own_tools = query.stats(con, f, mode)["by_tool"]
+    every = make_filters(timezone=timezone)
+    tree = dataclasses.replace(every, sessions=frozenset(reader.subtree(sid)))
+    node = next((n for n in documents.session_trees(reader.sessions(tree, mode)) if n["id"] == sid), None)
+    if node is None:
+        raise NotFound(f"session {sid!r} has no model usage" if reader.has_session(sid) else
+                       f"unknown session {sid!r} (top_sessions lists session IDs)")
+    with_subagents = documents.breakdown_json(reader.breakdown(tree, mode))
+    own_tools = documents.breakdown_json(reader.breakdown(dataclasses.replace(every, sessions=frozenset([sid])),
+                                                          mode))["by_tool"]
     doc = {"ocsight": __version__, "cost_mode": mode, "session": node, "by_tool": own_tools,
            "with_subagents": with_subagents}
-    return Answer(doc, _session_text(doc, query.resolve_timezone(timezone)))
+    return Answer(doc, _session_text(doc, resolve_timezone(timezone)))
 
 
 def refresh(idx: Index, seconds: float) -> Answer:
     """What the refresh before this answer read, and what the index holds."""
-    info = reader.source_info(idx)
+    info = documents.source_json(idx)
     changed = None if idx.touched is None else len(idx.touched)
     read = "full" if changed is None else "incremental" if changed else "unchanged"
     doc = {"ocsight": __version__, "index": info["index"], "read": read, "changed_sessions": changed,
@@ -247,7 +214,7 @@ def usd(x: float) -> str:
     return f"${x:,.4f}"
 
 
-def describe(f: query.Filters) -> str:
+def describe(f: Filters) -> str:
     """The window and filters in words: "the last 7 days (Europe/Paris), provider anthropic"."""
     d = f.description
     if d.get("days"):

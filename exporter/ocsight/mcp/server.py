@@ -116,7 +116,7 @@ def build(service: Service) -> MCPServer:
             raise ResourceError(str(e)) from None
 
     def window(idx: Index, w: Window):
-        return answers.filters(idx.con, w, cfg.timezone)
+        return answers.filters(idx.reader, w, cfg.timezone)
 
     # -- tools -------------------------------------------------------------------------------------
 
@@ -206,8 +206,7 @@ def build(service: Service) -> MCPServer:
 
         def values() -> list[str]:
             try:
-                return service.answer(lambda idx: answers.known_values(idx.con, dim, argument.value,
-                                                                       MAX_COMPLETIONS + 1))
+                return service.answer(lambda idx: idx.reader.known_values(dim, argument.value, MAX_COMPLETIONS + 1))
             except OcsightError:
                 return []
 

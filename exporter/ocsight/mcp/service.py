@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from ocsight import query, reader
+from ocsight import reading
 from ocsight.errors import NoData, OcsightError
+from ocsight.filters import resolve_timezone
 from ocsight.index import Index
 
 log = logging.getLogger("ocsight.mcp")
@@ -31,13 +32,13 @@ CACHE_KIB = -2000  # SQLite's page cache per answer, in KiB (negative), instead 
 class Config:
     """What the server reads and how it counts: the merged settings and flags of `ocsight mcp`."""
 
-    read: reader.ReadOptions
+    read: reading.ReadOptions
     cost_mode: str
     timezone: str | None
 
     @property
     def tz(self) -> dt.tzinfo | None:
-        return query.resolve_timezone(self.timezone)
+        return resolve_timezone(self.timezone)
 
 
 class Service:
@@ -51,7 +52,7 @@ class Service:
     def _index(self) -> Iterator[tuple[Index, float]]:
         """The index, refreshed now (and the seconds that took); on the index thread only."""
         started = time.perf_counter()
-        idx = reader.open_index(self.read)
+        idx = reading.open_index(self.read)
         seconds = time.perf_counter() - started
         # Answers scan the cubes once: a smaller page cache than a refresh's costs no time here.
         idx.con.execute(f"PRAGMA cache_size = {CACHE_KIB}")

@@ -7,12 +7,12 @@ re-sends at most what was not yet acknowledged (and span IDs make a re-send harm
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from pathlib import Path
 
+from ocsight import paths
 from ocsight.errors import OcsightError
-from ocsight.sqlite_library import sqlite3
-from ocsight.store import locate
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
@@ -21,13 +21,9 @@ SCHEMA = [
 ]
 
 
-def state_home() -> Path:
-    return locate._xdg("XDG_STATE_HOME", ".local/state")
-
-
 def default_path(sources_key: str, destination: str) -> Path:
     digest = hashlib.sha256(f"{sources_key}\n{destination}".encode()).hexdigest()[:16]
-    return state_home() / "ocsight" / f"watch-{digest}.sqlite"
+    return paths.state_home() / "ocsight" / f"watch-{digest}.sqlite"
 
 
 class Checkpoint:

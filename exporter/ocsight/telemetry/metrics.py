@@ -18,6 +18,7 @@ Prometheus names (the sidecar's endpoint and the collector's agree; `tests/metri
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,9 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes
 
-from ocsight.query import CUBE_FROM, PICO, PROJECT_SQL, TOKEN_KEYS, cost_columns, mcp_server
-from ocsight.records import Message, ToolCall
-from ocsight.sqlite_library import sqlite3
-from ocsight.store.extract import BUCKET_MS
+from ocsight.index import IndexReader
+from ocsight.model import PICO, Message, ToolCall, mcp_server
+from ocsight.normalise import TOKEN_KEYS
 from ocsight.telemetry.spans import PROJECT, TOOL_ERROR, provider_name
 
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
@@ -40,7 +40,6 @@ TOOL_SERVER = "ocsight.tool.server"  # an MCP tool's server; "opencode" for Open
 PERIOD = "ocsight.budget.period"
 CARDINALITY_LIMIT = 1_000_000
 ALL_PROJECTS = "*"
-DIMENSIONS = f"c.provider, c.model, c.agent, {PROJECT_SQL}, s.parent_id IS NOT NULL"
 
 
 def _model_labels(provider: str, model: str) -> dict:
@@ -59,74 +58,53 @@ def period_starts(now: dt.datetime) -> dict[str, dt.datetime]:
 
 
 class Totals:
-    """Reads the index's cumulative totals for the observable instruments (its own read-only connection)."""
+    """Reads the index's cumulative totals for the index-derived instruments (on a read-only
+    connection of its own, opened for each reading: the metric reader runs on its own thread)."""
 
     def __init__(self, index_path: Callable[[], Path | None], cost_mode: str, tz: dt.tzinfo | None = None) -> None:
         self.path, self.mode, self.tz = index_path, cost_mode, tz
 
-    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _read(self, query: Callable[[IndexReader], list[Any]]) -> list[Any]:
         path = self.path()
         if path is None or not path.exists():
             return []
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
-            return con.execute(sql, args).fetchall()
+            return query(IndexReader(con))
         except sqlite3.DatabaseError:
             return []  # not built yet
         finally:
             con.close()
 
-    def usage(self) -> list[tuple]:
+    def usage(self) -> list[Any]:
         """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated), a row per label set."""
-        stored, est, _unpriced = cost_columns(self.mode)
-        return self._rows(
-            f"SELECT {DIMENSIONS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est} "
-            f"{CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5")
+        return self._read(lambda r: r.usage_by_labels(self.mode))
 
-    def errors(self) -> list[tuple]:
+    def errors(self) -> list[Any]:
         """(provider, model, agent, project, subagent, error type, failed calls)."""
-        return self._rows(
-            f"SELECT {DIMENSIONS}, c.error, sum(c.messages) {CUBE_FROM.format(cube='usage_cube')} "
-            f"WHERE c.role = 'assistant' AND c.error IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6")
+        return self._read(lambda r: r.errors_by_labels())
 
-    def sessions(self) -> list[tuple]:
-        """(provider, model, agent, project, subagent, sessions): each session once, under its first
-        model call's labels, so the series add up to the number of sessions."""
-        return self._rows(
-            f"""SELECT provider, model, agent, project, subagent, count(*) FROM (
-                SELECT c.provider, c.model, c.agent, {PROJECT_SQL} AS project, s.parent_id IS NOT NULL AS subagent,
-                    row_number() OVER (PARTITION BY c.session_id ORDER BY c.bucket, c.rowid) AS n
-                {CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant')
-            WHERE n = 1 GROUP BY 1, 2, 3, 4, 5"""
-        )
+    def sessions(self) -> list[Any]:
+        """(provider, model, agent, project, subagent, sessions)."""
+        return self._read(lambda r: r.sessions_by_labels())
 
-    def tools(self) -> list[tuple]:
-        """(provider, model, project, tool, calls, errors): tools are the largest label space, so
-        they go without agent and subagent."""
-        return self._rows(
-            f"SELECT c.provider, c.model, {PROJECT_SQL}, c.tool, sum(c.calls), sum(c.errors) "
-            f"{CUBE_FROM.format(cube='tool_cube')} GROUP BY 1, 2, 3, 4"
-        )
+    def tools(self) -> list[Any]:
+        """(provider, model, project, tool, calls, errors)."""
+        return self._read(lambda r: r.tools_by_labels())
 
-    def unpriced(self) -> list[tuple]:
-        _stored, _est, unpriced = cost_columns(self.mode)
-        return self._rows(f"SELECT c.provider, c.model, {unpriced} FROM usage_cube c WHERE c.role = 'assistant' "
-                          "GROUP BY 1, 2")
+    def unpriced(self) -> list[Any]:
+        return self._read(lambda r: r.unpriced_by_model(self.mode))
 
     def spend(self, now: dt.datetime | None = None) -> list[tuple[str, str, float]]:
-        """(period, project or '*', USD) for the current day, week and month in the configured zone.
-
-        Every real zone's midnight falls on a cube bucket's edge, so the sums are exact."""
+        """(period, project or '*', USD) for the current day, week and month in the configured zone."""
         # naive local time when no zone is set: its .timestamp() then knows the local DST rules
         now = now or dt.datetime.now(self.tz)
-        stored, est, _unpriced = cost_columns(self.mode)
         out: list[tuple[str, str, float]] = []
         for period, start in period_starts(now).items():
-            bucket = int(start.timestamp() * 1000) // BUCKET_MS
-            rows = self._rows(f"SELECT {PROJECT_SQL}, {stored} + {est} {CUBE_FROM.format(cube='usage_cube')} "
-                              "WHERE c.role = 'assistant' AND c.bucket >= ? GROUP BY 1", (bucket,))
-            out.append((period, ALL_PROJECTS, sum(r[1] or 0 for r in rows) / PICO))
-            out += [(period, project, (pico or 0) / PICO) for project, pico in rows]
+            since_ms = int(start.timestamp() * 1000)
+            rows: list[tuple[str, int]] = self._read(lambda r, ms=since_ms: r.spend_by_project(self.mode, ms))
+            out.append((period, ALL_PROJECTS, sum(pico for _p, pico in rows) / PICO))
+            out += [(period, project, pico / PICO) for project, pico in rows]
         return out
 
 

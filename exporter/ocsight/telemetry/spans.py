@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
 
-from ocsight.records import Message, Records, ToolCall
+from ocsight.model import Message, Records, ToolCall
 
 # OpenCode providerIDs -> the conventions' well-known `gen_ai.provider.name` values.
 PROVIDER_NAMES = {

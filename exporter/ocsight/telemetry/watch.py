@@ -15,10 +15,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ocsight import index as index_mod
-from ocsight import reader
+from ocsight import paths, reading
 from ocsight.errors import NoData, OcsightError
-from ocsight.store import locate
+from ocsight.index import Index, IndexReader, index_path
+from ocsight.sources import locate
 from ocsight.telemetry import checkpoint as cp
 from ocsight.telemetry import otlp
 from ocsight.telemetry import spans as mapping
@@ -36,7 +36,7 @@ SQLITE_SOFT_HEAP = 8 << 20
 
 @dataclass
 class WatchOptions:
-    read: reader.ReadOptions
+    read: reading.ReadOptions
     protocol: str = "http/protobuf"
     backfill: bool = False
     since_ms: int | None = None  # with backfill: only records from then on
@@ -54,7 +54,7 @@ class Sidecar:
         opts.read = dataclasses.replace(opts.read, index_name="watch", lean_memory=True)
         self.opts = opts
         # OpenCode may not have written anything yet: follow the directories until it does.
-        self.dirs = [locate.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]
+        self.dirs = [paths.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]
         key = "\n".join(str(d.resolve()) for d in self.dirs)
         self.resource = otlp.resource()
         self.span_exporter = span_exporter or otlp.span_exporter(opts.protocol)
@@ -71,7 +71,7 @@ class Sidecar:
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.metrics.view import View
 
-        from ocsight.query import resolve_timezone
+        from ocsight.filters import resolve_timezone
         from ocsight.telemetry import indexed, metrics
 
         self.totals = metrics.Totals(self._index_path, opts.read.cost_mode, resolve_timezone(opts.timezone))
@@ -126,7 +126,7 @@ class Sidecar:
                 sources = locate.locate(self.opts.read.data_dirs, demo=self.opts.read.demo)
             except OcsightError:
                 return None
-            self._index_file = index_mod.index_path(sources, "watch")
+            self._index_file = index_path(sources, "watch")
         return self._index_file
 
     def _health(self) -> None:
@@ -153,38 +153,36 @@ class Sidecar:
         Raises `ExportFailed` when the receiver did not acknowledge (nothing is marked then)."""
         started = int(time.time() * 1000)
         try:
-            idx = reader.open_index(self.opts.read)
+            idx = reading.open_index(self.opts.read)
         except NoData:
             return 0  # not yet: OpenCode has not written anything
         with idx:
-            self.skipped = idx.con.execute("SELECT count(*) FROM skipped").fetchone()[0]
+            self.skipped = idx.reader.skipped_count()
             if self.last_cycle_ms is None or idx.touched is None:
                 # first cycle, or the index was rebuilt: every session active since the floor
-                rows = idx.con.execute(
-                    "SELECT id FROM session WHERE coalesce(time_updated, time_created, 0) >= ?", (self._floor() or 0,))
-                changed = {r[0] for r in rows} | (idx.touched or set())
+                changed = set(idx.reader.sessions_active_since(self._floor() or 0)) | (idx.touched or set())
             else:
                 changed = set(idx.touched)  # what the refresh found new or rewritten
             wanted = changed | self.checkpoint.open_sessions()
             # a subagent's spans hang under its parent's task call: read the whole family
-            family, parents = _families(idx.con, wanted)
-        if not family:
-            self.last_cycle_ms = started
-            return 0
-        sent, open_sessions = 0, set()
-        for chunk in _chunks(family, parents, CHUNK_SESSIONS):  # memory stays bounded on a backfill
-            n, still_open = self._send(chunk)
-            sent += n
-            open_sessions |= still_open
+            family, parents = _families(idx.reader, wanted)
+            if not family:
+                self.last_cycle_ms = started
+                return 0
+            sent, open_sessions = 0, set()
+            for chunk in _chunks(family, parents, CHUNK_SESSIONS):  # memory stays bounded on a backfill
+                n, still_open = self._send(idx, chunk)
+                sent += n
+                open_sessions |= still_open
         self.pending_since: float | None = None  # end of the oldest finished record not yet acknowledged
         self.checkpoint.set_open_sessions(open_sessions)
         self.last_cycle_ms = started
         return sent
 
-    def _send(self, sessions: list[str]) -> tuple[int, set[str]]:
+    def _send(self, idx: Index, sessions: list[str]) -> tuple[int, set[str]]:
         """Sends the unsent finished records of some whole session families; returns (spans sent,
         sessions with unfinished records)."""
-        recs = reader.read_records(self.opts.read, sessions, every_step=False)  # spans are made of messages
+        recs = reading.read_records(idx, sessions, every_step=False)  # spans are made of messages
         all_spans = mapping.spans(recs, self.opts.read.cost_mode, self.opts.include_content)
         floor = self._floor()
         fresh = [s for s in all_spans if floor is None or s.start_ns >= floor * 1_000_000]
@@ -284,7 +282,7 @@ class ExportFailed(Exception):
 
 def _soft_heap_limit(limit: int) -> int:
     """Sets SQLite's soft heap limit (for every connection of the process); returns the one before."""
-    from ocsight.sqlite_library import sqlite3
+    import sqlite3
 
     con = sqlite3.connect(":memory:")
     try:
@@ -302,9 +300,9 @@ def _destination(proto: str) -> str:
                      or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "default"])
 
 
-def _families(con, sessions: set[str]) -> tuple[set[str], dict[str, str | None]]:
+def _families(reader: IndexReader, sessions: set[str]) -> tuple[set[str], dict[str, str | None]]:
     """The sessions with their ancestors and descendants, and every session's parent."""
-    parent = dict(con.execute("SELECT id, parent_id FROM session").fetchall())
+    parent = reader.parents()
     children: dict[str, list[str]] = {}
     for sid, pid in parent.items():
         if pid:

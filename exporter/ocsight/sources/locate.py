@@ -1,4 +1,4 @@
-"""Finding OpenCode's data: data directories, databases, the legacy JSON tree and price catalogues."""
+"""Finding OpenCode's data: data directories, their databases and legacy JSON trees."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocsight import paths
 from ocsight.errors import NoData, OcsightError
-
-DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
 
 @dataclass(frozen=True)
@@ -26,23 +25,6 @@ class Sources:
         return "\n".join(str(p) for p in (*self.databases, *self.legacy_dirs))
 
 
-def _xdg(name: str, fallback: str) -> Path:
-    value = os.environ.get(name)
-    return Path(value) if value and os.path.isabs(value) else Path.home() / fallback
-
-
-def default_data_dir() -> Path:
-    return _xdg("XDG_DATA_HOME", ".local/share") / "opencode"
-
-
-def cache_home() -> Path:
-    return _xdg("XDG_CACHE_HOME", ".cache")
-
-
-def config_home() -> Path:
-    return _xdg("XDG_CONFIG_HOME", ".config")
-
-
 def requested_data_dirs(explicit: tuple[str, ...] | list[str] = ()) -> tuple[list[Path], bool]:
     """The data directories asked for, and whether the user named them (flag or environment)."""
     if explicit:
@@ -51,7 +33,7 @@ def requested_data_dirs(explicit: tuple[str, ...] | list[str] = ()) -> tuple[lis
     if env:
         parts = [p for chunk in env.split(os.pathsep) for p in chunk.split(",") if p.strip()]
         return [Path(p.strip()).expanduser() for p in parts], True
-    return [default_data_dir()], False
+    return [paths.default_data_dir()], False
 
 
 def _databases_in(data_dir: Path) -> list[Path]:
@@ -74,7 +56,8 @@ def _looks_like_storage(path: Path) -> bool:
 def locate(explicit: tuple[str, ...] | list[str] = (), demo: bool = False) -> Sources:
     """Resolves data directories into sources, or raises a one-line error that says where it looked."""
     if demo:
-        return Sources((DEMO_DIR,), tuple(_databases_in_plain(DEMO_DIR)), (DEMO_DIR / "storage",), demo=True)
+        demo_dir = paths.DEMO_DIR
+        return Sources((demo_dir,), tuple(_databases_in_plain(demo_dir)), (demo_dir / "storage",), demo=True)
     dirs, _named = requested_data_dirs(explicit)
     databases: list[Path] = []
     legacy: list[Path] = []
@@ -102,10 +85,10 @@ def _databases_in_plain(data_dir: Path) -> list[Path]:
     return sorted(p for p in data_dir.glob("opencode*.db") if p.is_file())
 
 
-def _dedupe(paths: list[Path]) -> list[Path]:
+def _dedupe(found: list[Path]) -> list[Path]:
     seen: set[Path] = set()
     out = []
-    for p in paths:
+    for p in found:
         r = p.resolve()
         if r not in seen:
             seen.add(r)
@@ -115,24 +98,5 @@ def _dedupe(paths: list[Path]) -> list[Path]:
 
 def has_default_data() -> bool:
     """Whether the machine has OpenCode data where OpenCode keeps it (used to fall back to the demo)."""
-    d = default_data_dir()
+    d = paths.default_data_dir()
     return d.is_dir() and (any(d.glob("opencode*.db")) or (d / "storage").is_dir())
-
-
-def models_json_paths() -> list[Path]:
-    """OpenCode's price catalogue: OPENCODE_MODELS_PATH, else its models.dev cache."""
-    env = os.environ.get("OPENCODE_MODELS_PATH")
-    if env:
-        return [Path(env).expanduser()]
-    base = cache_home() / "opencode"
-    return [base / "models.json", *sorted(base.glob("models-*.json"))]
-
-
-def opencode_config_paths() -> list[Path]:
-    """OpenCode's global config files, which may define custom providers with their prices."""
-    base = config_home() / "opencode"
-    env = os.environ.get("OPENCODE_CONFIG")
-    paths = [base / name for name in ("config.json", "opencode.json", "opencode.jsonc")]
-    if env:
-        paths.append(Path(env).expanduser())
-    return [p for p in paths if p.is_file()]

@@ -61,7 +61,7 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
     """The overview (`analyze`); `detailed` (`stats`) shows every row and every token type."""
     console = console or Console()
     limit = None if detailed else 10
-    from ocsight.report.tables import COMPACT_NOTE, FULL, WIDE, token_kinds
+    from ocsight.reports.tables import COMPACT_NOTE, FULL, WIDE, token_kinds
 
     kinds = token_kinds(console.width) if detailed else ()
     t = doc["totals"]

@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ocsight.normalise import TOKEN_KEYS
-from ocsight.report.summary import money, short_path, tokens
+from ocsight.reports.summary import money, short_path, tokens
 
 PERIOD_TITLES = {"day": "Daily usage", "week": "Weekly usage (weeks start on Monday)", "month": "Monthly usage"}
 

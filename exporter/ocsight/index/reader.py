@@ -1,0 +1,519 @@
+"""The index's typed reader: the one place that says what "tokens by model" means.
+
+Every consumer (reports, exports, the sidecar's metrics, the MCP server) asks these methods, and
+none of them names a table. Counting rules (documented in the README under `stats --json`):
+
+- a message counts when its creation time is in the window and it matches every filter;
+- `sessions` are distinct sessions with at least one counted message; a subagent session is one with
+  a parent session;
+- tokens are the normalised disjoint counts (`ocsight.normalise`);
+- cost follows the cost mode: `stored` is what OpenCode recorded, `estimated` what ocsight calculated
+  from prices, both in integer picodollars; `unpriced` counts messages with tokens whose cost the
+  mode needed but no price source knows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ocsight.filters import Filters
+from ocsight.model import Project, Session, Tokens
+from ocsight.normalise import TOKEN_KEYS
+from ocsight.pricing.rates import PriceRow
+from ocsight.sources.staging import BUCKET_MS
+
+PROJECT_SQL = "coalesce(nullif(p.worktree, '/'), s.directory, p.worktree, '(unknown)')"
+CUBE_FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"
+GRAINS = ("day", "week", "month")
+DIMENSIONS = ("provider", "model", "agent", "project", "session")
+Args = list[object]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Usage of some assistant messages: counts, disjoint tokens and cost in picodollars."""
+
+    sessions: int
+    messages: int
+    tokens: Tokens
+    stored_pico: int
+    estimated_pico: int
+    unpriced: int
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """Usage under one key of a breakdown: `key` holds the values of its dimensions, in order."""
+
+    key: tuple[str, ...]
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Totals:
+    sessions: int
+    subagent_sessions: int
+    user_messages: int
+    assistant_messages: int
+    errors: int
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    tool: str
+    calls: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Everything `stats` shows for some filters."""
+
+    totals: Totals
+    by_provider: list[Grouped]
+    by_model: list[Grouped]
+    by_agent: list[Grouped]
+    by_project: list[Grouped]
+    tools: list[ToolUse]
+    errors: list[tuple[str, int]]  # (error name, assistant messages)
+    unpriced: list[tuple[str, str, int]]  # (provider, model, messages)
+
+
+@dataclass(frozen=True)
+class Period:
+    period: str
+    usage: Usage
+    models: list[Grouped] | None  # (provider, model) inside the period, when broken down
+
+
+@dataclass(frozen=True)
+class SessionUsage:
+    """One session's own usage in a window."""
+
+    id: str
+    has_record: bool  # the index holds its session record (not only messages)
+    parent_id: str | None
+    title: str | None
+    version: str | None
+    time_created: int | None
+    project: str
+    models: list[str]
+    agents: list[str]
+    errors: int
+    tool_calls: int
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class RecordCounts:
+    projects: int
+    sessions: int
+    messages: int
+    tool_calls: int
+
+
+def cost_columns(mode: str) -> tuple[str, str, str]:
+    """SQL for the (stored, estimated, unpriced) sums of cube rows `c` under a cost mode."""
+    if mode == "stored":
+        return "sum(c.stored_pico)", "0", "sum(c.unpriced_zero)"
+    if mode == "calculate":
+        return "0", "sum(c.est_all_pico)", "sum(c.unpriced_all)"
+    return "sum(c.stored_pico)", "sum(c.est_zero_pico)", "sum(c.unpriced_zero)"
+
+
+def where(f: Filters) -> tuple[str, Args]:
+    """A WHERE clause over a cube row `c` joined to its session `s` and project `p`."""
+    terms, args = ["1"], []
+    if f.since_ms is not None:
+        terms.append("c.bucket >= ?")
+        args.append(f.since_ms // BUCKET_MS)
+    if f.until_ms is not None:
+        terms.append("c.bucket < ?")
+        args.append(-(-f.until_ms // BUCKET_MS))
+    for col, values in (("c.provider", f.providers), ("c.agent", f.agents)):
+        if values:
+            terms.append(f"lower({col}) IN ({', '.join('?' * len(values))})")
+            args += [v.lower() for v in values]
+    if f.models:
+        # a model matches by its ID, or as provider/model
+        terms.append(
+            "(" + " OR ".join("(lower(c.model) = ? OR lower(c.provider || '/' || c.model) = ?)" for _ in f.models) + ")"
+        )
+        for v in f.models:
+            args += [v.lower(), v.lower()]
+    if f.projects:
+        terms.append("(" + " OR ".join(f"instr({PROJECT_SQL}, ?) > 0" for _ in f.projects) + ")")
+        args += list(f.projects)
+    if f.sessions is not None:
+        terms.append("c.session_id IN (SELECT value FROM json_each(?))")
+        args.append(json.dumps(sorted(f.sessions)))
+    return " AND ".join(terms), args
+
+
+def _from_filtered(cube: str, f: Filters) -> str:
+    """`CUBE_FROM`, without the joins when nothing but the filters needs them (they cost half the query)."""
+    return CUBE_FROM.format(cube=cube) if f.projects else f"FROM {cube} c"
+
+
+def _usage(row: sqlite3.Row) -> Usage:
+    return Usage(row["sessions"], row["messages"], Tokens(*(row[k] for k in TOKEN_KEYS)),
+                 row["stored"], row["estimated"], row["unpriced"])
+
+
+def period_of(grain: str, tz: dt.tzinfo | None) -> Callable[[int], str]:
+    """A function from a cube bucket to its period's label in `tz`: `2026-11-24` (day), the Monday
+    starting the ISO week (week), `2026-11` (month)."""
+    labels: dict[int, str] = {}
+
+    def label(bucket: int) -> str:
+        out = labels.get(bucket)
+        if out is None:
+            day = dt.datetime.fromtimestamp(bucket * BUCKET_MS / 1000, tz).date()
+            if grain == "week":
+                out = (day - dt.timedelta(days=day.weekday())).isoformat()
+            elif grain == "month":
+                out = f"{day.year:04d}-{day.month:02d}"
+            else:
+                out = day.isoformat()
+            labels[bucket] = out
+        return out
+
+    return label
+
+
+class IndexReader:
+    """Typed queries over the index (on its connection; the index refreshes before they are asked)."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.con = con
+
+    def _rows(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+        cur = self.con.cursor()
+        cur.row_factory = sqlite3.Row
+        return cur.execute(sql, args).fetchall()
+
+    # -- usage ---------------------------------------------------------------------------------------
+
+    def breakdown(self, f: Filters, mode: str) -> Breakdown:
+        """Totals and the breakdowns of `stats`. The assistant messages' usage is first reduced to one
+        row per (session, provider, model, agent) in the window; every breakdown groups that."""
+        con = self.con
+        clause, args = where(f)
+        stored, est, unpriced = cost_columns(mode)
+        tools = self._rows(
+            f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_from_filtered('tool_cube', f)} "
+            f"WHERE {clause} GROUP BY c.tool ORDER BY calls DESC, c.tool", args)
+        errors = self._rows(
+            f"SELECT c.error, sum(c.messages) AS n {_from_filtered('usage_cube', f)} WHERE {clause} "
+            f"AND c.role = 'assistant' AND c.error IS NOT NULL GROUP BY c.error ORDER BY n DESC, c.error", args)
+        (counts,) = self._rows(
+            "SELECT count(DISTINCT c.session_id) AS sessions, "
+            "count(DISTINCT CASE WHEN s.parent_id IS NOT NULL THEN c.session_id END) AS sub, "
+            "coalesce(sum(CASE WHEN c.role = 'user' THEN c.messages END), 0) AS user, "
+            "coalesce(sum(CASE WHEN c.role = 'assistant' THEN c.messages END), 0) AS assistant, "
+            "coalesce(sum(CASE WHEN c.role = 'assistant' AND c.error IS NOT NULL THEN c.messages END), 0) AS errors "
+            f"{CUBE_FROM.format(cube='usage_cube')} WHERE {clause}", args)
+        con.execute("DROP TABLE IF EXISTS temp.g")
+        con.execute(
+            f"""CREATE TEMP TABLE g AS SELECT c.provider, c.model, c.agent, c.session_id,
+                {PROJECT_SQL} AS project, sum(c.messages) AS messages,
+                {", ".join(f"sum(c.{k}) AS {k}" for k in TOKEN_KEYS)},
+                {stored} AS stored, {est} AS estimated, {unpriced} AS unpriced
+            {CUBE_FROM.format(cube="usage_cube")} WHERE {clause} AND c.role = 'assistant'
+            GROUP BY c.session_id, c.provider, c.model, c.agent""",
+            args,
+        )
+        try:
+            usage = ", ".join(
+                ["count(DISTINCT g.session_id) AS sessions"]
+                + [f"coalesce(sum(g.{k}), 0) AS {k}" for k in ("messages", *TOKEN_KEYS, "stored", "estimated",
+                                                                 "unpriced")])
+            all_usage = _usage(self._rows(f"SELECT {usage} FROM temp.g AS g")[0])
+
+            def grouped(keys: tuple[str, ...]) -> list[Grouped]:
+                cols = ", ".join(f"g.{k}" for k in keys)
+                rows = self._rows(
+                    f"SELECT {cols}, {usage} FROM temp.g AS g GROUP BY {cols} "
+                    f"ORDER BY sum(g.stored) + sum(g.estimated) DESC, "
+                    f"sum(g.input + g.output + g.reasoning + g.cache_read + g.cache_write) DESC, {cols}")
+                return [Grouped(tuple(r[k] for k in keys), _usage(r)) for r in rows]
+
+            by = {name: grouped(keys) for name, keys in (("provider", ("provider",)), ("model", ("provider", "model")),
+                                                       ("agent", ("agent",)), ("project", ("project",)))}
+            unpriced_models = self._rows(
+                "SELECT provider, model, sum(unpriced) AS n FROM temp.g WHERE unpriced > 0 GROUP BY 1, 2 "
+                "ORDER BY n DESC, 1, 2")
+        finally:
+            con.execute("DROP TABLE temp.g")
+        totals = Totals(counts["sessions"], counts["sub"], counts["user"], counts["assistant"], counts["errors"],
+                        all_usage)
+        return Breakdown(totals, by["provider"], by["model"], by["agent"], by["project"],
+                         [ToolUse(r["tool"], r["calls"], r["errors"]) for r in tools],
+                         [(r["error"], r["n"]) for r in errors],
+                         [(r["provider"], r["model"], r["n"]) for r in unpriced_models])
+
+    def periods(self, f: Filters, mode: str, grain: str, tz: dt.tzinfo | None,
+                breakdown: bool = False) -> list[Period]:
+        """Usage per day, week or month (in `tz`), oldest first; with `breakdown`, per model inside each."""
+        if grain not in GRAINS:
+            raise ValueError(f"unknown period {grain!r}")
+        self.con.create_function("ocsight_period", 1, period_of(grain, tz), deterministic=True)
+        clause, args = where(f)
+        stored, est, unpriced = cost_columns(mode)
+        usage = (f"count(DISTINCT c.session_id) AS sessions, sum(c.messages) AS messages, "
+                 f"{', '.join(f'sum(c.{k}) AS {k}' for k in TOKEN_KEYS)}, {stored} AS stored, {est} AS estimated, "
+                 f"{unpriced} AS unpriced")
+        base = f"{CUBE_FROM.format(cube='usage_cube')} WHERE {clause} AND c.role = 'assistant'"
+        rows = self._rows(f"SELECT ocsight_period(c.bucket) AS period, {usage} {base} GROUP BY 1 ORDER BY 1", args)
+        models: dict[str, list[Grouped]] = {}
+        if breakdown:
+            for r in self._rows(
+                f"SELECT ocsight_period(c.bucket) AS period, c.provider, c.model, {usage} {base} "
+                f"GROUP BY 1, 2, 3 ORDER BY 1, sum(c.stored_pico) + sum(c.est_all_pico) DESC, 2, 3", args):
+                models.setdefault(r["period"], []).append(Grouped((r["provider"], r["model"]), _usage(r)))
+        return [Period(r["period"], _usage(r), models.get(r["period"], []) if breakdown else None) for r in rows]
+
+    def sessions(self, f: Filters, mode: str) -> list[SessionUsage]:
+        """Sessions with counted messages, each with its own usage (unordered)."""
+        clause, args = where(f)
+        stored, est, unpriced = cost_columns(mode)
+        rows = self._rows(
+            f"""SELECT c.session_id AS id, s.id IS NOT NULL AS has_record, s.parent_id, s.title, s.version,
+                s.time_created, {PROJECT_SQL} AS project,
+                count(DISTINCT c.session_id) AS sessions, sum(c.messages) AS messages,
+                sum(CASE WHEN c.error IS NOT NULL THEN c.messages ELSE 0 END) AS errors,
+                {', '.join(f'sum(c.{k}) AS {k}' for k in TOKEN_KEYS)}, {stored} AS stored, {est} AS estimated,
+                {unpriced} AS unpriced, group_concat(DISTINCT c.provider || '/' || c.model) AS models,
+                group_concat(DISTINCT c.agent) AS agents
+            {CUBE_FROM.format(cube='usage_cube')} WHERE {clause} AND c.role = 'assistant'
+            GROUP BY c.session_id""", args)
+        tools = dict(self.con.execute(
+            f"SELECT c.session_id, sum(c.calls) {_from_filtered('tool_cube', f)} WHERE {clause} GROUP BY 1", args
+        ).fetchall())
+        return [SessionUsage(r["id"], bool(r["has_record"]), r["parent_id"], r["title"], r["version"],
+                             r["time_created"], r["project"],
+                             sorted(r["models"].split(",")) if r["models"] else [],
+                             sorted(r["agents"].split(",")) if r["agents"] else [],
+                             r["errors"], tools.get(r["id"], 0), _usage(r)) for r in rows]
+
+    def top_trees(self, f: Filters, mode: str, by: str, limit: int) -> tuple[list[str], int]:
+        """The sessions of the `limit` costliest (`by` "cost") or largest ("tokens") session trees,
+        and how many trees there are. A session sits under its parent when the parent has usage in
+        the window and a record; sessions in a parent cycle belong to no tree. Ranked in SQL on
+        exact sums, so only the chosen trees' sessions need building."""
+        con = self.con
+        clause, args = where(f)
+        stored, est, _unpriced = cost_columns(mode)
+        tokens = " + ".join(f"c.{k}" for k in TOKEN_KEYS)
+        main = "sum(n.pico) DESC, sum(n.tokens) DESC" if by == "cost" else "sum(n.tokens) DESC, sum(n.pico) DESC"
+        tables = ("ocsight_node", "ocsight_tree")
+        for t in tables:
+            con.execute(f"DROP TABLE IF EXISTS temp.{t}")
+        try:
+            con.execute("CREATE TEMP TABLE ocsight_node (id TEXT PRIMARY KEY, parent TEXT, known INTEGER, "
+                        "created INTEGER, pico INTEGER, tokens INTEGER, up TEXT) WITHOUT ROWID")
+            con.execute(
+                f"""INSERT INTO temp.ocsight_node SELECT c.session_id, s.parent_id, s.id IS NOT NULL, s.time_created,
+                    {stored} + {est}, sum({tokens}), NULL
+                {CUBE_FROM.format(cube='usage_cube')} WHERE {clause} AND c.role = 'assistant' GROUP BY c.session_id""",
+                args)
+            con.execute("UPDATE temp.ocsight_node SET up = parent WHERE parent IN "
+                        "(SELECT id FROM temp.ocsight_node WHERE known)")
+            con.execute("CREATE INDEX temp.ocsight_node_up ON ocsight_node (up)")
+            con.execute(
+                """CREATE TEMP TABLE ocsight_tree AS WITH RECURSIVE tree(id, root) AS (
+                    SELECT id, id FROM temp.ocsight_node WHERE up IS NULL
+                    UNION ALL SELECT n.id, tree.root FROM tree JOIN temp.ocsight_node n ON n.up = tree.id)
+                SELECT id, root FROM tree""")
+            total = con.execute("SELECT count(*) FROM temp.ocsight_tree WHERE id = root").fetchone()[0]
+            ids = con.execute(
+                f"""WITH top AS (SELECT t.root FROM temp.ocsight_tree t JOIN temp.ocsight_node n ON n.id = t.id
+                    GROUP BY t.root ORDER BY {main},
+                    max(CASE WHEN t.id = t.root THEN coalesce(n.created, 0) END) DESC, t.root DESC LIMIT ?)
+                SELECT t.id FROM temp.ocsight_tree t WHERE t.root IN (SELECT root FROM top)""", (limit,)).fetchall()
+        finally:
+            for t in tables:
+                con.execute(f"DROP TABLE IF EXISTS temp.{t}")
+        return [r[0] for r in ids], total
+
+    def latest_session(self) -> str | None:
+        """The session of the most recent model call or message (the one a live view follows)."""
+        row = self.con.execute("SELECT s.id FROM session s JOIN usage_cube c ON c.session_id = s.id "
+                               "ORDER BY c.bucket DESC, s.time_updated DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    # -- names -----------------------------------------------------------------------------------------
+
+    def known_values(self, dim: str, prefix: str = "", limit: int | None = None) -> list[str]:
+        """The values of one dimension that have model usage, for completion and for checking names.
+
+        Models are listed as `provider/model`, then as bare IDs. Sessions are the newest first; the
+        rest are sorted. Projects match `prefix` anywhere in their path, the rest at the start."""
+        usage = ("FROM usage_cube c LEFT JOIN session s ON s.id = c.session_id "
+                 "LEFT JOIN project p ON p.id = s.project_id WHERE c.role = 'assistant'")
+        values: list[str]
+        if dim == "provider":
+            values = [r[0] for r in self.con.execute(f"SELECT DISTINCT c.provider {usage} ORDER BY 1")]
+        elif dim == "model":
+            pairs = self.con.execute(f"SELECT DISTINCT c.provider, c.model {usage} ORDER BY 1, 2").fetchall()
+            values = [f"{p}/{m}" for p, m in pairs] + sorted({m for _p, m in pairs})
+        elif dim == "agent":
+            values = [r[0] for r in self.con.execute(f"SELECT DISTINCT c.agent {usage} ORDER BY 1")]
+        elif dim == "project":
+            values = [r[0] for r in self.con.execute(f"SELECT DISTINCT {PROJECT_SQL} {usage} ORDER BY 1")]
+        elif dim == "session":
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            values = [r[0] for r in self.con.execute(
+                "SELECT c.session_id FROM usage_cube c LEFT JOIN session s ON s.id = c.session_id "
+                "WHERE c.role = 'assistant' AND c.session_id LIKE ? ESCAPE '\\' GROUP BY c.session_id "
+                "ORDER BY max(s.time_created) DESC, c.session_id LIMIT ?", (escaped, limit or -1))]
+        else:
+            raise ValueError(dim)
+        if dim == "project":
+            values = [v for v in values if v and prefix.lower() in v.lower()]
+        elif prefix:
+            values = [v for v in values if v and v.lower().startswith(prefix.lower())]
+        return values[:limit] if limit else values
+
+    def subtree(self, session_id: str) -> list[str]:
+        """A session and every session below it (its subagents, theirs, ...), by the session records."""
+        return [r[0] for r in self.con.execute(
+            "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT s.id FROM session s JOIN tree ON s.parent_id = tree.id) "
+            "SELECT id FROM tree", (session_id,))]
+
+    def has_session(self, session_id: str) -> bool:
+        return self.con.execute("SELECT 1 FROM session WHERE id = ?", (session_id,)).fetchone() is not None
+
+    # -- records' metadata ---------------------------------------------------------------------------
+
+    def session_versions(self) -> dict[str, str | None]:
+        return dict(self.con.execute("SELECT id, version FROM session"))
+
+    def session_records(self, ids: Iterable[str] | None = None) -> list[Session]:
+        """Sessions (all, or these), oldest first."""
+        scope, args = _ids_scope("id", ids)
+        return [Session(*r) for r in self.con.execute(
+            "SELECT id, project_id, parent_id, directory, title, version, time_created, time_updated FROM session "
+            f"WHERE {scope} ORDER BY time_created, id", args)]
+
+    def project_records(self, session_ids: Iterable[str] | None = None) -> list[Project]:
+        """Projects (all, or those of these sessions), by ID."""
+        scope, args = _ids_scope("s.id", session_ids)
+        where_sessions = "" if session_ids is None else \
+            f"WHERE id IN (SELECT s.project_id FROM session s WHERE {scope}) "
+        return [Project(*r) for r in self.con.execute(
+            f"SELECT id, worktree, name FROM project {where_sessions}ORDER BY id", args)]
+
+    def parents(self) -> dict[str, str | None]:
+        """Every session's parent session (None for a root)."""
+        return dict(self.con.execute("SELECT id, parent_id FROM session").fetchall())
+
+    def sessions_active_since(self, ms: int) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT id FROM session WHERE coalesce(time_updated, time_created, 0) >= ?", (ms,))]
+
+    # -- what the index holds ------------------------------------------------------------------------
+
+    def record_counts(self) -> RecordCounts:
+        con = self.con
+        return RecordCounts(
+            con.execute("SELECT count(*) FROM project").fetchone()[0],
+            con.execute("SELECT count(*) FROM session").fetchone()[0],
+            con.execute("SELECT coalesce(sum(messages), 0) FROM usage_cube").fetchone()[0],
+            con.execute("SELECT coalesce(sum(calls), 0) FROM tool_cube").fetchone()[0],
+        )
+
+    def skipped(self) -> list[tuple[str, str, str]]:
+        """Every record a source could not give: (source, reference, reason), sorted."""
+        return [(s, r, why) for s, r, why in self.con.execute(
+            "SELECT source, ref, reason FROM skipped ORDER BY source, ref")]
+
+    def source_problems(self) -> list[tuple[str, str, str]]:
+        """What whole sources could not give (a foreign file, a database of another kind)."""
+        return [(s, r, why) for s, r, why in self.con.execute(
+            "SELECT source, ref, reason FROM skipped WHERE session_id IS NULL ORDER BY source, ref")]
+
+    def skipped_count(self) -> int:
+        return int(self.con.execute("SELECT count(*) FROM skipped").fetchone()[0])
+
+    def messages_without_session(self) -> int:
+        return int(self.con.execute(
+            "SELECT coalesce(sum(messages), 0) FROM usage_cube c WHERE NOT EXISTS (SELECT 1 FROM session s "
+            "WHERE s.id = c.session_id)").fetchone()[0])
+
+    def price_sources(self) -> list[tuple[str, str, str | None]]:
+        """(provider, model, where its price came from, None: unpriced) of every model with usage."""
+        return [(p, m, s) for p, m, s in self.con.execute(
+            "SELECT ps.provider, ps.model, ps.source FROM price_source ps WHERE (ps.provider, ps.model) IN "
+            "(SELECT c.provider, c.model FROM usage_cube c WHERE c.role = 'assistant') ORDER BY 1, 2")]
+
+    def priced_models(self) -> set[tuple[str, str]]:
+        """Every model the index has looked a price up for (priced or not)."""
+        return {(p, m) for p, m in self.con.execute("SELECT provider, model FROM price_source")}
+
+    def price_rows(self, pairs: Iterable[tuple[str, str]]) -> list[PriceRow]:
+        """The rates of these models (`pricing.rates.price_rows`'s shape)."""
+        wanted = json.dumps([list(p) for p in pairs])
+        return [(p, m, kind, size, i, o, cr, cw) for p, m, kind, size, i, o, cr, cw in self.con.execute(
+            "SELECT * FROM price WHERE (provider, model) IN (SELECT json_extract(value, '$[0]'), "
+            "json_extract(value, '$[1]') FROM json_each(?))", (wanted,))]
+
+    # -- the sidecar's metrics ---------------------------------------------------------------------------
+
+    def usage_by_labels(self, mode: str) -> list[tuple[object, ...]]:
+        """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated), a row per label set."""
+        stored, est, _unpriced = cost_columns(mode)
+        return self.con.execute(
+            f"SELECT {_LABELS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est} "
+            f"{CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5").fetchall()
+
+    def errors_by_labels(self) -> list[tuple[object, ...]]:
+        """(provider, model, agent, project, subagent, error type, failed calls)."""
+        return self.con.execute(
+            f"SELECT {_LABELS}, c.error, sum(c.messages) {CUBE_FROM.format(cube='usage_cube')} "
+            f"WHERE c.role = 'assistant' AND c.error IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6").fetchall()
+
+    def sessions_by_labels(self) -> list[tuple[object, ...]]:
+        """(provider, model, agent, project, subagent, sessions): each session once, under its first
+        model call's labels, so the series add up to the number of sessions."""
+        return self.con.execute(
+            f"""SELECT provider, model, agent, project, subagent, count(*) FROM (
+                SELECT c.provider, c.model, c.agent, {PROJECT_SQL} AS project, s.parent_id IS NOT NULL AS subagent,
+                    row_number() OVER (PARTITION BY c.session_id
+                        ORDER BY c.bucket, c.provider, c.model, c.agent, c.error) AS n
+                {CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant')
+            WHERE n = 1 GROUP BY 1, 2, 3, 4, 5""").fetchall()
+
+    def tools_by_labels(self) -> list[tuple[object, ...]]:
+        """(provider, model, project, tool, calls, errors)."""
+        return self.con.execute(
+            f"SELECT c.provider, c.model, {PROJECT_SQL}, c.tool, sum(c.calls), sum(c.errors) "
+            f"{CUBE_FROM.format(cube='tool_cube')} GROUP BY 1, 2, 3, 4").fetchall()
+
+    def unpriced_by_model(self, mode: str) -> list[tuple[object, ...]]:
+        """(provider, model, unpriced calls) of every model with usage."""
+        _stored, _est, unpriced = cost_columns(mode)
+        return self.con.execute(f"SELECT c.provider, c.model, {unpriced} FROM usage_cube c "
+                                "WHERE c.role = 'assistant' GROUP BY 1, 2").fetchall()
+
+    def spend_by_project(self, mode: str, since_ms: int) -> list[tuple[str, int]]:
+        """(project, picodollars) spent from `since_ms` on (a bucket boundary: every real zone's
+        midnight is one, so day, week and month sums are exact)."""
+        stored, est, _unpriced = cost_columns(mode)
+        return [(str(p), int(pico or 0)) for p, pico in self.con.execute(
+            f"SELECT {PROJECT_SQL}, {stored} + {est} {CUBE_FROM.format(cube='usage_cube')} "
+            "WHERE c.role = 'assistant' AND c.bucket >= ? GROUP BY 1", (since_ms // BUCKET_MS,))]
+
+
+_LABELS = f"c.provider, c.model, c.agent, {PROJECT_SQL}, s.parent_id IS NOT NULL"
+
+
+def _ids_scope(column: str, ids: Iterable[str] | None) -> tuple[str, Args]:
+    if ids is None:
+        return "1", []
+    return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(sorted(set(ids)))]

@@ -1,0 +1,45 @@
+"""Where things live on disk: the XDG base directories OpenCode and ocsight use, and the demo store.
+
+OpenCode keeps its data, cache and config under the XDG directories on Linux and macOS alike;
+ocsight keeps its index and price cache under `$XDG_CACHE_HOME/ocsight` and the sidecar's
+checkpoint under `$XDG_STATE_HOME/ocsight`, never inside OpenCode's directories.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+
+
+def _xdg(name: str, fallback: str) -> Path:
+    value = os.environ.get(name)
+    # the XDG spec ignores relative values
+    return Path(value) if value and os.path.isabs(value) else Path.home() / fallback
+
+
+def data_home() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share")
+
+
+def cache_home() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache")
+
+
+def config_home() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config")
+
+
+def state_home() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state")
+
+
+def default_data_dir() -> Path:
+    """OpenCode's data directory."""
+    return data_home() / "opencode"
+
+
+def ocsight_cache() -> Path:
+    """ocsight's own cache: the index files and the price cache."""
+    return cache_home() / "ocsight"

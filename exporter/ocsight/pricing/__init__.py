@@ -1,0 +1,1 @@
+"""Prices: where they come from (`catalogue`), their shape (`rates`), genai-prices (`genai`)."""

@@ -1,0 +1,1 @@
+"""Rendering only: terminal tables (`summary`, `tables`, `live`) and the JSON documents (`documents`)."""
