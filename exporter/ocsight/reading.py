@@ -45,12 +45,10 @@ def open_index(opts: ReadOptions, catalogue: Catalogue | None = None,
                progress: Callable[[str], None] | None = None) -> Index:
     """The refreshed and priced index for the requested sources; raises OcsightError for bad input.
 
-    `catalogue`: the price sources, when the caller started loading them already (`prefetch`)."""
+    `catalogue`: the price sources (by default those the options name)."""
     catalogue = catalogue or catalogue_for(opts)
     sources = locate.locate(opts.data_dirs, demo=opts.demo)
     idx = Index.open(sources, use_cache=opts.use_cache, name=opts.index_name, lean=opts.lean_memory)
-    if idx.is_new:
-        catalogue.prefetch()  # its first build meets every model at once
     try:
         idx.refresh(catalogue, progress)
     except sqlite3.DatabaseError as e:
@@ -69,16 +67,13 @@ def read_records(idx: Index, sessions: Iterable[str] | None = None, every_step: 
     Without `every_step`, model calls are read only where they make their message's tokens
     (OpenCode 0.x sessions): since 1.0 a message holds its one step's tokens."""
     wanted = None if sessions is None else tuple(sorted(set(sessions)))
-    versions = idx.reader.session_versions()
-    if wanted is not None:
-        versions = {s: versions[s] for s in wanted if s in versions}
     for _attempt in range(3):
         dbs = [OpenCodeDatabase(p, rank) for rank, p in enumerate(idx.sources.databases)]
         usable = [db for db in dbs if not db.empty]
         job = staging.ReadJob(
             tuple(staging.Database.of(db) for db in usable),
             tuple(staging.Tree(str(p), rank) for rank, p in enumerate(idx.sources.legacy_dirs, 1000)),
-            staging.Scope(sessions=wanted), versions, detail=True, every_step=every_step, lean=idx.lean)
+            staging.Scope(sessions=wanted), detail=True, every_step=every_step, lean=idx.lean)
         read = staging.stage(job)
         try:
             pairs = read.model_pairs()

@@ -58,7 +58,7 @@ def _database(path: Path, parts: list[str]) -> staging.Database:
 @pytest.mark.parametrize("n", range(len(TOOL_PARTS)))
 def test_tool_parts_are_told_from_other_parts_as_json_parsing_tells_them(tmp_path: Path, n: int):
     data = TOOL_PARTS[n]
-    job = staging.ReadJob((_database(tmp_path / "db", [data]),), (), staging.Scope(), {}, detail=True)
+    job = staging.ReadJob((_database(tmp_path / "db", [data]),), (), staging.Scope(), detail=True)
     read = staging.stage(job)
     try:
         _messages, _steps, tools, _skipped = read.records([])
@@ -71,7 +71,7 @@ def test_tool_parts_are_told_from_other_parts_as_json_parsing_tells_them(tmp_pat
 
 def test_a_malformed_part_that_does_not_open_with_its_type_is_skipped_not_counted(tmp_path: Path):
     parts = ['{"type":"tool","tool":"bash","state":{"status":"completed"}}', '{"tool":"bash","type":"tool",']
-    read = staging.stage(staging.ReadJob((_database(tmp_path / "db", parts),), (), staging.Scope(), {}))
+    read = staging.stage(staging.ReadJob((_database(tmp_path / "db", parts),), (), staging.Scope()))
     try:
         result = read.summarise([])
     finally:

@@ -391,9 +391,6 @@ class IndexReader:
 
     # -- records' metadata ---------------------------------------------------------------------------
 
-    def session_versions(self) -> dict[str, str | None]:
-        return dict(self.con.execute("SELECT id, version FROM session"))
-
     def session_records(self, ids: Iterable[str] | None = None) -> list[Session]:
         """Sessions (all, or these), oldest first."""
         scope, args = _ids_scope("id", ids)

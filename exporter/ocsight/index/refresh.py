@@ -213,8 +213,11 @@ class Index:
             if full or touched:
                 say("reading OpenCode's records")
                 jobs = self._jobs(dbs, trees, None if full else touched)
-                results = workers.read(jobs, lambda pairs: self._prices(catalogue, pairs))
-                self._write(results, None if full else touched)
+                if full:
+                    catalogue.prefetch()  # a whole read meets every model at once: load prices meanwhile
+                self._clear(None if full else touched)
+                for result in workers.read(jobs, lambda pairs: self._prices(catalogue, pairs)):
+                    self._write(result)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('cube', '1')")
             if any(db.changed_under_us() for db in dbs):
                 raise _Retry
@@ -305,10 +308,8 @@ class Index:
         readable = [db for db in dbs if not db.empty]  # a staging skips one without OpenCode's tables
         databases = tuple(staging.Database.of(db) for db in readable)
         stage_trees = tuple(staging.Tree(t.root, t.rank) for t in trees)
-        versions = dict(self.con.execute("SELECT id, version FROM session"))
         if touched is not None:
-            scope = staging.Scope(sessions=tuple(sorted(touched)))
-            return [staging.ReadJob(databases, stage_trees, scope, {s: versions.get(s) for s in touched},
+            return [staging.ReadJob(databases, stage_trees, staging.Scope(sessions=tuple(sorted(touched))),
                                     lean=self.lean)]
         scopes = [staging.Scope()]
         if readable and not self.lean:
@@ -320,12 +321,10 @@ class Index:
                 sample = first.message_sample(self.con, SAMPLE)
                 bounds = sorted({sample[len(sample) * i // parts] for i in range(1, parts)} - {sample[0]})
                 scopes = list(staging.iter_ranges(bounds))
-        return [staging.ReadJob(databases, stage_trees, scope,
-                                {s: v for s, v in versions.items() if scope.holds(s)}, lean=self.lean)
-                for scope in scopes]
+        return [staging.ReadJob(databases, stage_trees, scope, lean=self.lean) for scope in scopes]
 
-    def _write(self, results: list[staging.ReadResult], touched: set[str] | None) -> None:
-        """Replaces the cube rows, skipped records and open sessions of what was read."""
+    def _clear(self, touched: set[str] | None) -> None:
+        """Drops the cube rows, skipped records and open sessions of what is read again."""
         con = self.con
         if touched is None:
             where, args = "1", ()
@@ -337,13 +336,16 @@ class Index:
         for table in ("usage_cube", "tool_cube", "legacy_open"):
             con.execute(f"DELETE FROM {table} WHERE {where}", args)
         con.execute(f"DELETE FROM skipped WHERE session_id IS NOT NULL AND ({where})", args)
+
+    def _write(self, result: staging.ReadResult) -> None:
+        """Adds what a staging read: its cube rows, skipped records and open sessions."""
+        con = self.con
         usage = ", ".join("?" * len(staging.USAGE_COLUMNS))
         tools = ", ".join("?" * len(staging.TOOL_COLUMNS))
-        for result in results:
-            con.executemany(f"INSERT INTO usage_cube VALUES ({usage})", result.usage)
-            con.executemany(f"INSERT INTO tool_cube VALUES ({tools})", result.tools)
-            con.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", result.skipped)
-            con.executemany("INSERT OR IGNORE INTO legacy_open VALUES (?, ?)", result.open_sessions)
+        con.executemany(f"INSERT INTO usage_cube VALUES ({usage})", result.usage)
+        con.executemany(f"INSERT INTO tool_cube VALUES ({tools})", result.tools)
+        con.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", result.skipped)
+        con.executemany("INSERT OR IGNORE INTO legacy_open VALUES (?, ?)", result.open_sessions)
 
     # -- prices --------------------------------------------------------------------------------------
 
@@ -359,7 +361,8 @@ class Index:
         before = _price_table(con)
         con.execute("DELETE FROM price")
         con.execute("DELETE FROM price_source")
-        self._store_prices(catalogue, known)
+        if known:
+            self._store_prices(catalogue, known)
         after = _price_table(con)
         touched: set[str] = set()
         for pair in {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}:

@@ -266,10 +266,10 @@ class OpenCodeDatabase:
         if not isinstance(top, int) or top < 1:
             return []
         step = max(1, top // size)
+        # a probe of the rowid a sample row (rather than `rowid IN (...)`, which SQLite may read by a scan)
         return sorted(r[0] for r in con.execute(
-            f"SELECT session_id FROM {self.alias}.message WHERE rowid IN "
-            f"(SELECT value FROM json_each(?))", (json.dumps(list(range(1, top + 1, step))),))
-            if isinstance(r[0], str))
+            f"SELECT m.session_id FROM json_each(?) j JOIN {self.alias}.message m ON m.rowid = j.value",
+            (json.dumps(list(range(1, top + 1, step))),)) if isinstance(r[0], str))
 
     def message_count_estimate(self, con: sqlite3.Connection) -> int:
         row = con.execute(f"SELECT max(rowid) FROM {self.alias}.message").fetchone()

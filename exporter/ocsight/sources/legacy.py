@@ -166,6 +166,25 @@ def read_metadata(root: str, known_projects: set[str], known_sessions: set[str],
 
 # -- a staging's side: the files of some sessions ---------------------------------------------------
 
+def session_versions(root: str, wanted: Callable[[str], bool]) -> list[tuple[str, object]]:
+    """(session ID, the OpenCode version that created it) of the `wanted` sessions' files."""
+    files: list[tuple[str, str]] = []
+    for e in _dirs(f"{root}/session"):
+        if e.is_dir():
+            files += [(sid, path) for sid, path in json_files(e.path, _names(e.path), []).items() if wanted(sid)]
+    rows = [(sid, text) for sid, path in files if (text := read_file(path)[0]) is not None]
+    if not rows:
+        return []
+    con = sqlite3.connect(":memory:")
+    try:
+        con.execute("CREATE TABLE f (id TEXT, data TEXT)")
+        con.executemany("INSERT INTO f VALUES (?, ?)", rows)
+        return con.execute("SELECT id, json_extract(data, '$.version') FROM f WHERE json_valid(data)").fetchall()
+    finally:
+        con.close()
+
+
+
 Listing = dict[str, list[str]]  # session ID -> the names in its message directory
 
 

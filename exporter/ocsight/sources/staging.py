@@ -160,7 +160,6 @@ class ReadJob:
     databases: tuple[Database, ...]
     trees: tuple[Tree, ...]
     scope: Scope
-    versions: dict[str, str | None]  # the version of each known session in the scope
     detail: bool = False  # every field of every record, for records rather than cubes
     every_step: bool = False  # every session's step records, not only OpenCode 0.x sessions'
     lean: bool = False  # a long-running consumer: staged rows spill to a temporary file
@@ -200,8 +199,9 @@ def _strict(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [*fields[:i], (column, guarded), *fields[i + 1:]]
 
 
-def _layers(source: str, keep: str, provider: str, empty_era: bool) -> str:
-    """CTEs `c` (clean counts, `cost_pico`, era) and `n` (+ normalised counts, `valid`) over `source`.
+def _layers(source: str, keep: str, provider: str, empty_era: bool) -> tuple[str, dict[str, str]]:
+    """CTE `c` (clean counts, `cost_pico`, era) over `source`, and the normalised counts and
+    `valid` as expressions over it.
 
     `c` runs as a co-routine, once a row (a join keeps SQLite from flattening it into the later
     expressions, which would evaluate the counts again inside every expression built on them). The
@@ -215,14 +215,10 @@ def _layers(source: str, keep: str, provider: str, empty_era: bool) -> str:
     if not empty_era:
         empty = " AND ".join(f"x.t_{k} IS NULL" for k in normalise.TOKEN_KEYS)
         era = f"(CASE WHEN {empty} THEN '{normalise.DISJOINT}' ELSE {era} END)"
-    n = normalise_sql.normalised({k: f"c.c_{k}" for k in normalise.TOKEN_KEYS}, "c.era", "c.provider")
-    counts = ", ".join(f"{n[k]} AS {k}" for k in normalise.TOKEN_KEYS)
-    return (
-        f"c AS (SELECT {keep}, {provider} AS provider, {normalise_sql.cost_pico('x.cost')} AS cost_pico, "
-        + ", ".join(f"{clean[k]} AS c_{k}" for k in normalise.TOKEN_KEYS)
-        + f", {era} AS era FROM {source} LIMIT -1), "
-        f"n AS (SELECT c.*, ({n['valid']}) AS valid, {counts} FROM c JOIN (SELECT 1))"
-    )
+    cte = (f"c AS (SELECT {keep}, {provider} AS provider, {normalise_sql.cost_pico('x.cost')} AS cost_pico, "
+           + ", ".join(f"{clean[k]} AS c_{k}" for k in normalise.TOKEN_KEYS)
+           + f", {era} AS era FROM {source} LIMIT -1)")
+    return cte, normalise_sql.normalised({k: f"c.c_{k}" for k in normalise.TOKEN_KEYS}, "c.era", "c.provider")
 
 
 def _normalised_messages(extracted: str, detail: bool) -> str:
@@ -235,17 +231,18 @@ def _normalised_messages(extracted: str, detail: bool) -> str:
         "coalesce(x.agent, '(none)') AS agent, x.error"
         + "".join(f", x.{c}" for c, _ in MESSAGE_DETAIL_FIELDS if detail)
     )
-    return f"""WITH {_layers(extracted, keep, "coalesce(x.provider, '')", empty_era=detail)}
-        SELECT n.rank, n.id, n.session_id, n.time_created, n.time_created / {BUCKET_MS}, n.time_completed, n.role,
-            n.provider, n.model, n.agent, n.error, n.era, 0, NULL, {', '.join(f"n.{k}" for k in normalise.TOKEN_KEYS)},
-            coalesce(n.cost_pico, 0),
+    cte, n = _layers(extracted, keep, "coalesce(x.provider, '')", empty_era=detail)
+    return f"""WITH {cte}
+        SELECT c.rank, c.id, c.session_id, c.time_created, c.time_created / {BUCKET_MS}, c.time_completed, c.role,
+            c.provider, c.model, c.agent, c.error, c.era, 0, NULL, {', '.join(n[k] for k in normalise.TOKEN_KEYS)},
+            coalesce(c.cost_pico, 0),
             CASE
-                WHEN n.role IS NULL OR n.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
-                WHEN n.cost_pico IS NULL THEN 'cost is not a number'
-                WHEN NOT n.valid THEN '{TOKENS_NOT_NUMBERS}'
+                WHEN c.role IS NULL OR c.role NOT IN ('user', 'assistant') THEN 'not a user or assistant message'
+                WHEN c.cost_pico IS NULL THEN 'cost is not a number'
+                WHEN NOT ({n['valid']}) THEN '{TOKENS_NOT_NUMBERS}'
             END
-            {"".join(f", n.{c}" for c, _ in MESSAGE_DETAIL_FIELDS if detail)}
-        FROM n"""
+            {"".join(f", c.{c}" for c, _ in MESSAGE_DETAIL_FIELDS if detail)}
+        FROM c JOIN (SELECT 1)"""
 
 
 def _statements(scope: str, first: bool, valid_only: bool, fields: dict[str, list[tuple[str, str]]],
@@ -331,12 +328,9 @@ class Staging:
                               ("step", [c for c, _ in self.fields["step"]]),
                               ("tool", [c for c, _ in self.fields["tool"]])):
             con.execute(f"CREATE TABLE stage_{kind} (rank INTEGER, {', '.join(columns)})")
-        con.execute("CREATE TABLE session_era (id TEXT PRIMARY KEY, era TEXT, many_steps INTEGER) WITHOUT ROWID")
-        con.executemany(
-            "INSERT INTO session_era VALUES (?, ?, ?)",
-            [(sid, normalise.era_for_version(v), job.every_step or normalise.may_have_many_steps(v))
-             for sid, v in job.versions.items()],
-        )
+        # each session's version, as the index merges them (a database's first), and what it implies
+        con.execute("CREATE TABLE session_era (id TEXT PRIMARY KEY, version TEXT, era TEXT, many_steps INTEGER) "
+                    "WITHOUT ROWID")
         con.execute("CREATE TABLE scope_session (id TEXT PRIMARY KEY) WITHOUT ROWID")
         if job.scope.sessions is not None:
             con.executemany("INSERT OR IGNORE INTO scope_session VALUES (?)", [(s,) for s in job.scope.sessions])
@@ -359,13 +353,33 @@ class Staging:
 
     # -- staging -------------------------------------------------------------------------------------
 
+    def _read_versions(self) -> None:
+        """The version of every session in the scope, from the sources in rank order (as the index
+        merges sessions), with the era and number of model calls a message of each may hold."""
+        con = self.con
+        scope, params = self._scope_sql()
+        scope = scope.replace("r.session_id", "r.id")
+        for _db, alias in self._attached:
+            if self._has_tables(alias):
+                con.execute(f"INSERT OR IGNORE INTO session_era (id, version) SELECT r.id, r.version "
+                            f"FROM {alias}.session r WHERE {scope}", params)
+        for tree in self.job.trees:
+            known = {r[0] for r in con.execute("SELECT id FROM session_era")}
+            con.executemany("INSERT OR IGNORE INTO session_era (id, version) VALUES (?, ?)",
+                            legacy.session_versions(tree.root, lambda sid: self.job.scope.holds(sid) and sid not in known))
+        versions = [v for (v,) in con.execute("SELECT DISTINCT version FROM session_era")]
+        con.executemany("UPDATE session_era SET era = ?, many_steps = ? WHERE version IS ?",
+                        [(normalise.era_for_version(v), self.job.every_step or normalise.may_have_many_steps(v), v)
+                         for v in versions])
+
     def stage(self) -> None:
         """Stages the scope's records from every source, databases first, in one read transaction
-        per database (so its messages and parts are one snapshot)."""
+        (so each database's sessions, messages and parts are one snapshot)."""
         con = self.con
         first = True
         con.execute("BEGIN")
         try:
+            self._read_versions()
             for db, alias in self._attached:
                 if self._has_tables(alias):
                     self._stage_database(db, alias, first)
@@ -490,11 +504,12 @@ class Staging:
             + ", m.session_id, m.provider FROM stage_step s "
             "JOIN stage_message m ON m.id = s.message_id AND m.rank = s.rank) AS x"
         )
+        cte, n = _layers(source, "x.id, x.rank, x.message_id", "x.provider", True)
         con.execute(
-            f"""CREATE TABLE norm_step AS WITH {_layers(source, "x.id, x.rank, x.message_id", "x.provider", True)}
-            SELECT id, rank, message_id, valid AND cost_pico IS NOT NULL AS valid, era,
-                {', '.join(normalise.TOKEN_KEYS)}, coalesce(cost_pico, 0) AS cost_pico
-            FROM n"""
+            f"""CREATE TABLE norm_step AS WITH {cte}
+            SELECT c.id, c.rank, c.message_id, ({n['valid']}) AND c.cost_pico IS NOT NULL AS valid, c.era,
+                {', '.join(f"{n[k]} AS {k}" for k in normalise.TOKEN_KEYS)}, coalesce(c.cost_pico, 0) AS cost_pico
+            FROM c JOIN (SELECT 1)"""
         )
         if con.execute("SELECT 1 FROM norm_step LIMIT 1").fetchone() is not None:
             tokens = ", ".join(f"{k} = CASE WHEN st.valid THEN st.{k} ELSE m.{k} END" for k in normalise.TOKEN_KEYS)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from ocsight.errors import EXIT_INTERNAL, OcsightError
@@ -60,8 +60,10 @@ class Child:
         pairs: list[Pair] = self._receive()
         return pairs
 
-    def result(self, prices: list[PriceRow]) -> ReadResult:
+    def send_prices(self, prices: list[PriceRow]) -> None:
         self._send(prices)
+
+    def result(self) -> ReadResult:
         result: ReadResult = self._receive()
         return result
 
@@ -74,8 +76,9 @@ class Child:
                 pipe.close()
 
 
-def read(jobs: Sequence[ReadJob], prices: Prices) -> list[ReadResult]:
-    """Every job's result: the first staged here, the others in child processes meanwhile."""
+def read(jobs: Sequence[ReadJob], prices: Prices) -> Iterator[ReadResult]:
+    """Every job's result, as each is ready: the first staged here, the others in child processes
+    meanwhile (the caller may store one result while the others are summed)."""
     children: list[Child] = []
     try:
         children = [Child(job) for job in jobs[1:]]  # they start while this process stages
@@ -85,10 +88,14 @@ def read(jobs: Sequence[ReadJob], prices: Prices) -> list[ReadResult]:
             for child in children:
                 pairs.update(child.pairs())
             rows = prices(sorted(pairs))
-            results = [local.summarise(rows)]
+            for child in children:
+                child.send_prices(rows)
+            result = local.summarise(rows)
         finally:
             local.close()
-        return results + [child.result(rows) for child in children]
+        yield result
+        for child in children:
+            yield child.result()
     finally:
         for child in children:
             child.close()
