@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench fixtures install npm debs clean
+.PHONY: run test test-sqlite336 bench fixtures install npm debs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,15 @@ debs:
 		{ echo "installing Prometheus and Alertmanager (for the stack's tests)"; $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; }
 
-test: $(STAMP) npm debs
+test: $(STAMP) npm debs test-sqlite336
 	$(BIN)/python -m pytest
+
+# The corpus exactness tests, the sidecar and the MCP server on a real SQLite 3.36.0 under Python's
+# own sqlite3 module (the oldest SQLite ocsight supports is 3.35): tests/old_sqlite.py builds it
+# once with gcc into the test cache and runs pytest with it first on LD_LIBRARY_PATH.
+SQLITE336_TESTS := tests/test_old_sqlite.py tests/test_corpora.py tests/test_watch.py tests/test_mcp.py
+test-sqlite336: $(STAMP)
+	$(BIN)/python tests/old_sqlite.py $(BIN)/python -m pytest $(SQLITE336_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
