@@ -15,35 +15,33 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench  # noqa: E402
+
+OUT = bench.OUT
 
 
 def first_run(package_root: Path, store: Path, cache: Path) -> tuple[float, int, dict, float]:
-    """Wall seconds, peak RSS in MB, the parsed output and CPU seconds of one `ocsight stats --json` with no index."""
+    """Wall seconds, peak RSS in MB (the largest process of its tree), the parsed output and CPU
+    seconds (the tree's) of one `ocsight stats --json` with no index (`bench.measure`)."""
     shutil.rmtree(cache / "ocsight", ignore_errors=True)
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(package_root)}
-    started = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "ocsight", "stats", "--json", "--data-dir", str(store)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = p.stdout.read(), p.stderr.read()
-    _pid, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"ocsight failed: {err.decode()[-500:]}")
-    doc = json.loads(out)
-    cpu = usage.ru_utime + usage.ru_stime
-    return wall, usage.ru_maxrss // 1024, {k: v for k, v in doc.items() if k not in ("source", "generated_at")}, cpu
+    rep = bench.measure([sys.executable, "-m", "ocsight", "stats", "--json", "--data-dir", str(store)], env)
+    doc = json.loads(rep["stdout"])
+    return (rep["seconds"], rep["peak_kb"] // 1024, {k: v for k, v in doc.items() if k not in ("source", "generated_at")},
+            rep["cpu_s"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("revision", help="the git revision to compare with")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--store", default="combined", choices=("combined", "db", "json"))
+    ap.add_argument("--store", default="db", choices=("db", "db30k", "combined", "json"),
+                    help="db: 3,000 sessions (default); db30k: 30,000 sessions; combined: db + legacy tree")
     args = ap.parse_args()
     store = OUT / f"store-{args.store}"
     if not store.exists():

@@ -125,9 +125,16 @@ def plan_store(
     text_scale: int = 1,
     days: int = 120,
     era_of: Callable[[int], str] | None = None,
+    start_ms: int = BASE_MS,
+    first_session: int = 0,
 ) -> Plan:
     """Plans a store; `eras` is cycled over root sessions, or `era_of(n)` names the n-th session's
-    era (a subagent's session takes its parent's)."""
+    era (a subagent's session takes its parent's).
+
+    `start_ms` and `first_session` let several plans make one store (`write_sqlite_in_chunks`):
+    the first session starts after `start_ms`, and sessions are numbered (slug, title, `era_of`)
+    from `first_session`. The projects are the same whatever they are.
+    """
     rng = random.Random(seed)
     ids = _Ids(rng)
     plan = Plan()
@@ -138,7 +145,7 @@ def plan_store(
              "time": {"created": ms, "updated": ms}}
         )
     weights = [w for *_, w in MODELS]
-    clock = BASE_MS
+    clock = start_ms
     step_ms = max(1, (days * DAY_MS) // max(1, sessions))
     pending_children: list[tuple[dict, str]] = []  # (task tool part, era) waiting for a child session
     s = 0
@@ -151,11 +158,11 @@ def plan_store(
             parent = next(x for x in plan.sessions if x["id"] == task_part["sessionID"])
             project = next(p for p in plan.projects if p["id"] == parent["projectID"])
         else:
-            era = era_of(s) if era_of else eras[s % len(eras)]
+            era = era_of(first_session + s) if era_of else eras[s % len(eras)]
         sid = ids("ses", clock)
         info = {
-            "id": sid, "slug": f"slug-{s}", "version": ERAS[era], "projectID": project["id"],
-            "directory": project["worktree"], "title": f"Session {s}",
+            "id": sid, "slug": f"slug-{first_session + s}", "version": ERAS[era], "projectID": project["id"],
+            "directory": project["worktree"], "title": f"Session {first_session + s}",
             "time": {"created": clock, "updated": clock},
             "summary": {"additions": 0, "deletions": 0, "files": 0},
         }
@@ -323,6 +330,32 @@ def write_sqlite(plan: Plan, db_path: Path, schema: Path = SCHEMA_1_18, session_
              for p in plan.parts if keep(p["sessionID"])),
         )
     con.close()
+
+
+def write_sqlite_in_chunks(db_path: Path, sessions: int, chunk: int = 1000, seed: int = 1,
+                           schema: Path = SCHEMA_1_18, **plan_args) -> dict[str, int]:
+    """Writes a large store into one database, `chunk` sessions at a time (a whole plan of tens of
+    thousands of sessions would hold millions of dicts), so memory stays that of one chunk.
+
+    Chunk k is `plan_store(seed=seed + k, sessions=..., first_session=k * chunk, **plan_args)`,
+    starting a second after the previous chunk's last record: IDs stay unique and ascending, and
+    times ascend, as in one store written over time. `plan_args["days"]` is each chunk's span.
+    Returns counts of what was written.
+    """
+    counts = dict.fromkeys(("sessions", "messages", "assistant_messages", "parts"), 0)
+    start = BASE_MS
+    for k, first in enumerate(range(0, sessions, chunk)):
+        plan = plan_store(seed=seed + k, sessions=min(chunk, sessions - first), start_ms=start,
+                          first_session=first, **plan_args)
+        write_sqlite(plan, db_path, schema)
+        last = max(max(s["time"]["updated"] for s in plan.sessions),
+                   max(_ms(m, "completed") for m in plan.messages), max(_ms(p, "end") for p in plan.parts))
+        start = last + 1000
+        counts["sessions"] += len(plan.sessions)
+        counts["messages"] += len(plan.messages)
+        counts["assistant_messages"] += sum(m["role"] == "assistant" for m in plan.messages)
+        counts["parts"] += len(plan.parts)
+    return counts
 
 
 def _insert(con: sqlite3.Connection, table: str, cols: dict, ignore: bool = False) -> None:
