@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-sqlite336 bench fixtures install npm debs clean
+.PHONY: run test test-fast test-installed test-sqlite336 check bench fixtures install npm debs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +29,35 @@ debs:
 		{ echo "installing Prometheus and Alertmanager (for the stack's tests)"; $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; }
 
-test: $(STAMP) npm debs test-sqlite336
-	$(BIN)/python -m pytest
+# In tiers: the package's own checks and the fast unit tier first (seconds), then the whole suite
+# (real OpenCode, real OTLP receivers, Prometheus, MCP clients) on a non-editable install, then the
+# corpus, sidecar and MCP tests on the oldest SQLite ocsight supports.
+test: check test-fast npm debs test-installed test-sqlite336
 
-# The corpus exactness tests, the sidecar and the MCP server on a real SQLite 3.36.0 under Python's
-# own sqlite3 module (the oldest SQLite ocsight supports is 3.35): tests/old_sqlite.py builds it
-# once with gcc into the test cache and runs pytest with it first on LD_LIBRARY_PATH.
-SQLITE336_TESTS := tests/test_old_sqlite.py tests/test_corpora.py tests/test_watch.py tests/test_mcp.py
+# Import contracts (one-way data flow, no cycle) and types.
+check: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+# Pure functions and tiny stores: the token rule, staging, prices, span and metric mapping.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+# The suite against ocsight installed from its wheel, as users get it (not the source tree).
+INSTALLED := .venv-installed
+test-installed: $(STAMP)
+	rm -rf $(INSTALLED)
+	$(PYTHON) -m venv $(INSTALLED)
+	$(INSTALLED)/bin/pip install --quiet --upgrade pip
+	$(INSTALLED)/bin/pip install --quiet '.[test]'
+	$(INSTALLED)/bin/python -m pytest -p no:cacheprovider
+
+# The whole suite (the corpus exactness tests, the sidecar and the MCP server among them) on a real
+# SQLite 3.36.0 under Python's own sqlite3 module (the oldest SQLite ocsight supports is 3.35):
+# tests/old_sqlite.py builds it once with gcc into the test cache and runs pytest with it first on
+# LD_LIBRARY_PATH; the tests check that they, and the ocsight processes they start, run on it.
 test-sqlite336: $(STAMP)
-	$(BIN)/python tests/old_sqlite.py $(BIN)/python -m pytest $(SQLITE336_TESTS)
+	$(BIN)/python tests/old_sqlite.py $(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
@@ -49,4 +69,4 @@ fixtures: $(STAMP) npm
 	$(BIN)/python tests/record.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info exporter/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(INSTALLED) build *.egg-info exporter/*.egg-info .pytest_cache

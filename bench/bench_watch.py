@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench  # noqa: E402
-import storegen  # noqa: E402
-from otlp_receiver import Receiver  # noqa: E402
 
+import storegen  # noqa: E402
 from ocsight.telemetry.spans import span_id  # noqa: E402
+from otlp_receiver import Receiver  # noqa: E402
 
 OUT = bench.OUT
 FOLLOW_SESSIONS = 10_000

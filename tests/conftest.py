@@ -23,15 +23,11 @@ EXPECT_SQLITE = os.environ.get("OCSIGHT_EXPECT_SQLITE", "")
 @pytest.fixture(autouse=True, scope="session")
 def expected_sqlite() -> None:
     """A tier on an old SQLite gets it through LD_LIBRARY_PATH, which fails silently: a wrong path
-    would test the system's SQLite. So both Python's module and the one ocsight reads with must
-    report the version the tier expects."""
+    would test the system's SQLite. So this process must report the version the tier expects."""
     if EXPECT_SQLITE:
         import sqlite3
 
-        from ocsight.sqlite_library import sqlite3 as used
-
-        assert (sqlite3.sqlite_version, used.__name__, used.sqlite_version) == (EXPECT_SQLITE, "sqlite3",
-                                                                                EXPECT_SQLITE)
+        assert sqlite3.sqlite_version == EXPECT_SQLITE
 
 
 @pytest.fixture(autouse=True)
@@ -43,10 +39,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         d.mkdir()
         monkeypatch.setenv(var, str(d))
     for var in ("OPENCODE_DATA_DIR", "OPENCODE_DB", "OPENCODE_MODELS_PATH", "OPENCODE_CONFIG", "OCSIGHT_PRICES",
-                "OCSIGHT_DEBUG", "OCSIGHT_SQLITE", "NO_COLOR"):
+                "OCSIGHT_DEBUG", "NO_COLOR"):
         monkeypatch.delenv(var, raising=False)
-    if EXPECT_SQLITE:  # the ocsight processes tests start read with Python's module too
-        monkeypatch.setenv("OCSIGHT_SQLITE", "stdlib")
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield tmp_path

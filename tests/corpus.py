@@ -8,11 +8,10 @@ ocsight's code.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import sqlite3
 
 CORPORA = Path(__file__).parent / "fixtures" / "corpora"
 NAMES = ("opencode-1.18", "opencode-1.1", "upgrade-1.1-1.15")

@@ -14,14 +14,13 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import sqlite3
 
 CACHE = Path(os.environ.get("OCSIGHT_TEST_CACHE", Path.home() / ".cache" / "ocsight-tests"))
 VERSIONS = {"1.18": "1.18.33", "1.15": "1.15.13", "1.1": "1.1.65"}

@@ -1,13 +1,12 @@
 """A real SQLite 3.36.0 under Python's own `sqlite3` module, for the tests of `make test-sqlite336`.
 
 ocsight must run on SQLite >= 3.35 (Ubuntu 22.04 ships 3.37.2, RHEL 9 3.34), but the tests
-otherwise see only the system's SQLite (3.40 on Debian 12) and pysqlite3-binary's (3.51), so SQL
-newer than the oldest supported release would go unnoticed. This module builds SQLite 3.36.0 as a
-shared library in `$OCSIGHT_TEST_CACHE` (default `~/.cache/ocsight-tests`, as `harness.py` uses),
-once, from the amalgamation in the `apsw-wheels==3.36.0.post1` sdist on PyPI, and gives the
-environment on which the standard library's `_sqlite3` loads it (`LD_LIBRARY_PATH`) and ocsight
-uses the standard library's module (`OCSIGHT_SQLITE=stdlib`), for the tests and every process they
-start.
+otherwise see only the system's SQLite (3.40 on Debian 12), so SQL newer than the oldest supported
+release would go unnoticed. This module builds SQLite 3.36.0 as a shared library in
+`$OCSIGHT_TEST_CACHE` (default `~/.cache/ocsight-tests`, as `harness.py` uses), once, from the
+amalgamation in the `apsw-wheels==3.36.0.post1` sdist on PyPI, and gives the environment on which
+the standard library's `_sqlite3` loads it (`LD_LIBRARY_PATH`), for the tests and every process
+they start.
 
     python tests/old_sqlite.py                 builds it (if needed) and prints where it is
     python tests/old_sqlite.py COMMAND [ARG...]  builds it (if needed) and runs COMMAND on it
@@ -60,11 +59,10 @@ def library_dir() -> Path:
 
 def env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """`base` (default: this process's environment) with SQLite 3.36.0 first on `LD_LIBRARY_PATH`,
-    ocsight on the standard library's module, and `OCSIGHT_EXPECT_SQLITE` for conftest to check
-    that the tests really run on it."""
+    and `OCSIGHT_EXPECT_SQLITE` for conftest to check that the tests really run on it."""
     base = dict(os.environ if base is None else base)
     path = [str(library_dir()), *filter(None, base.get("LD_LIBRARY_PATH", "").split(":"))]
-    return {**base, "LD_LIBRARY_PATH": ":".join(path), "OCSIGHT_SQLITE": "stdlib", "OCSIGHT_EXPECT_SQLITE": VERSION}
+    return {**base, "LD_LIBRARY_PATH": ":".join(path), "OCSIGHT_EXPECT_SQLITE": VERSION}
 
 
 def _build(target: Path) -> None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import sqlite3
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCHEMA_1_18 = FIXTURES / "schema-1.18.33.sql"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,6 @@ import pytest
 
 import storegen
 from conftest import run_ocsight, stats, write_store
-import sqlite3
 
 
 def one_line_error(r, code: int = 1, *fragments: str) -> None:
@@ -198,7 +198,7 @@ def test_malformed_part_row_that_does_not_open_with_its_type_is_skipped_and_coun
     root = write_store(plan, tmp_path / "s", "db")
     calls = stats(cli, "--data-dir", str(root))["by_tool"]
     con = sqlite3.connect(root / "opencode.db")
-    part = con.execute("SELECT id FROM part WHERE data->>'$.type' = 'text' LIMIT 1").fetchone()[0]
+    part = con.execute("SELECT id FROM part WHERE json_extract(data, '$.type') = 'text' LIMIT 1").fetchone()[0]
     con.execute("UPDATE part SET data = '{\"reason\": \"tool-calls\", \"snaps' WHERE id = ?", (part,))
     con.commit()
     con.close()

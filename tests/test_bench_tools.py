@@ -18,7 +18,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bench  # noqa: E402
 
 
-
 def _measure(*args: str) -> dict:
     import os
 

@@ -8,9 +8,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
-from corpus import store_dir
 from conftest import records
-from ocsight import reading
+from corpus import store_dir
 from ocsight.telemetry import otlp
 from ocsight.telemetry import spans as mapping
 from ocsight.telemetry.encode import trace_request

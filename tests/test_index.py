@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
-
-import sqlite3
 
 import pytest
 

@@ -7,6 +7,7 @@ ocsight reads it exactly, against the mock model's log.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ import harness
 import mockmodel
 from conftest import stats
 from corpus import CORPORA, expected_from_log
-import sqlite3
 
 pytestmark = pytest.mark.e2e
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -19,7 +20,6 @@ import harness
 import mockmodel
 from conftest import stats
 from corpus import store_dir
-import sqlite3
 
 pytestmark = pytest.mark.e2e
 

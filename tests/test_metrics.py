@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,7 +13,6 @@ import pytest
 
 from corpus import store_dir
 from ocsight import reading
-import sqlite3
 from ocsight.telemetry import indexed, metrics
 from otlp_receiver import Receiver
 from test_watch import backfill_with_receiver_down, labels, sidecar

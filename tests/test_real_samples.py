@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from conftest import SAMPLES, stats
-import sqlite3
 
 LEGACY = SAMPLES / "legacy-json-storage-1.1.65"
 RECORDS = SAMPLES / "db-records-1.18.33.json"

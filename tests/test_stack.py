@@ -240,7 +240,6 @@ def test_the_sidecar_reads_opencode_data_through_a_read_only_mount_as_in_the_sta
     """The stack mounts OpenCode's data `:ro`: an idle database and a live one (its -wal and -shm held
     open by a writer, as OpenCode holds them) both read through a read-only bind mount."""
     import shutil
-
     import sqlite3
 
     data, mount = tmp_path / "data", tmp_path / "mount"

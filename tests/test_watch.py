@@ -440,6 +440,7 @@ def test_a_half_written_record_is_skipped_then_sent_once_complete(tmp_path, rece
 
 def test_the_sidecar_caps_sqlites_memory_while_it_runs_and_gives_the_cap_back(store, receiver, monkeypatch):
     import sqlite3
+
     from ocsight.telemetry.watch import SQLITE_SOFT_HEAP
 
     def soft_heap_limit() -> int:

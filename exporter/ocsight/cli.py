@@ -119,8 +119,15 @@ def _emit_json(doc: object) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
+def _version_message() -> str:
+    import platform
+    import sqlite3
+
+    return f"%(prog)s %(version)s (Python {platform.python_version()}, SQLite {sqlite3.sqlite_version})"
+
+
 @click.group(context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="ocsight")
+@click.version_option(__version__, "-V", "--version", prog_name="ocsight", message=_version_message())
 def cli() -> None:
     """Exact token and cost analytics for OpenCode.
 
@@ -474,9 +481,11 @@ def config_command(as_json: bool) -> None:
     from ocsight import settings
 
     st = settings.load()
-    doc = {"file": str(settings.config_file()), "file_exists": settings.config_file().is_file(),
-           "settings": {f.name: {"value": st.values[f.name], "source": st.sources[f.name], "help": f.help,
-                                 "env": f"{settings.ENV_PREFIX}{f.name.upper()}"} for f in settings.FIELDS}}
+    values = st.values()
+    doc: dict[str, Any] = {"file": str(settings.config_file()), "file_exists": settings.config_file().is_file(),
+           "settings": {name: {"value": list(values[name]) if name == "data_dirs" else values[name],
+                               "source": st.source(name), "help": help, "env": settings.env_name(name)}
+                        for name, help in settings.HELP.items()}}
     if as_json:
         _emit_json(doc)
         return

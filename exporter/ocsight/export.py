@@ -76,7 +76,7 @@ def message_rows(recs: Records, matches: Callable[[Message, str], bool], tz: dt.
     out = []
     for m in recs.messages:
         s = sessions.get(m.session_id)
-        p = projects.get(s.project_id) if s else None
+        p = projects.get(s.project_id) if s and s.project_id else None
         project = (p.worktree if p and p.worktree not in (None, "/") else None) or (s.directory if s else None)
         if not matches(m, project or "(unknown)"):
             continue

@@ -1,70 +1,88 @@
 """One settings model for every command: defaults < `config.toml` < `OCSIGHT_*` variables < flags.
 
-The file is `$XDG_CONFIG_HOME/ocsight/config.toml` (or `OCSIGHT_CONFIG`). The model is a
-pydantic-settings model built from `FIELDS`; pydantic is only imported when a file or a variable
-is there to be read, so a plain run starts as fast as before.
+The file is `$XDG_CONFIG_HOME/ocsight/config.toml` (or `OCSIGHT_CONFIG`). Values are validated by
+a pydantic-settings model (`_model`), imported only when a file or a variable is there to be read,
+so a plain run does not pay for pydantic; the result is a typed, frozen `Settings`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any
 
-from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight import paths
+from ocsight.errors import EXIT_USAGE, OcsightError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
 
 ENV_PREFIX = "OCSIGHT_"
-
-
-@dataclass(frozen=True)
-class Field:
-    name: str
-    type: object
-    default: object
-    help: str
-
-
-FIELDS = (
-    Field("data_dirs", list[str], [], "OpenCode data directories (as --data-dir)"),
-    Field("timezone", str | None, None, "IANA time zone for day boundaries; unset: the machine's"),
-    Field("cost_mode", Literal["auto", "stored", "calculate"], "auto", "auto, stored or calculate (as --cost-mode)"),
-    Field("prices", str | None, None, "price overrides file (as --prices)"),
-    Field("cache", bool, True, "keep the index under $XDG_CACHE_HOME/ocsight (false: as --no-cache)"),
-    Field("color", bool, True, "colours in terminal output (NO_COLOR or --no-color turn them off)"),
-    Field("live_interval", float, 2.0, "seconds between refreshes of `ocsight live`"),
-    Field("session_limit", int, 20, "sessions shown by `ocsight session`"),
-    Field("budget_daily_usd", float | None, None, "daily budget, sent by `ocsight watch` as a gauge for alerts"),
-    Field("budget_monthly_usd", float | None, None, "monthly budget, as above"),
-    Field("project_budgets_monthly_usd", dict[str, float], {}, "monthly budgets per project path"),
-)
-NAMES = tuple(f.name for f in FIELDS)
+Budget = tuple[str, "str | None", float]  # (period, project or None for all projects, USD)
 
 
 @dataclass(frozen=True)
 class Settings:
     """The effective settings, and where each value came from (default, file, env var, flag)."""
 
-    values: dict
-    sources: dict
+    data_dirs: tuple[str, ...] = ()
+    timezone: str | None = None
+    cost_mode: str = "auto"
+    prices: str | None = None
+    cache: bool = True
+    color: bool = True
+    live_interval: float = 2.0
+    session_limit: int = 20
+    budget_daily_usd: float | None = None
+    budget_monthly_usd: float | None = None
+    project_budgets_monthly_usd: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict, compare=False)  # setting -> where its value came from
 
-    def __getattr__(self, name: str):
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in NAMES}
 
-    def budgets(self) -> tuple[tuple[str, str | None, float], ...]:
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+    def budgets(self) -> tuple[Budget, ...]:
         """Every configured budget as (period, project or None for all projects, USD)."""
         overall = tuple((period, None, usd) for period, usd in (("daily", self.budget_daily_usd),
                                                                 ("monthly", self.budget_monthly_usd)) if usd is not None)
         return overall + tuple(("monthly", project, usd) for project, usd in self.project_budgets_monthly_usd.items())
 
-    def with_flags(self, **flags) -> Settings:
+    def with_flags(self, **flags: Any) -> Settings:
         """Flags given on the command line (not None) override everything else."""
-        given = {k: v for k, v in flags.items() if v is not None and v != ()}
-        return Settings({**self.values, **given}, {**self.sources, **{k: "flag" for k in given}})
+        given: dict[str, Any] = {k: tuple(v) if k == "data_dirs" else v for k, v in flags.items()
+                                 if v is not None and v != ()}
+        return dataclasses.replace(self, **given, sources={**self.sources, **{k: "flag" for k in given}})
+
+
+HELP = {
+    "data_dirs": "OpenCode data directories (as --data-dir)",
+    "timezone": "IANA time zone for day boundaries; unset: the machine's",
+    "cost_mode": "auto, stored or calculate (as --cost-mode)",
+    "prices": "price overrides file (as --prices)",
+    "cache": "keep the index under $XDG_CACHE_HOME/ocsight (false: as --no-cache)",
+    "color": "colours in terminal output (NO_COLOR or --no-color turn them off)",
+    "live_interval": "seconds between refreshes of `ocsight live`",
+    "session_limit": "sessions shown by `ocsight session`",
+    "budget_daily_usd": "daily budget, sent by `ocsight watch` as a gauge for alerts",
+    "budget_monthly_usd": "monthly budget, as above",
+    "project_budgets_monthly_usd": "monthly budgets per project path",
+}
+NAMES = tuple(HELP)
+
+
+def env_name(name: str) -> str:
+    return f"{ENV_PREFIX}{name.upper()}"
 
 
 def config_file() -> Path:
@@ -72,36 +90,25 @@ def config_file() -> Path:
     return Path(env).expanduser() if env else paths.config_home() / "ocsight" / "config.toml"
 
 
-def _env_names() -> dict[str, str]:
-    return {f.name: f"{ENV_PREFIX}{f.name.upper()}" for f in FIELDS}
-
-
 def load() -> Settings:
     """The settings from the file and the environment, validated; a bad value is a one-line error."""
-    env_names = _env_names()
-    in_env = {n for n, var in env_names.items() if var in os.environ}
+    in_env = {n for n in NAMES if env_name(n) in os.environ}
     path = config_file()
     if not in_env and not path.is_file():
         if os.environ.get(f"{ENV_PREFIX}CONFIG"):
             raise OcsightError(f"config file not found: {path}", EXIT_USAGE)
-        return Settings({f.name: f.default for f in FIELDS}, {f.name: "default" for f in FIELDS})
+        return Settings()
     file_values = _read_file(path) if path.is_file() else {}
-    model = _model(path)
     try:
-        values = model().model_dump()
+        values = _model(path)().model_dump()
     except Exception as e:  # pydantic's ValidationError, without importing it up front
-        raise OcsightError(_one_line(e, env_names, path), EXIT_USAGE) from None
-    sources = {
-        n: (f"env {env_names[n]}" if n in in_env else str(path) if n in file_values else "default") for n in NAMES
-    }
-    return Settings(values, sources)
+        raise OcsightError(_one_line(e, path), EXIT_USAGE) from None
+    sources = {n: f"env {env_name(n)}" if n in in_env else str(path) for n in NAMES
+               if n in in_env or n in file_values}
+    return Settings(**{**values, "data_dirs": tuple(values["data_dirs"])}, sources=sources)
 
 
-def _read_file(path: Path) -> dict:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
+def _read_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -115,42 +122,49 @@ def _read_file(path: Path) -> dict:
     return data
 
 
-def _model(path: Path):
-    from pydantic import field_validator
-    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+def _model(path: Path) -> type[BaseSettings]:
+    """The pydantic-settings model reading the file at `path` and the `OCSIGHT_*` variables."""
+    from typing import Literal
+
+    from pydantic import Field
+    from pydantic_settings import (
+        BaseSettings,
+        PydanticBaseSettingsSource,
+        SettingsConfigDict,
+        TomlConfigSettingsSource,
+    )
 
     class OcsightSettings(BaseSettings):
         model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, toml_file=path, extra="ignore")
-        __annotations__ = {f.name: f.type for f in FIELDS}
-        locals().update({f.name: f.default for f in FIELDS})
 
-        @field_validator("live_interval")
-        @classmethod
-        def _positive(cls, v: float) -> float:
-            if v <= 0:
-                raise ValueError("must be more than 0")
-            return v
-
-        @field_validator("session_limit")
-        @classmethod
-        def _at_least_one(cls, v: int) -> int:
-            if v < 1:
-                raise ValueError("must be at least 1")
-            return v
+        data_dirs: list[str] = []
+        timezone: str | None = None
+        cost_mode: Literal["auto", "stored", "calculate"] = "auto"
+        prices: str | None = None
+        cache: bool = True
+        color: bool = True
+        live_interval: float = Field(2.0, gt=0)
+        session_limit: int = Field(20, ge=1)
+        budget_daily_usd: float | None = None
+        budget_monthly_usd: float | None = None
+        project_budgets_monthly_usd: dict[str, float] = {}
 
         @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                       file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
             return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     return OcsightSettings
 
 
-def _one_line(e: Exception, env_names: dict, path: Path) -> str:
+def _one_line(e: Exception, path: Path) -> str:
     errors = getattr(e, "errors", None)
     if not callable(errors):
         return f"bad settings: {e}"
     first = errors()[0]
     name = str(first["loc"][0]) if first.get("loc") else "?"
-    where = env_names.get(name, name) if env_names.get(name) in os.environ else f"{name} in {path}"
+    where = env_name(name) if env_name(name) in os.environ else f"{name} in {path}"
     return f"bad setting {where}: {first['msg']} (got {first.get('input')!r})"

@@ -19,6 +19,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ocsight.filters import Filters
 from ocsight.model import Project, Session, Tokens
@@ -31,6 +32,7 @@ CUBE_FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN 
 GRAINS = ("day", "week", "month")
 DIMENSIONS = ("provider", "model", "agent", "project", "session")
 Args = list[object]
+Row = dict[str, Any]  # a result row by column name
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ def cost_columns(mode: str) -> tuple[str, str, str]:
 
 def where(f: Filters) -> tuple[str, Args]:
     """A WHERE clause over a cube row `c` joined to its session `s` and project `p`."""
-    terms, args = ["1"], []
+    terms: list[str] = ["1"]
+    args: Args = []
     if f.since_ms is not None:
         terms.append("c.bucket >= ?")
         args.append(f.since_ms // BUCKET_MS)
@@ -160,7 +163,7 @@ def _from_filtered(cube: str, f: Filters) -> str:
     return CUBE_FROM.format(cube=cube) if f.projects else f"FROM {cube} c"
 
 
-def _usage(row: sqlite3.Row) -> Usage:
+def _usage(row: Row) -> Usage:
     return Usage(row["sessions"], row["messages"], Tokens(*(row[k] for k in TOKEN_KEYS)),
                  row["stored"], row["estimated"], row["unpriced"])
 
@@ -192,10 +195,10 @@ class IndexReader:
     def __init__(self, con: sqlite3.Connection) -> None:
         self.con = con
 
-    def _rows(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        cur = self.con.cursor()
-        cur.row_factory = sqlite3.Row
-        return cur.execute(sql, args).fetchall()
+    def _rows(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
+        cur = self.con.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
 
     # -- usage ---------------------------------------------------------------------------------------
 

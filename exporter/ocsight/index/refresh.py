@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,7 +49,10 @@ def index_path(sources: locate.Sources, name: str = "") -> Path:
 
 
 def _connect(path: Path | None, lean: bool, wal: bool = True) -> sqlite3.Connection:
-    con = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None, timeout=30,
+    # `uri`: OpenCode's databases are attached by URI, which SQLite honours only on a connection
+    # opened with URIs on (not every build turns them on by default)
+    target = ":memory:" if path is None else "file:" + urllib.parse.quote(str(path))
+    con = sqlite3.connect(target, uri=True, isolation_level=None, timeout=30,
                           check_same_thread=False)
     con.execute(f"PRAGMA temp_store = {'FILE' if lean else 'MEMORY'}")
     con.execute("PRAGMA cache_size = -8000")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-
 from typing import Any
 
 from ocsight import __version__
@@ -250,7 +250,7 @@ def _tokens(t: dict) -> str:
     return f"{t['total']:,} tokens ({kinds})"
 
 
-def _rows(rows: list[dict], label) -> str:
+def _rows(rows: list[Doc], label: Callable[[Doc], str]) -> str:
     shown = "; ".join(f"{label(r)} {usd(r['cost']['usd'])}, {r['tokens']['total']:,} tokens, {r['messages']:,} calls"
                       for r in rows[:LISTED])
     more = f"; and {len(rows) - LISTED} more" if len(rows) > LISTED else ""
@@ -351,7 +351,7 @@ def _session_text(doc: dict, tz: dt.tzinfo | None) -> str:
     return "\n".join(lines)
 
 
-def _below(node: dict):
+def _below(node: Doc) -> Iterator[Doc]:
     for child in node["children"]:
         yield child
         yield from _below(child)

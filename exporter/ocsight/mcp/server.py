@@ -18,11 +18,12 @@ import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, Completion, CompletionArgument, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, Completion, CompletionArgument, ContentBlock, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from ocsight import __version__
 from ocsight.errors import OcsightError
+from ocsight.filters import Filters
 from ocsight.index import Index
 from ocsight.mcp import answers
 from ocsight.mcp.answers import Answer, NotFound, Window
@@ -104,7 +105,8 @@ def build(service: Service) -> MCPServer:
             a = service.run(work)
         except OcsightError as e:
             raise ToolError(str(e)) from None
-        content = [TextContent(type="text", text=a.text), TextContent(type="text", text=_dumps(a.doc))]
+        content: list[ContentBlock] = [TextContent(type="text", text=a.text),
+                                       TextContent(type="text", text=_dumps(a.doc))]
         return CallToolResult(content=content, structured_content=a.doc)
 
     def resource(work: Callable[[Index], dict]) -> str:
@@ -115,7 +117,7 @@ def build(service: Service) -> MCPServer:
         except OcsightError as e:
             raise ResourceError(str(e)) from None
 
-    def window(idx: Index, w: Window):
+    def window(idx: Index, w: Window) -> Filters:
         return answers.filters(idx.reader, w, cfg.timezone)
 
     # -- tools -------------------------------------------------------------------------------------

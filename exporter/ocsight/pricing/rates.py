@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
 Pair = tuple[str, str]  # (provider, model)
@@ -47,13 +48,14 @@ def _num(value: object, where: str) -> float:
     return float(value)
 
 
-def price_from_models_dev(cost: dict, source: str) -> Price:
+def price_from_models_dev(cost: object, source: str) -> Price:
     """A models.dev `cost` object (OpenCode's shape); missing cache prices are 0, as in OpenCode."""
     if not isinstance(cost, dict):
         raise ValueError("cost must be an object")
 
-    def rate(obj: dict, kind: int, size: int, where: str) -> Rate:
-        cache = obj.get("cache") if isinstance(obj.get("cache"), dict) else {}
+    def rate(obj: dict[str, Any], kind: int, size: int, where: str) -> Rate:
+        found = obj.get("cache")
+        cache: dict[str, Any] = found if isinstance(found, dict) else {}
         return Rate(
             kind,
             size,

@@ -133,7 +133,7 @@ def session_trees(rows: list[SessionUsage]) -> list[Doc]:
             "messages": u["messages"], "errors": r.errors, "tool_calls": r.tool_calls,
             "tokens": u["tokens"], "cost": u["cost"], "children": [],
         }
-    roots = []
+    roots: list[Doc] = []
     for node in sorted(nodes.values(), key=lambda n: (n["time_created"] or 0, n["id"])):
         parent_id = node["parent_id"]
         parent = nodes.get(parent_id) if parent_id is not None and has_record.get(parent_id) else None

@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ocsight.model import Message, Session, ToolCall
-from ocsight.reports.summary import money, short_path, tokens
+from ocsight.reports.format import money, short_path, tokens
 
 RECENT = 8
 RATE_WINDOW_MS = 10 * 60_000

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 from rich.console import Console
 from rich.table import Table
 
 from ocsight.normalise import TOKEN_KEYS
-
-
-def money(cost: dict) -> str:
-    text = f"${cost['usd']:,.2f}"
-    if cost["estimated_usd"]:
-        text += f" (est. ${cost['estimated_usd']:,.2f})"
-    return text
-
-
-def tokens(n: int) -> str:
-    return f"{n:,}"
-
-
-def short_path(path: str, width: int = 28) -> str:
-    """A project path as a reader tells projects apart: home as `~`, and its end kept when long."""
-    home = os.path.expanduser("~")
-    if home != "/" and (path == home or path.startswith(home + "/")):
-        path = "~" + path[len(home):]
-    return path if len(path) <= width else "…" + path[-(width - 1):]
+from ocsight.reports.format import COMPACT_NOTE, FULL, WIDE, money, short_path, token_kinds, tokens
 
 
 def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float, limit: int | None = 10,
@@ -61,8 +41,6 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
     """The overview (`analyze`); `detailed` (`stats`) shows every row and every token type."""
     console = console or Console()
     limit = None if detailed else 10
-    from ocsight.reports.tables import COMPACT_NOTE, FULL, WIDE, token_kinds
-
     kinds = token_kinds(console.width) if detailed else ()
     t = doc["totals"]
     src = doc["source"]
@@ -98,9 +76,9 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
         console.print(f"[dim]{COMPACT_NOTE.format(width=WIDE)}[/dim]")
     if top_sessions:
         table = Table(title="Top sessions (with their subagents)", title_justify="left", title_style="bold")
-        for col, just in (("Session", "left"), ("Project", "left"), ("Calls", "right"), ("Tokens", "right"),
-                          ("Cost", "right")):
-            table.add_column(col, justify=just)
+        for col, just in ((("Session", "left"), ("Project", "left"), ("Calls", "right"), ("Tokens", "right"),
+                           ("Cost", "right"))):
+            table.add_column(col, justify="right" if just == "right" else "left")
         for n in top_sessions:
             r = n["rollup"]
             sub = f" (+{r['sessions'] - 1} subagent)" if r["sessions"] > 1 else ""
@@ -111,7 +89,7 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
         tools = Table(title="Tools", title_justify="left", title_style="bold")
         for col, just in (("Tool", "left"), ("MCP server", "left"), ("Calls", "right"), ("Errors", "right"),
                           ("Error rate", "right")):
-            tools.add_column(col, justify=just)
+            tools.add_column(col, justify="right" if just == "right" else "left")
         for r in doc["by_tool"] if detailed else doc["by_tool"][:15]:
             rate = r["errors"] / r["calls"] * 100 if r["calls"] else 0
             tools.add_row(r["tool"], r["mcp_server"] or "", f"{r['calls']:,}", f"{r['errors']:,}", f"{rate:.1f}%")

@@ -7,20 +7,9 @@ import datetime as dt
 from rich.table import Table
 from rich.tree import Tree
 
-from ocsight.normalise import TOKEN_KEYS
-from ocsight.reports.summary import money, short_path, tokens
+from ocsight.reports.format import COMPACT_NOTE, FULL, WIDE, money, short_path, token_kinds, tokens
 
 PERIOD_TITLES = {"day": "Daily usage", "week": "Weekly usage (weeks start on Monday)", "month": "Monthly usage"}
-
-
-FULL = TOKEN_KEYS
-COMPACT = ("input", "output")  # below WIDE columns, as ccusage does: cache and reasoning columns go
-WIDE = 120
-COMPACT_NOTE = "compact view: widen the terminal to {width} columns for reasoning and cache tokens"
-
-
-def token_kinds(width: int) -> tuple[str, ...]:
-    return FULL if width >= WIDE else COMPACT
 
 
 def _usage_cells(u: dict, kinds: tuple[str, ...]) -> list[str]:

@@ -20,7 +20,6 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-
 FILE_SUFFIX = ".json"  # a record's file is named for its ID
 FOREIGN = "foreign file"
 HALF_WRITTEN = "malformed JSON (half-written?)"

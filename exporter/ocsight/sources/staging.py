@@ -301,7 +301,10 @@ class Staging:
         self.job = job
         # A long-running consumer's staging spills to a private temporary file beyond a small page
         # cache, so its memory stays flat; a one-shot read keeps it in memory.
-        self.con = sqlite3.connect("" if job.lean else ":memory:", isolation_level=None, timeout=BUSY_RETRY_SECONDS)
+        # `uri`: OpenCode's databases are attached by URI (read-only, immutable), which SQLite
+        # honours only on a connection opened with URIs on (not every build turns them on by default)
+        self.con = sqlite3.connect("" if job.lean else ":memory:", isolation_level=None, timeout=BUSY_RETRY_SECONDS,
+                                   uri=True)
         self.con.execute("PRAGMA temp_store = FILE" if job.lean else "PRAGMA temp_store = MEMORY")
         self.con.execute(f"PRAGMA cache_size = {-2000 if job.lean else -8000}")
         self.fields = _fields(job.detail)
@@ -363,10 +366,11 @@ class Staging:
             if self._has_tables(alias):
                 con.execute(f"INSERT OR IGNORE INTO session_era (id, version) SELECT r.id, r.version "
                             f"FROM {alias}.session r WHERE {scope}", params)
+        holds = self.job.scope.holds
         for tree in self.job.trees:
             known = {r[0] for r in con.execute("SELECT id FROM session_era")}
-            con.executemany("INSERT OR IGNORE INTO session_era (id, version) VALUES (?, ?)",
-                            legacy.session_versions(tree.root, lambda sid: self.job.scope.holds(sid) and sid not in known))
+            wanted = legacy.session_versions(tree.root, lambda sid, known=known: holds(sid) and sid not in known)
+            con.executemany("INSERT OR IGNORE INTO session_era (id, version) VALUES (?, ?)", wanted)
         versions = [v for (v,) in con.execute("SELECT DISTINCT version FROM session_era")]
         con.executemany("UPDATE session_era SET era = ?, many_steps = ? WHERE version IS ?",
                         [(normalise.era_for_version(v), self.job.every_step or normalise.may_have_many_steps(v), v)
