@@ -13,11 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ocsight import paths
+
 CORPORA = Path(__file__).parent / "fixtures" / "corpora"
 NAMES = ("opencode-1.18", "opencode-1.1", "upgrade-1.1-1.15")
 # The upgraded store is also the demo store: recorded once, shipped in the package, tested here.
 DEMO_CORPUS = "upgrade-1.1-1.15"
-DEMO_DIR = Path(__file__).resolve().parent.parent / "exporter" / "ocsight" / "demo"
+DEMO_DIR = paths.DEMO_DIR  # the package's own copy: the one the package under test ships
 
 
 def store_dir(name: str) -> Path:

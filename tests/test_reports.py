@@ -16,6 +16,7 @@ import pytest
 from conftest import stats
 from corpus import raw_store, store_dir
 from ocsight import export as ex
+from ocsight import paths
 
 CORPUS = "opencode-1.18"
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -331,8 +332,7 @@ def test_analyze_output_matches_the_golden_file(cli, monkeypatch):
     monkeypatch.setenv("LINES", "50")
     r = cli("analyze", "--demo", "--no-color")
     assert r.code == 0
-    demo = str(Path(__file__).resolve().parent.parent / "exporter" / "ocsight" / "demo")
-    text = r.out.replace(demo, "<demo>")
+    text = r.out.replace(str(paths.DEMO_DIR), "<demo>")  # the demo store of the package under test
     golden = GOLDEN / "analyze-demo.txt"
     if os.environ.get("OCSIGHT_UPDATE_GOLDEN"):
         golden.parent.mkdir(parents=True, exist_ok=True)
