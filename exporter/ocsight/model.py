@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PICO = 10**12  # costs are kept in integer picodollars: sums are exact and independent of order
+# Usage is summed in 15-minute buckets: every real time zone's midnight falls on a bucket's edge, so
+# days, weeks and months in any zone are exact sums of buckets.
+BUCKET_MS = 900_000
 
 # Tools built into OpenCode; any other `<server>_<tool>` name is an MCP server's tool.
 BUILTIN_TOOLS = frozenset(

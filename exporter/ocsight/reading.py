@@ -18,7 +18,7 @@ from ocsight.index import Index
 from ocsight.model import COST_MODES, Records, Skipped
 from ocsight.pricing.catalogue import Catalogue, overrides_path
 from ocsight.pricing.rates import price_rows
-from ocsight.sources import locate, staging
+from ocsight.sources import locate
 from ocsight.sources.database import OpenCodeDatabase
 
 
@@ -66,6 +66,8 @@ def read_records(idx: Index, sessions: Iterable[str] | None = None, every_step: 
 
     Without `every_step`, model calls are read only where they make their message's tokens
     (OpenCode 0.x sessions): since 1.0 a message holds its one step's tokens."""
+    from ocsight.sources import staging  # records are read by few commands
+
     wanted = None if sessions is None else tuple(sorted(set(sessions)))
     for _attempt in range(3):
         dbs = [OpenCodeDatabase(p, rank) for rank, p in enumerate(idx.sources.databases)]

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocsight.filters import Filters
-from ocsight.model import Project, Session, Tokens
+from ocsight.model import BUCKET_MS, Project, Session, Tokens
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.pricing.rates import PriceRow
-from ocsight.sources.staging import BUCKET_MS
 
 PROJECT_SQL = "coalesce(nullif(p.worktree, '/'), s.directory, p.worktree, '(unknown)')"
 CUBE_FROM = "FROM {cube} c LEFT JOIN session s ON s.id = c.session_id LEFT JOIN project p ON p.id = s.project_id"

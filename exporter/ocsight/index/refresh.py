@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ocsight import paths
 from ocsight.errors import OcsightError
@@ -28,9 +28,12 @@ from ocsight.index.reader import IndexReader
 from ocsight.index.schema import SCHEMA, SCHEMA_VERSION
 from ocsight.pricing.catalogue import Catalogue
 from ocsight.pricing.rates import Pair, PriceRow, price_rows
-from ocsight.sources import legacy, locate, staging, workers
+from ocsight.sources import legacy, locate
 from ocsight.sources.database import OpenCodeDatabase
 from ocsight.sqlite_support import require_sqlite
+
+if TYPE_CHECKING:
+    from ocsight.sources import staging
 
 DB_RANK_BASE = 0  # databases: 0, 1, ... (the first database wins among databases)
 LEGACY_RANK_BASE = 1000  # legacy trees always lose to any database
@@ -215,6 +218,8 @@ class Index:
                 full = self._detect_tree(tree, touched) or full
             self.touched = None if full else touched
             if full or touched:
+                from ocsight.sources import workers  # only a read that finds changes stages records
+
                 say("reading OpenCode's records")
                 jobs = self._jobs(dbs, trees, None if full else touched)
                 if full:
@@ -309,6 +314,8 @@ class Index:
               ) -> list[staging.ReadJob]:
         """One staging of the changed sessions; a whole read of a large database as one per core,
         over ranges of sessions holding about equal numbers of messages."""
+        from ocsight.sources import staging
+
         readable = [db for db in dbs if not db.empty]  # a staging skips one without OpenCode's tables
         databases = tuple(staging.Database.of(db) for db in readable)
         stage_trees = tuple(staging.Tree(t.root, t.rank) for t in trees)
@@ -343,6 +350,8 @@ class Index:
 
     def _write(self, result: staging.ReadResult) -> None:
         """Adds what a staging read: its cube rows, skipped records and open sessions."""
+        from ocsight.sources import staging
+
         con = self.con
         usage = ", ".join("?" * len(staging.USAGE_COLUMNS))
         tools = ", ".join("?" * len(staging.TOOL_COLUMNS))

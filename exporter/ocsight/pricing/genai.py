@@ -10,10 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import astuple
-from decimal import Decimal
 from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -23,6 +21,8 @@ from ocsight import paths
 from ocsight.pricing.rates import BASE, TIER, Pair, Price, Rate
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from genai_prices.data_snapshot import DataSnapshot
     from genai_prices.types import ModelPrice, TieredPrices
 
@@ -173,6 +173,8 @@ class Lookups:
 def _write_private(path: Path, text: str) -> None:
     """Writes a cache file readable by its owner alone, whole or not at all (a failure is no error:
     the answers are asked again next time)."""
+    import tempfile
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 
 from ocsight import normalise
 from ocsight.errors import OcsightError
-from ocsight.model import PICO, Message, Step, Tokens, ToolCall, mcp_server
+from ocsight.model import BUCKET_MS, PICO, Message, Step, Tokens, ToolCall, mcp_server
 from ocsight.sources import legacy, normalise_sql
 from ocsight.sources.database import BUSY_RETRY_SECONDS, OpenCodeDatabase, explain
 
-BUCKET_MS = 900_000  # every real time zone's midnight falls on a 15-minute boundary
 TOKENS_NOT_NUMBERS = "token counts are not numbers"
 MALFORMED = "malformed JSON"
 PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
