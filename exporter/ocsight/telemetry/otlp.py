@@ -10,13 +10,16 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from collections.abc import Sequence
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.util.types import Attributes
 
 from ocsight import __version__
 from ocsight.errors import EXIT_USAGE, OcsightError
+from ocsight.telemetry.readable import readable_spans
 from ocsight.telemetry.spans import SpanData
 
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -31,6 +34,19 @@ def protocol(explicit: str | None = None) -> str:
     return value
 
 
+class FixedResource(Resource):
+    """A resource hashed once, when made. The SDK's span encoder groups every span by its resource,
+    hashing the resource anew for each span, and that hash serialises all of its attributes; a
+    resource never changes, so neither does its hash."""
+
+    def __init__(self, attributes: Attributes, schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self.fixed_hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self.fixed_hash
+
+
 def resource() -> Resource:
     """ocsight's service, user and host, under what OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES say."""
     try:
@@ -42,7 +58,7 @@ def resource() -> Resource:
             "service.instance.id": f"{user}@{host}"}
     env = Resource.create({}).attributes
     ours = {k: v for k, v in env.items() if not (k == "service.name" and str(v).startswith("unknown_service"))}
-    return Resource({**base, **ours})
+    return FixedResource({**base, **ours})
 
 
 def identity(res: Resource) -> dict[str, str]:
@@ -51,11 +67,15 @@ def identity(res: Resource) -> dict[str, str]:
     return {k: str(res.attributes[k]) for k in ("user.name", "host.name") if k in res.attributes}
 
 
-def span_exporter(proto: str, timeout: float | None = None):
-    """An exporter `export_spans` can feed; the SDK's configuration, ocsight's encoding."""
-    from ocsight.telemetry.exporters import GrpcRequestExporter, HttpRequestExporter
+def span_exporter(proto: str, timeout: float | None = None) -> SpanExporter:
+    """The SDK's OTLP span exporter for the protocol, configured by the standard variables."""
+    if proto == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-    return (GrpcRequestExporter if proto == "grpc" else HttpRequestExporter)(timeout=timeout)
+        return Grpc(timeout=timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    return Http(timeout=timeout)
 
 
 def metric_exporter(proto: str, timeout: float | None = None):
@@ -71,11 +91,8 @@ def metric_exporter(proto: str, timeout: float | None = None):
     return OTLPMetricExporter(timeout=timeout, preferred_temporality=temporality)
 
 
-def export_spans(exporter, spans: list[SpanData], res: Resource) -> bool:
+def export_spans(exporter: SpanExporter, spans: Sequence[SpanData], res: Resource) -> bool:
     """Sends one batch; True when the receiver acknowledged it."""
-    from ocsight.telemetry.encode import trace_request
-
     if not spans:
         return True
-    request = trace_request(spans, res.attributes, (SCOPE.name, SCOPE.version or ""))
-    return exporter.export(request) == SpanExportResult.SUCCESS
+    return exporter.export(readable_spans(spans, res, SCOPE)) == SpanExportResult.SUCCESS
