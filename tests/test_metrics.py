@@ -13,7 +13,7 @@ import pytest
 
 from corpus import store_dir
 from ocsight import reading
-from ocsight.telemetry import indexed, metrics
+from ocsight.telemetry import metrics, otlp
 from otlp_receiver import Receiver
 from test_watch import backfill_with_receiver_down, labels, sidecar
 
@@ -155,15 +155,16 @@ def last_collection(receiver: Receiver, name: str) -> list:
     return [p for p in points if p.time_unix_nano == last]
 
 
+@pytest.mark.parametrize("proto", ["grpc", "http/protobuf"])
 def test_a_store_with_thousands_of_label_sets_loses_none_to_the_sdks_overflow_series(tmp_path, receiver, monkeypatch,
-                                                                                     cli):
+                                                                                     cli, proto: str):
     import storegen
 
     plan = storegen.plan_store(seed=4, sessions=900, projects=300, turns=(2, 3))
     store = tmp_path / "data"
     storegen.write_sqlite(plan, store / "opencode.db")
-    receiver.start_grpc()
-    s = sidecar(store, receiver, monkeypatch, backfill=True)
+    receiver.start_grpc() if proto == "grpc" else receiver.start_http()
+    s = sidecar(store, receiver, monkeypatch, proto, backfill=True)
     s.cycle()
     s.close()
     points = last_collection(receiver, "ocsight.tool.calls")
@@ -175,10 +176,10 @@ def test_a_store_with_thousands_of_label_sets_loses_none_to_the_sdks_overflow_se
     # in requests a gRPC receiver takes (4 MiB by default), however long the history
     assert len(receiver.metrics) > 1
     assert all(sum(len(getattr(m, m.WhichOneof("data")).data_points) for rm in req.resource_metrics
-                   for sm in rm.scope_metrics for m in sm.metrics) <= indexed.MAX_POINTS + 10 for req in receiver.metrics)
+                   for sm in rm.scope_metrics for m in sm.metrics) <= otlp.MAX_POINTS for req in receiver.metrics)
 
 
-# -- the index-derived metrics are built at each collection, not kept by the SDK -------------------------
+# -- one rendering: the SDK's, for OTLP and Prometheus alike -------------------------------------------
 
 PROMETHEUS_NAMES = {"ocsight.tokens": "ocsight_tokens_total", "ocsight.cost.usd": "ocsight_cost_usd_total",
                     "ocsight.model.calls": "ocsight_model_calls_total", "ocsight.errors": "ocsight_errors_total",
@@ -225,47 +226,8 @@ def test_the_prometheus_endpoint_serves_the_same_series_and_values_as_otlp(store
     assert sum(v for (name, _labels), v in want.items() if name == "ocsight_budget_usd") == 405.0
 
 
-def test_the_collector_writes_what_the_sdks_prometheus_exporter_wrote_for_the_same_points(store):
-    """The same points through the SDK's exporter (observable instruments, as the sidecar had them) and
-    through the collector: the same exposition, name for name, label for label, value for value."""
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from opentelemetry.metrics import Observation
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.resources import Resource
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from ocsight.telemetry.prometheus_collector import PrometheusCollector
-
-    t = totals(store)
-    identity = {"user.name": "ana", "host.name": "box"}
-
-    def series():
-        return metrics.index_points(t, lambda: list(BUDGETS), identity)
-
-    sdk_registry = CollectorRegistry()
-    provider = MeterProvider(resource=Resource({}), metric_readers=[PrometheusMetricReader(registry=sdk_registry)])
-    meter = provider.get_meter("ocsight")
-    for instrument in metrics.INSTRUMENTS:
-        def observe(_options, instrument=instrument):
-            for i, points in series():
-                if i == instrument:
-                    return [Observation(value, attributes) for attributes, value in points]
-            return []
-
-        create = meter.create_observable_counter if instrument.counter else meter.create_observable_gauge
-        create(instrument.name, [observe], unit=instrument.unit, description=instrument.description)
-    ours = CollectorRegistry()
-    ours.register(PrometheusCollector(series))
-    try:
-        sdk_text = generate_latest(sdk_registry).decode()
-    finally:
-        provider.shutdown()
-    without_target = "".join(line + "\n" for line in sdk_text.splitlines() if "target_info" not in line)
-    assert generate_latest(ours).decode() == without_target
-    assert {name for name, _labels in scraped(without_target)} == set(PROMETHEUS_NAMES.values())
-
-
-def test_counters_keep_one_start_time_from_one_export_to_the_next(store, receiver, monkeypatch):
+def test_counters_keep_their_start_time_from_one_export_to_the_next_and_gauges_have_none(store, receiver,
+                                                                                         monkeypatch):
     receiver.start_grpc()
     s = sidecar(store, receiver, monkeypatch, backfill=True)
     s.cycle()
@@ -273,26 +235,31 @@ def test_counters_keep_one_start_time_from_one_export_to_the_next(store, receive
     s.cycle()
     s.close()
     first, second = [points for _kind, points in receiver.metric_points("ocsight.tokens")]
-    assert {p.start_time_unix_nano for p in first + second} == {s.started_ns}
-    assert s.started_ns < first[0].time_unix_nano < second[0].time_unix_nano
+
+    def starts(points) -> dict[tuple, int]:
+        return {tuple((kv.key, str(kv.value)) for kv in p.attributes): p.start_time_unix_nano for p in points}
+
+    assert starts(first) == starts(second)  # one cumulative stream per series
+    assert all(0 < p.start_time_unix_nano < p.time_unix_nano for p in first)
+    assert first[0].time_unix_nano < second[0].time_unix_nano
     assert [p.as_int for p in first] == [p.as_int for p in second]
     (_kind, gauges), *_ = receiver.metric_points("ocsight.spend.usd")
     assert all(p.start_time_unix_nano == 0 for p in gauges)
 
 
 class Capture:
-    """A metric exporter keeping what it is given; `fail` makes it refuse."""
+    """A metric exporter keeping what it is given."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self) -> None:
         from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
         self.requests: list = []
-        self.fail, self.result = fail, MetricExportResult
+        self.result = MetricExportResult
         MetricExporter.__init__(self)
 
     def export(self, data, timeout_millis: float = 10_000, **kwargs):
         self.requests.append(data)
-        return self.result.FAILURE if self.fail else self.result.SUCCESS
+        return self.result.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
@@ -318,55 +285,66 @@ def captured_sidecar(store: Path, receiver: Receiver, monkeypatch, capture: Capt
     return s
 
 
-def test_the_sdk_holds_only_the_histograms_and_health_and_the_index_points_go_in_small_requests(store, receiver,
-                                                                                             monkeypatch):
+def test_every_metric_goes_under_one_resource_the_index_ones_and_histograms_under_one_ocsight_scope(
+        store, receiver, monkeypatch):
     capture = Capture()
     s = captured_sidecar(store, receiver, monkeypatch, capture)
     try:
-        s.metric_exporter.max_points = 25
-        s.metric_reader.collect()
-        index_names = {i.name for i in metrics.INSTRUMENTS}
-        first, *rest = [names(r) for r in capture.requests]
-        # the SDK's own metrics and the first index points share a request: one resource, and the
-        # histograms and the counters under one "ocsight" scope, as before
-        assert {"gen_ai.client.token.usage", "ocsight.export.lag", "ocsight.tokens"} <= set(first)
-        assert [len(rm.scope_metrics) for rm in capture.requests[0].resource_metrics] == [2]
-        assert rest and all(set(r) <= index_names for r in rest)
-        assert all(sum(n for name, n in r.items() if name in index_names) <= 25 for r in [first, *rest])
-        expected = {i.name: len(list(points)) for i, points in s.index_points()}
-        sent: dict[str, int] = {}
-        for r in [first, *rest]:
-            for name, n in r.items():
-                sent[name] = sent.get(name, 0) + n
-        assert {k: v for k, v in sent.items() if k in index_names} == {k: v for k, v in expected.items() if v}
-
-        capture.requests.clear()
-        s.metric_exporter.series = lambda: ()  # what the SDK itself holds
         s.metric_reader.collect()
         (only,) = capture.requests
-        assert not set(names(only)) & index_names
+        assert len(only.resource_metrics) == 1
+        scopes = {sm.scope.name: {m.name for m in sm.metrics} for sm in only.resource_metrics[0].scope_metrics}
+        assert set(scopes) == {"ocsight", "ocsight.sidecar"}
+        assert {i.name for i in metrics.INSTRUMENTS} | {"gen_ai.client.token.usage",
+                                                        "gen_ai.client.operation.duration"} == scopes["ocsight"]
     finally:
         s.close()
 
 
-def test_a_refused_request_ends_the_export_and_an_unreadable_index_still_sends_the_rest(store, receiver, monkeypatch,
-                                                                                        caplog):
-    capture = Capture(fail=True)
+def test_the_index_is_read_once_per_change_and_the_instruments_sharing_a_read_agree(store, receiver, monkeypatch):
+    capture = Capture()
+    s = captured_sidecar(store, receiver, monkeypatch, capture)
+    reads: list[str] = []
+    for source, read in list(s.snapshot.read.items()):
+        def counted(source=source, read=read):
+            reads.append(source)
+            return read()
+        s.snapshot.read[source] = counted
+    try:
+        s.metric_reader.collect()
+        s.metric_reader.collect()
+        # tokens, cost and calls share one read of the usage totals; nothing changed between collections
+        assert sorted(reads) == sorted(["usage", "errors", "sessions", "tools", "unpriced", "budgets", "spend",
+                                        "budgets", "spend"])
+        reads.clear()
+        s.snapshot.invalidate()  # as a cycle does when the refresh changed the index
+        s.metric_reader.collect()
+        assert sorted(reads) == sorted(["usage", "errors", "sessions", "tools", "unpriced", "budgets", "spend"])
+        first, second, third = [names(r) for r in capture.requests]
+        assert first == second == third
+    finally:
+        s.close()
+
+
+def test_an_unreadable_index_still_sends_the_sidecars_health_and_the_next_collection_has_it_all(
+        store, receiver, monkeypatch, caplog):
+    capture = Capture()
     s = captured_sidecar(store, receiver, monkeypatch, capture)
     try:
-        s.metric_exporter.max_points = 25
-        s.metric_reader.collect()  # logged by the SDK's reader, never raised
-        assert len(capture.requests) == 1
-
         def unreadable():
             raise sqlite3.OperationalError("database is locked")
 
-        capture.requests.clear()
-        capture.fail = False
-        s.metric_exporter.series = unreadable
+        readable = dict(s.snapshot.read)
+        s.snapshot.read.update({source: unreadable for source in ("usage", "tools")})
+        s.snapshot.invalidate()
+        s.metric_reader.collect()  # logged by the SDK, never raised
+        got = names(capture.requests[-1])
+        assert "ocsight.export.lag" in got and "ocsight.errors" in got
+        assert not {"ocsight.tokens", "ocsight.cost.usd", "ocsight.model.calls", "ocsight.tool.calls"} & set(got)
+        assert "database is locked" in caplog.text
+
+        s.snapshot.read.update(readable)
         s.metric_reader.collect()
-        (only,) = capture.requests
-        assert "ocsight.export.lag" in names(only) and "ocsight.tokens" not in names(only)
-        assert "reading the index for the metrics failed" in caplog.text
+        assert {"ocsight.tokens", "ocsight.tool.calls"} <= set(names(capture.requests[-1]))
     finally:
         s.close()

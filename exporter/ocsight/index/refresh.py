@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ocsight import paths
 from ocsight.errors import OcsightError
 from ocsight.index.reader import IndexReader
-from ocsight.index.schema import SCHEMA, SCHEMA_VERSION
+from ocsight.index.schema import CUBE_INDEXES, SCHEMA, SCHEMA_VERSION
 from ocsight.pricing.catalogue import Catalogue
 from ocsight.pricing.rates import Pair, PriceRow, price_rows
 from ocsight.sources import legacy, locate
@@ -160,7 +160,7 @@ class Index:
         con = _connect(self.path, self.lean, wal=False)
         self._wal_pending = self.path is not None
         with transaction(con):
-            for ddl in SCHEMA:
+            for ddl in (*SCHEMA, *CUBE_INDEXES.values()):
                 con.execute(ddl)
             con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         return con
@@ -225,8 +225,12 @@ class Index:
                 if full:
                     catalogue.prefetch()  # a whole read meets every model at once: load prices meanwhile
                 self._clear(None if full else touched)
+                for name in CUBE_INDEXES if full else ():
+                    con.execute(f"DROP INDEX IF EXISTS {name}")
                 for result in workers.read(jobs, lambda pairs: self._prices(catalogue, pairs)):
                     self._write(result)
+                for name, ddl in CUBE_INDEXES.items() if full else ():
+                    con.execute(ddl)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('cube', '1')")
             if any(db.changed_under_us() for db in dbs):
                 raise _Retry

@@ -19,10 +19,8 @@ SCHEMA = [
         error TEXT, messages INTEGER, input INTEGER, output INTEGER, reasoning INTEGER, cache_read INTEGER,
         cache_write INTEGER, stored_pico INTEGER, est_zero_pico INTEGER, est_all_pico INTEGER,
         unpriced_zero INTEGER, unpriced_all INTEGER)""",
-    "CREATE INDEX usage_cube_session ON usage_cube (session_id)",
     """CREATE TABLE tool_cube (session_id TEXT, bucket INTEGER, provider TEXT, model TEXT, agent TEXT, tool TEXT,
         calls INTEGER, errors INTEGER)""",
-    "CREATE INDEX tool_cube_session ON tool_cube (session_id)",
     # Records a source could not give us: counted and shown; those of a session are redone with it.
     """CREATE TABLE skipped (source TEXT NOT NULL, ref TEXT NOT NULL, reason TEXT NOT NULL, session_id TEXT,
         PRIMARY KEY (source, ref)) WITHOUT ROWID""",
@@ -34,3 +32,9 @@ SCHEMA = [
     "CREATE TABLE legacy_dir (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE legacy_open (source TEXT, session_id TEXT, PRIMARY KEY (source, session_id)) WITHOUT ROWID",
 ]
+# The cubes' indexes, by name: a whole read drops them and builds them again once its rows are in
+# (one sort, rather than an index update a row).
+CUBE_INDEXES = {
+    "usage_cube_session": "CREATE INDEX usage_cube_session ON usage_cube (session_id)",
+    "tool_cube_session": "CREATE INDEX tool_cube_session ON tool_cube (session_id)",
+}

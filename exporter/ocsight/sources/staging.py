@@ -19,6 +19,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from ocsight import normalise
 from ocsight.errors import OcsightError
@@ -28,7 +29,7 @@ from ocsight.sources.database import BUSY_RETRY_SECONDS, OpenCodeDatabase, expla
 
 TOKENS_NOT_NUMBERS = "token counts are not numbers"
 MALFORMED = "malformed JSON"
-PICO_PER_TOKEN = 1e6  # USD per 1M tokens -> picodollars per token
+BATCH_ROWS = 20_000  # cube rows handed over at once
 
 
 def _j(path: str) -> str:
@@ -186,6 +187,10 @@ def message_columns(detail: bool) -> list[str]:
     return ["id", "session_id", "time_created", "bucket", "time_completed", "role", "provider", "model", "agent",
             "error", "era", "steps", "step_tokens", *normalise.TOKEN_KEYS, "cost_pico", "problem",
             *(c for c, _ in MESSAGE_DETAIL_FIELDS if detail)]
+
+
+def _new_in_scope(scope: Scope, known: set[str], session_id: str) -> bool:
+    return scope.holds(session_id) and session_id not in known
 
 
 def _strict(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -365,10 +370,9 @@ class Staging:
             if self._has_tables(alias):
                 con.execute(f"INSERT OR IGNORE INTO session_era (id, version) SELECT r.id, r.version "
                             f"FROM {alias}.session r WHERE {scope}", params)
-        holds = self.job.scope.holds
         for tree in self.job.trees:
             known = {r[0] for r in con.execute("SELECT id FROM session_era")}
-            wanted = legacy.session_versions(tree.root, lambda sid, known=known: holds(sid) and sid not in known)
+            wanted = legacy.session_versions(tree.root, partial(_new_in_scope, self.job.scope, known))
             con.executemany("INSERT OR IGNORE INTO session_era (id, version) VALUES (?, ?)", wanted)
         versions = [v for (v,) in con.execute("SELECT DISTINCT version FROM session_era")]
         con.executemany("UPDATE session_era SET era = ?, many_steps = ? WHERE version IS ?",
@@ -572,17 +576,27 @@ class Staging:
             FROM stage_message m LEFT JOIN base_price b ON b.provider = m.provider AND b.model = m.model"""
         )
 
-    def summarise(self, prices: Sequence[PriceRow]) -> ReadResult:
-        """The staged sessions' cube rows at these prices, and every record that could not be used:
-        messages with a problem, and tool calls without their message."""
+    def summarise(self, prices: Sequence[PriceRow], batch: int = BATCH_ROWS) -> Iterator[ReadResult]:
+        """The staged sessions' cube rows at these prices, and every record that could not be used
+        (messages with a problem, tool calls without their message): in parts of at most `batch`
+        rows, as they are summed, so neither a large read's rows nor their copies are held at once."""
         self._price(prices)
         con = self.con
+        skipped = list(self.skipped)
+        skipped += [("index", f"message:{mid}", problem, sid) for mid, problem, sid in con.execute(
+            "SELECT id, problem, session_id FROM stage_message WHERE problem IS NOT NULL")]
+        skipped += [("index", f"tool_call:{tid}", "tool call without its message", sid) for tid, sid in con.execute(
+            "SELECT t.id, t.session_id FROM stage_tool t "
+            "WHERE NOT EXISTS (SELECT 1 FROM stage_message m WHERE m.id = t.message_id)")]
+        yield ReadResult(skipped=skipped, open_sessions=list(self.open_sessions))
         tools = con.execute(
             """SELECT m.session_id, m.bucket, m.provider, m.model, m.agent, coalesce(t.tool, '(unknown)'),
                 count(*), sum(t.status = 'error')
             FROM stage_tool t JOIN stage_message m ON m.id = t.message_id
             WHERE m.problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6"""
-        ).fetchall()
+        )
+        while rows := tools.fetchmany(batch):
+            yield ReadResult(tools=rows)
         # `priced` is 0 or 1 for assistant messages, NULL for the others
         unpriced = ("CASE WHEN priced = 0 AND input + output + reasoning + cache_read + cache_write > 0 "
                     "THEN 1 ELSE 0 END")
@@ -595,14 +609,9 @@ class Staging:
                     cache_read, cache_write, cost_pico, coalesce(est_pico, 0) AS est, {unpriced} AS unpriced
                 FROM priced_message WHERE problem IS NULL LIMIT -1)  -- not flattened: one estimate a row
             GROUP BY 1, 2, 3, 4, 5, 6, 7"""
-        ).fetchall()
-        skipped = list(self.skipped)
-        skipped += [("index", f"message:{mid}", problem, sid) for mid, problem, sid in con.execute(
-            "SELECT id, problem, session_id FROM stage_message WHERE problem IS NOT NULL")]
-        skipped += [("index", f"tool_call:{tid}", "tool call without its message", sid) for tid, sid in con.execute(
-            "SELECT t.id, t.session_id FROM stage_tool t "
-            "WHERE NOT EXISTS (SELECT 1 FROM stage_message m WHERE m.id = t.message_id)")]
-        return ReadResult(usage, tools, skipped, list(self.open_sessions))
+        )
+        while rows := usage.fetchmany(batch):
+            yield ReadResult(usage=rows)
 
     # -- records ------------------------------------------------------------------------------------
 

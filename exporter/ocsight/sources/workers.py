@@ -10,7 +10,7 @@ answers, and each sums its range. Over a pipe, as pickles:
     caller -> child  ReadJob
     child -> caller  ("pairs", [(provider, model), ...])  or ("error", message, exit code)
     caller -> child  [PriceRow, ...]
-    child -> caller  ("result", ReadResult)  or ("error", message, exit code)
+    child -> caller  ("part", ReadResult), ... ("done", None)  or ("error", message, exit code)
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Child:
             self._receive()  # it ended: its answer says why
 
     def _receive(self) -> Any:
+        """The next answer's content; None for "done"."""
         assert self.proc.stdout is not None
         try:
             answer = pickle.load(self.proc.stdout)
@@ -63,9 +64,10 @@ class Child:
     def send_prices(self, prices: list[PriceRow]) -> None:
         self._send(prices)
 
-    def result(self) -> ReadResult:
-        result: ReadResult = self._receive()
-        return result
+    def results(self) -> Iterator[ReadResult]:
+        """Its result, in parts as the child sums them."""
+        while (part := self._receive()) is not None:
+            yield part
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -90,12 +92,11 @@ def read(jobs: Sequence[ReadJob], prices: Prices) -> Iterator[ReadResult]:
             rows = prices(sorted(pairs))
             for child in children:
                 child.send_prices(rows)
-            result = local.summarise(rows)
+            yield from local.summarise(rows)
         finally:
             local.close()
-        yield result
         for child in children:
-            yield child.result()
+            yield from child.results()
     finally:
         for child in children:
             child.close()
@@ -111,7 +112,9 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         staging = stage(job)
         answer("pairs", staging.model_pairs())
         rows: list[PriceRow] = pickle.load(stdin)
-        answer("result", staging.summarise(rows))
+        for part in staging.summarise(rows):
+            answer("part", part)
+        answer("done", None)
     except OcsightError as e:
         answer("error", str(e), e.exit_code)
     except EOFError:

@@ -6,6 +6,7 @@ re-sends at most what was not yet acknowledged (and span IDs make a re-send harm
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import sqlite3
 import time
@@ -54,8 +55,8 @@ class Checkpoint:
             return now_ms
         return int(value)
 
-    def exported(self, records: list[str]) -> set[str]:
-        out: set[str] = set()
+    def exported(self, records: list[str]) -> builtins.set[str]:  # `set` is a method here
+        out: builtins.set[str] = builtins.set()
         for i in range(0, len(records), 500):
             chunk = records[i : i + 500]
             out.update(r[0] for r in self.con.execute(
@@ -72,10 +73,10 @@ class Checkpoint:
             self.con.execute("ROLLBACK")
             raise
 
-    def open_sessions(self) -> set[str]:
+    def open_sessions(self) -> builtins.set[str]:
         return {r[0] for r in self.con.execute("SELECT session_id FROM open_session")}
 
-    def set_open_sessions(self, sessions: set[str]) -> None:
+    def set_open_sessions(self, sessions: builtins.set[str]) -> None:
         self.con.execute("BEGIN IMMEDIATE")
         self.con.execute("DELETE FROM open_session")
         self.con.executemany("INSERT INTO open_session VALUES (?)", [(s,) for s in sorted(sessions)])

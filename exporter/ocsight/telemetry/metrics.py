@@ -1,13 +1,12 @@
 """Token, cost and call metrics, tagged by provider, model, agent and project (never by session).
 
 The counters are read from the index's cumulative totals at every collection: after a restart
-they go on from the true total, neither from zero nor twice. They are not the SDK's instruments:
-a long history has thousands of label sets, which the SDK would keep in memory for good; their
-points are built from `Totals` when a collection asks for them (`index_points`, one mapping for
-both outputs, see `telemetry.indexed`) and dropped once sent. The conventions' two histograms are
-SDK instruments, recorded once per model or tool call, when its span is acknowledged. Every point
-carries the sidecar's user and host, so many sidecars can share one collector without their series
-colliding.
+they go on from the true total, neither from zero nor twice. `Totals` reads them, and the pure
+mappings of `INDEX_METRICS` turn its rows into points; `telemetry.observed` makes them the SDK's
+observable instruments, which the SDK renders for OTLP and Prometheus alike. The conventions' two
+histograms are SDK instruments, recorded once per model or tool call, when its span is
+acknowledged. Every point carries the sidecar's user and host, so many sidecars can share one
+collector without their series colliding.
 
 Prometheus names (the sidecar's endpoint and the collector's agree; `tests/metric_names.py` pins them):
 `ocsight_tokens_total`, `ocsight_cost_usd_total`, `ocsight_model_calls_total`, `ocsight_sessions_total`,
@@ -22,12 +21,15 @@ import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.util.types import AttributeValue
 
 from ocsight.index import IndexReader
 from ocsight.model import PICO, Message, ToolCall, mcp_server
@@ -39,11 +41,15 @@ DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 SUBAGENT = "ocsight.subagent"
 TOOL_SERVER = "ocsight.tool.server"  # an MCP tool's server; "opencode" for OpenCode's own tools
 PERIOD = "ocsight.budget.period"
-CARDINALITY_LIMIT = 1_000_000
 ALL_PROJECTS = "*"
 
 
-def _model_labels(provider: str, model: str) -> dict:
+Row = tuple[Any, ...]  # one row of an index query
+Rows = list[Row]
+Labels = dict[str, AttributeValue]
+
+
+def _model_labels(provider: str, model: str) -> Labels:
     return {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(provider), "ocsight.provider.id": provider,
             gen_ai.GEN_AI_REQUEST_MODEL: model}
 
@@ -58,6 +64,10 @@ def period_starts(now: dt.datetime) -> dict[str, dt.datetime]:
     return {"daily": day, "weekly": day - dt.timedelta(days=day.weekday()), "monthly": day.replace(day=1)}
 
 
+def _spend_since(reader: IndexReader, mode: str, since_ms: int) -> Rows:
+    return list(reader.spend_by_project(mode, since_ms))
+
+
 class Totals:
     """Reads the index's cumulative totals for the index-derived instruments (on a read-only
     connection of its own, opened for each reading: the metric reader runs on its own thread)."""
@@ -65,7 +75,7 @@ class Totals:
     def __init__(self, index_path: Callable[[], Path | None], cost_mode: str, tz: dt.tzinfo | None = None) -> None:
         self.path, self.mode, self.tz = index_path, cost_mode, tz
 
-    def _read(self, query: Callable[[IndexReader], list[Any]]) -> list[Any]:
+    def _read(self, query: Callable[[IndexReader], Rows]) -> Rows:
         path = self.path()
         if path is None or not path.exists():
             return []
@@ -77,23 +87,23 @@ class Totals:
         finally:
             con.close()
 
-    def usage(self) -> list[Any]:
+    def usage(self) -> Rows:
         """(provider, model, agent, project, subagent, calls, *tokens, stored, estimated), a row per label set."""
         return self._read(lambda r: r.usage_by_labels(self.mode))
 
-    def errors(self) -> list[Any]:
+    def errors(self) -> Rows:
         """(provider, model, agent, project, subagent, error type, failed calls)."""
         return self._read(lambda r: r.errors_by_labels())
 
-    def sessions(self) -> list[Any]:
+    def sessions(self) -> Rows:
         """(provider, model, agent, project, subagent, sessions)."""
         return self._read(lambda r: r.sessions_by_labels())
 
-    def tools(self) -> list[Any]:
+    def tools(self) -> Rows:
         """(provider, model, project, tool, calls, errors)."""
         return self._read(lambda r: r.tools_by_labels())
 
-    def unpriced(self) -> list[Any]:
+    def unpriced(self) -> Rows:
         return self._read(lambda r: r.unpriced_by_model(self.mode))
 
     def spend(self, now: dt.datetime | None = None) -> list[tuple[str, str, float]]:
@@ -102,8 +112,8 @@ class Totals:
         now = now or dt.datetime.now(self.tz)
         out: list[tuple[str, str, float]] = []
         for period, start in period_starts(now).items():
-            since_ms = int(start.timestamp() * 1000)
-            rows: list[tuple[str, int]] = self._read(lambda r, ms=since_ms: r.spend_by_project(self.mode, ms))
+            rows: list[tuple[str, int]] = self._read(partial(_spend_since, mode=self.mode,
+                                                             since_ms=int(start.timestamp() * 1000)))
             out.append((period, ALL_PROJECTS, sum(pico for _p, pico in rows) / PICO))
             out += [(period, project, pico / PICO) for project, pico in rows]
         return out
@@ -119,21 +129,22 @@ class Instrument:
     counter: bool
 
 
-Point = tuple[dict[str, Any], int | float]  # (attributes, value)
+Point = tuple[Labels, int | float]  # (attributes, value)
+PointMapping = Callable[[Rows, Mapping[str, str]], Iterator[Point]]  # rows and identity -> points
 
 
-def _usage_labels(p, m, a, proj, sub, me: Mapping[str, str]) -> dict:
+def _usage_labels(p: str, m: str, a: str, proj: str, sub: int, me: Mapping[str, str]) -> Labels:
     return {**_model_labels(p, m), gen_ai.GEN_AI_AGENT_NAME: a, PROJECT: proj, SUBAGENT: bool(sub), **me}
 
 
-def _tokens(rows, me) -> Iterator[Point]:
+def _tokens(rows: Rows, me: Mapping[str, str]) -> Iterator[Point]:
     for p, m, a, proj, sub, _n, *counts in rows:
         base = _usage_labels(p, m, a, proj, sub, me)
         for kind, value in zip(TOKEN_KEYS, counts[:5]):
             yield {**base, gen_ai.GEN_AI_TOKEN_TYPE: kind}, value or 0
 
 
-def _cost(rows, me) -> Iterator[Point]:
+def _cost(rows: Rows, me: Mapping[str, str]) -> Iterator[Point]:
     for p, m, a, proj, sub, _n, *rest in rows:
         stored, estimated = rest[5:7]
         base = _usage_labels(p, m, a, proj, sub, me)
@@ -141,42 +152,42 @@ def _cost(rows, me) -> Iterator[Point]:
         yield {**base, "ocsight.cost.estimated": True}, (estimated or 0) / PICO
 
 
-def _calls(rows, me) -> Iterator[Point]:
+def _calls(rows: Rows, me: Mapping[str, str]) -> Iterator[Point]:
     for p, m, a, proj, sub, n, *_rest in rows:
         yield _usage_labels(p, m, a, proj, sub, me), n or 0
 
 
-def _errors(rows, me) -> Iterator[Point]:
+def _errors(rows: Rows, me: Mapping[str, str]) -> Iterator[Point]:
     for p, m, a, proj, sub, error, n in rows:
         yield {**_usage_labels(p, m, a, proj, sub, me), error_attributes.ERROR_TYPE: error}, n or 0
 
 
-def _sessions(rows, me) -> Iterator[Point]:
+def _sessions(rows: Rows, me: Mapping[str, str]) -> Iterator[Point]:
     for p, m, a, proj, sub, n in rows:
         yield _usage_labels(p, m, a, proj, sub, me), n
 
 
-def _tools(rows, me) -> Iterator[Point]:
+def _tools(rows: Rows, me: Mapping[str, str]) -> Iterator[Point]:
     for p, m, proj, tool, n, errs in rows:
-        base = {**_model_labels(p, m), PROJECT: proj, gen_ai.GEN_AI_TOOL_NAME: tool,
+        base: Labels = {**_model_labels(p, m), PROJECT: proj, gen_ai.GEN_AI_TOOL_NAME: tool,
                 TOOL_SERVER: tool_server(mcp_server(tool)), **me}
         yield {**base, "ocsight.tool.status": "completed"}, (n or 0) - (errs or 0)
         yield {**base, "ocsight.tool.status": "error"}, errs or 0
 
 
-def _unpriced(rows, me) -> Iterator[Point]:
+def _unpriced(rows: Rows, me: Mapping[str, str]) -> Iterator[Point]:
     for p, m, n in rows:
         yield {**_model_labels(p, m), **me}, n or 0
 
 
-def _periods(rows, me) -> Iterator[Point]:
+def _periods(rows: Rows, me: Mapping[str, str]) -> Iterator[Point]:
     """Budgets and spend: the same label set, so a rule compares them one to one."""
     for period, project, usd in rows:
         yield {PERIOD: period, PROJECT: project or ALL_PROJECTS, **me}, usd
 
 
 # Every index-derived instrument: what it reads (a `Totals` method, or "budgets") and how its rows become points.
-INDEX_METRICS: tuple[tuple[Instrument, str, Callable[[list, Mapping[str, str]], Iterator[Point]]], ...] = (
+INDEX_METRICS: tuple[tuple[Instrument, str, PointMapping], ...] = (
     (Instrument("ocsight.tokens", "{token}", "Tokens by type", True), "usage", _tokens),
     (Instrument("ocsight.cost.usd", "{USD}", "Cost in US dollars", True), "usage", _cost),
     (Instrument("ocsight.model.calls", "{call}", "Model calls", True), "usage", _calls),
@@ -192,36 +203,10 @@ INDEX_METRICS: tuple[tuple[Instrument, str, Callable[[list, Mapping[str, str]], 
 INSTRUMENTS: tuple[Instrument, ...] = tuple(i for i, _source, _points in INDEX_METRICS)
 
 
-def points(rows_of: Callable[[str], list], identity: Mapping[str, str]) -> Iterator[tuple[Instrument, Iterator[Point]]]:
-    """Every index-derived instrument with its points, `(attributes, value)` one per label set: the one
-    mapping from rows to points that both the OTLP and the Prometheus outputs use. `rows_of(source)`
-    gives the rows of one `INDEX_METRICS` source; each is asked for when its instrument's turn comes,
-    and `identity` (user and host) goes on every point."""
-    me = dict(identity)
-    for instrument, source, mapping in INDEX_METRICS:
-        yield instrument, mapping(rows_of(source), me)
-
-
-def index_points(totals: Totals, budgets: Callable[[], list[tuple[str, str | None, float]]],
-                 identity: Mapping[str, str]) -> Iterator[tuple[Instrument, Iterator[Point]]]:
-    """`points` over the index's totals as they are now, and the configured budgets; each source is
-    read once, so the instruments sharing it (tokens, cost, calls) agree within a collection."""
-    read: dict[str, list] = {}
-
-    def rows_of(source: str) -> list:
-        if source not in read:
-            read[source] = budgets() if source == "budgets" else getattr(totals, source)()
-        return read[source]
-
-    return points(rows_of, identity)
-
-
-def install(meter_provider, identity: Mapping[str, str]):
+def install(meter_provider: MeterProvider, identity: Mapping[str, str]
+            ) -> tuple[Callable[[Message], None], Callable[[ToolCall, Message | None], None]]:
     """Creates the conventions' two histograms on the provider; returns `(record_call(message),
-    record_tool(call, message))`. `identity` (user and host) goes on every point.
-
-    The index-derived instruments are not on the provider: `telemetry.indexed` builds them at each
-    collection from `index_points`, so their thousands of series are not kept in the SDK's storage."""
+    record_tool(call, message))`. `identity` (user and host) goes on every point."""
     meter = meter_provider.get_meter("ocsight")
     me = dict(identity)
     token_hist = meter.create_histogram(gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}",
@@ -231,7 +216,7 @@ def install(meter_provider, identity: Mapping[str, str]):
                                       explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
 
     def record_call(m: Message) -> None:
-        attrs = {gen_ai.GEN_AI_OPERATION_NAME: "chat", gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider),
+        attrs: Labels = {gen_ai.GEN_AI_OPERATION_NAME: "chat", gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider),
                  gen_ai.GEN_AI_REQUEST_MODEL: m.model, **me}
         t = m.tokens
         token_hist.record(t.input + t.cache_read + t.cache_write, {**attrs, gen_ai.GEN_AI_TOKEN_TYPE: "input"})
@@ -243,7 +228,7 @@ def install(meter_provider, identity: Mapping[str, str]):
     def record_tool(t: ToolCall, m: Message | None) -> None:
         if not (t.time_start and t.time_end):
             return
-        attrs = {gen_ai.GEN_AI_OPERATION_NAME: "execute_tool", gen_ai.GEN_AI_TOOL_NAME: t.tool,
+        attrs: Labels = {gen_ai.GEN_AI_OPERATION_NAME: "execute_tool", gen_ai.GEN_AI_TOOL_NAME: t.tool,
                  TOOL_SERVER: tool_server(t.mcp_server), **me}
         if m is not None:
             attrs |= {gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider), gen_ai.GEN_AI_REQUEST_MODEL: m.model}

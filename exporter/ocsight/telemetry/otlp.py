@@ -10,17 +10,24 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from collections.abc import Mapping, Sequence
 
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.util.types import AnyValue
 
 from ocsight import __version__
 from ocsight.errors import EXIT_USAGE, OcsightError
+from ocsight.telemetry.readable import readable_spans
 from ocsight.telemetry.spans import SpanData
 
 PROTOCOLS = ("grpc", "http/protobuf")
 SCOPE = InstrumentationScope("ocsight", __version__)
+# Metric points per request: a long history has thousands of label sets, and a point with its labels
+# takes 300 to 600 bytes, so a request stays far below the 4 MiB a gRPC receiver takes by default.
+MAX_POINTS = 2000
 
 
 def protocol(explicit: str | None = None) -> str:
@@ -29,6 +36,19 @@ def protocol(explicit: str | None = None) -> str:
     if value not in PROTOCOLS:
         raise OcsightError(f"unknown OTLP protocol {value!r} (choose grpc or http/protobuf)", EXIT_USAGE)
     return value
+
+
+class FixedResource(Resource):
+    """A resource hashed once, when made. The SDK's span encoder groups every span by its resource,
+    hashing the resource anew for each span, and that hash serialises all of its attributes; a
+    resource never changes, so neither does its hash."""
+
+    def __init__(self, attributes: Mapping[str, AnyValue], schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self.fixed_hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self.fixed_hash
 
 
 def resource() -> Resource:
@@ -42,7 +62,7 @@ def resource() -> Resource:
             "service.instance.id": f"{user}@{host}"}
     env = Resource.create({}).attributes
     ours = {k: v for k, v in env.items() if not (k == "service.name" and str(v).startswith("unknown_service"))}
-    return Resource({**base, **ours})
+    return FixedResource({**base, **ours})
 
 
 def identity(res: Resource) -> dict[str, str]:
@@ -51,31 +71,41 @@ def identity(res: Resource) -> dict[str, str]:
     return {k: str(res.attributes[k]) for k in ("user.name", "host.name") if k in res.attributes}
 
 
-def span_exporter(proto: str, timeout: float | None = None):
-    """An exporter `export_spans` can feed; the SDK's configuration, ocsight's encoding."""
-    from ocsight.telemetry.exporters import GrpcRequestExporter, HttpRequestExporter
+def span_exporter(proto: str, timeout: float | None = None) -> SpanExporter:
+    """The SDK's OTLP span exporter for the protocol, configured by the standard variables."""
+    if proto == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-    return (GrpcRequestExporter if proto == "grpc" else HttpRequestExporter)(timeout=timeout)
+        return Grpc(timeout=timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    return Http(timeout=timeout)
 
 
-def metric_exporter(proto: str, timeout: float | None = None):
+def metric_exporter(proto: str, timeout: float | None = None) -> MetricExporter:
+    """The SDK's OTLP metric exporter for the protocol: cumulative sums and histograms (a restarted
+    sidecar goes on from the index's totals), in requests of at most `MAX_POINTS` points, encoded
+    one request at a time (`telemetry.batches`)."""
     from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
     from opentelemetry.sdk.metrics.export import AggregationTemporality
 
-    temporality = {Counter: AggregationTemporality.CUMULATIVE, ObservableCounter: AggregationTemporality.CUMULATIVE,
-                   Histogram: AggregationTemporality.CUMULATIVE}
+    temporality: dict[type, AggregationTemporality] = {
+        Counter: AggregationTemporality.CUMULATIVE, ObservableCounter: AggregationTemporality.CUMULATIVE,
+        Histogram: AggregationTemporality.CUMULATIVE}
     if proto == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    return OTLPMetricExporter(timeout=timeout, preferred_temporality=temporality)
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        return Grpc(timeout=timeout, preferred_temporality=temporality, max_export_batch_size=MAX_POINTS)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    from ocsight.telemetry.batches import Batched
+
+    http = Http(timeout=timeout, preferred_temporality=temporality, max_export_batch_size=MAX_POINTS)
+    return Batched(http, MAX_POINTS, temporality)
 
 
-def export_spans(exporter, spans: list[SpanData], res: Resource) -> bool:
+def export_spans(exporter: SpanExporter, spans: Sequence[SpanData], res: Resource) -> bool:
     """Sends one batch; True when the receiver acknowledged it."""
-    from ocsight.telemetry.encode import trace_request
-
     if not spans:
         return True
-    request = trace_request(spans, res.attributes, (SCOPE.name, SCOPE.version or ""))
-    return exporter.export(request) == SpanExportResult.SUCCESS
+    return exporter.export(readable_spans(spans, res, SCOPE)) == SpanExportResult.SUCCESS

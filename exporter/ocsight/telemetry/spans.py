@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.util.types import AttributeValue
 
 from ocsight.model import Message, Records, ToolCall
 
@@ -53,7 +54,7 @@ class SpanData:
     parent_id: int | None
     start_ns: int
     end_ns: int
-    attributes: dict = field(default_factory=dict)
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -94,10 +95,11 @@ def asks_for_tools(m: Message) -> bool:
 
 def root_session(sid: str, parent_of: Mapping[str, str | None]) -> str:
     """The root of a session's subagent chain (as far as `parent_of` knows it)."""
-    seen = set()
-    while parent_of.get(sid) and sid not in seen:
+    seen: set[str] = set()
+    parent = parent_of.get(sid)
+    while parent and sid not in seen:
         seen.add(sid)
-        sid = parent_of[sid]
+        sid, parent = parent, parent_of.get(parent)
     return sid
 
 
@@ -106,11 +108,11 @@ def cost_of(m: Message, mode: str = "auto") -> tuple[float, bool]:
     return sum(m.cost_parts(mode)), m.is_estimated(mode) and m.estimated_usd is not None
 
 
-def chat_attributes(m: Message, project: str | None, mode: str = "auto") -> dict:
+def chat_attributes(m: Message, project: str | None, mode: str = "auto") -> dict[str, AttributeValue]:
     """The conventions count cached tokens inside input and reasoning inside output."""
     t = m.tokens
     cost, estimated = cost_of(m, mode)
-    attrs = {
+    attrs: dict[str, AttributeValue] = {
         gen_ai.GEN_AI_OPERATION_NAME: CHAT,
         gen_ai.GEN_AI_PROVIDER_NAME: provider_name(m.provider),
         PROVIDER_ID: m.provider,
@@ -135,8 +137,8 @@ def chat_attributes(m: Message, project: str | None, mode: str = "auto") -> dict
     return attrs
 
 
-def tool_attributes(t: ToolCall) -> dict:
-    attrs = {
+def tool_attributes(t: ToolCall) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {
         gen_ai.GEN_AI_OPERATION_NAME: EXECUTE_TOOL,
         gen_ai.GEN_AI_TOOL_NAME: t.tool,
         gen_ai.GEN_AI_TOOL_TYPE: "extension" if t.mcp_server else "function",
@@ -161,7 +163,9 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
 
     def project_of(sid: str) -> str | None:
         s = sessions.get(sid)
-        return (projects.get(s.project_id) or s.directory) if s else None
+        if s is None:
+            return None
+        return (projects.get(s.project_id) if s.project_id is not None else None) or s.directory
 
     # a session's trace and a message's span ID are asked for by every span below them: hashed once
     traces: dict[str, int] = {}
@@ -196,7 +200,7 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
                 continue  # the turn goes on
             starter = started_by.get(m.session_id)
             end = max((a.time_completed or a.time_created or 0) for a in replies)
-            attrs = {gen_ai.GEN_AI_OPERATION_NAME: INVOKE_AGENT,
+            attrs: dict[str, AttributeValue] = {gen_ai.GEN_AI_OPERATION_NAME: INVOKE_AGENT,
                      gen_ai.GEN_AI_AGENT_NAME: m.agent, gen_ai.GEN_AI_CONVERSATION_ID: m.session_id,
                      gen_ai.GEN_AI_PROVIDER_NAME: provider_name(last.provider), gen_ai.GEN_AI_REQUEST_MODEL: last.model,
                      gen_ai.GEN_AI_USAGE_INPUT_TOKENS: sum(a.tokens.input + a.tokens.cache_read + a.tokens.cache_write
@@ -213,10 +217,10 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
                                 id_of(starter.id) if starter else None, ms_to_ns(m.time_created), ms_to_ns(end),
                                 attrs, errors[-1] if errors else None))
         elif is_final(m):
-            end = m.time_completed or m.time_created
+            done = m.time_completed or m.time_created
             out.append(SpanData(m.id, f"chat {m.model}", KIND_CLIENT, trace, id_of(m.id),
                                 id_of(m.parent_id) if m.parent_id else None, ms_to_ns(m.time_created),
-                                ms_to_ns(end), chat_attributes(m, project_of(m.session_id), mode), m.error))
+                                ms_to_ns(done), chat_attributes(m, project_of(m.session_id), mode), m.error))
     for t in recs.tool_calls:
         if not tool_is_final(t):
             continue

@@ -13,7 +13,10 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ocsight import paths, reading
 from ocsight.errors import NoData, OcsightError
@@ -23,14 +26,21 @@ from ocsight.telemetry import checkpoint as cp
 from ocsight.telemetry import otlp
 from ocsight.telemetry import spans as mapping
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from ocsight.model import Message, Records
+
 log = logging.getLogger("ocsight.watch")
 MAX_BACKOFF = 60.0
 BATCH = 512
 CHUNK_SESSIONS = 250
-# SQLite's memory in the whole process beyond which it recycles cache pages rather than allocate
-# more. Building the index of a 10,000-session history took 20 MB of it (the index's page cache, the
-# store's, sorters, temporary tables), the largest part of the sidecar's peak; with this, 14 MB and
-# a peak 7 MB lower, in the same time.
+# SQLite's memory in the whole process beyond which it recycles cache pages rather than allocate more:
+# building the index of a long history otherwise holds on to its page caches, sorters and temporary
+# tables for the sidecar's life.
 SQLITE_SOFT_HEAP = 8 << 20
 
 
@@ -50,7 +60,8 @@ class WatchOptions:
 
 
 class Sidecar:
-    def __init__(self, opts: WatchOptions, span_exporter=None, metric_exporter=None) -> None:
+    def __init__(self, opts: WatchOptions, span_exporter: SpanExporter | None = None,
+                 metric_exporter: MetricExporter | None = None) -> None:
         opts.read = dataclasses.replace(opts.read, index_name="watch", lean_memory=True)
         self.opts = opts
         # OpenCode may not have written anything yet: follow the directories until it does.
@@ -65,61 +76,28 @@ class Sidecar:
         self.exported = 0
         self.skipped = 0
         self.pending_since: float | None = None  # end of the oldest finished record not yet acknowledged
-        self._index_file = None
+        self._index_file: Path | None = None
         self._stop = threading.Event()
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.metrics.view import View
-
         from ocsight.filters import resolve_timezone
-        from ocsight.telemetry import indexed, metrics
+        from ocsight.telemetry import meters, metrics, observed
 
         self.totals = metrics.Totals(self._index_path, opts.read.cost_mode, resolve_timezone(opts.timezone))
+        self.snapshot = observed.Snapshot(observed.sources(self.totals, lambda: list(opts.budgets)))
         self.identity = otlp.identity(self.resource)
-        # the counters' start: the same at every export, so a backend sees one cumulative stream per series
-        self.started_ns = time.time_ns()
-        self.metric_exporter = indexed.WithIndexMetrics(metric_exporter or otlp.metric_exporter(opts.protocol),
-                                                        self.resource, self.index_points, self.started_ns)
-        self.metric_reader = PeriodicExportingMetricReader(self.metric_exporter,
-                                                           export_interval_millis=opts.metric_interval * 1000)
-        readers = [self.metric_reader]
-        self.prometheus_server = None
-        self.prometheus_collector = None
+        self.metric_reader = meters.otlp_reader(metric_exporter or otlp.metric_exporter(opts.protocol),
+                                                opts.metric_interval)
+        readers: list[MetricReader] = [self.metric_reader]
+        self.prometheus_server: WSGIServer | None = None
         if opts.prometheus_port is not None:
-            readers.append(self._prometheus(opts.prometheus_host, opts.prometheus_port))
-        # The SDK folds every label set past 2,000 into one overflow series: none of the histograms' may be lost.
-        every_series = View(instrument_name="*", aggregation_cardinality_limit=metrics.CARDINALITY_LIMIT)
-        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers, views=[every_series])
+            prometheus, self.prometheus_server = meters.prometheus_reader(opts.prometheus_host, opts.prometheus_port)
+            readers.append(prometheus)
+        self.meter_provider = meters.provider(self.resource, readers)
         self.record_call, self.record_tool = metrics.install(self.meter_provider, self.identity)
+        observed.register(self.meter_provider.get_meter("ocsight"), self.snapshot.rows, self.identity)
         self._health()
         self._soft_heap_before = _soft_heap_limit(SQLITE_SOFT_HEAP)  # given back by close()
 
-    def index_points(self):
-        """The index-derived metrics' points as of now (built at each export and scrape, then dropped)."""
-        from ocsight.telemetry import metrics
-
-        return metrics.index_points(self.totals, lambda: list(self.opts.budgets), self.identity)
-
-    def _prometheus(self, host: str, port: int):
-        """A pull endpoint beside OTLP, on 127.0.0.1 unless told otherwise: the SDK's reader for its
-        instruments, and a collector of the index-derived metrics on the same registry."""
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import REGISTRY, start_http_server
-
-        from ocsight.telemetry.prometheus_collector import PrometheusCollector
-
-        reader_ = PrometheusMetricReader()
-        self.prometheus_collector = PrometheusCollector(self.index_points)
-        REGISTRY.register(self.prometheus_collector)
-        try:
-            self.prometheus_server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
-        except OSError as e:
-            REGISTRY.unregister(self.prometheus_collector)
-            self.prometheus_collector = None
-            raise OcsightError(f"cannot serve Prometheus metrics on {host}:{port}: {e.strerror}") from None
-        return reader_
-
-    def _index_path(self):
+    def _index_path(self) -> Path | None:
         """Found once OpenCode has written something; then fixed for the sidecar's life."""
         if self._index_file is None:
             try:
@@ -157,6 +135,8 @@ class Sidecar:
         except NoData:
             return 0  # not yet: OpenCode has not written anything
         with idx:
+            if idx.touched is None or idx.touched:
+                self.snapshot.invalidate()  # the refresh may have changed every total
             self.skipped = idx.reader.skipped_count()
             if self.last_cycle_ms is None or idx.touched is None:
                 # first cycle, or the index was rebuilt: every session active since the floor
@@ -169,12 +149,12 @@ class Sidecar:
             if not family:
                 self.last_cycle_ms = started
                 return 0
-            sent, open_sessions = 0, set()
+            sent, open_sessions = 0, set[str]()
             for chunk in _chunks(family, parents, CHUNK_SESSIONS):  # memory stays bounded on a backfill
                 n, still_open = self._send(idx, chunk)
                 sent += n
                 open_sessions |= still_open
-        self.pending_since: float | None = None  # end of the oldest finished record not yet acknowledged
+        self.pending_since = None
         self.checkpoint.set_open_sessions(open_sessions)
         self.last_cycle_ms = started
         return sent
@@ -188,7 +168,7 @@ class Sidecar:
         fresh = [s for s in all_spans if floor is None or s.start_ns >= floor * 1_000_000]
         done = self.checkpoint.exported([s.record for s in fresh])
         todo = [s for s in fresh if s.record not in done]
-        open_sessions = {m.session_id for m in recs.messages if not mapping.is_final(m)}
+        open_sessions: set[str] = {m.session_id for m in recs.messages if not mapping.is_final(m)}
         open_sessions |= {t.session_id for t in recs.tool_calls if not mapping.tool_is_final(t) and t.session_id}
         open_sessions |= _turns_in_progress(recs)
         if todo:
@@ -264,11 +244,6 @@ class Sidecar:
             self.meter_provider.shutdown()  # flushes the last metrics
         except Exception as e:  # noqa: BLE001 - a receiver down at exit must not hide the shutdown
             log.warning("flushing metrics failed: %s", e)
-        if self.prometheus_collector is not None:
-            from prometheus_client import REGISTRY
-
-            REGISTRY.unregister(self.prometheus_collector)
-            self.prometheus_collector = None
         self.span_exporter.shutdown()
         if self.prometheus_server is not None:
             self.prometheus_server.shutdown()
@@ -314,13 +289,14 @@ def _families(reader: IndexReader, sessions: set[str]) -> tuple[set[str], dict[s
         if sid in out:
             continue
         out.add(sid)
-        if parent.get(sid):
-            stack.append(parent[sid])
+        up = parent.get(sid)
+        if up:
+            stack.append(up)
         stack.extend(children.get(sid, []))
     return out, parent
 
 
-def _chunks(family: set[str], parent: dict, size: int):
+def _chunks(family: set[str], parent: dict[str, str | None], size: int) -> Iterator[list[str]]:
     """The family in lists of about `size` sessions, a root session always with its descendants."""
     groups: dict[str, list[str]] = {}
     for sid in sorted(family):
@@ -335,9 +311,9 @@ def _chunks(family: set[str], parent: dict, size: int):
         yield chunk
 
 
-def _turns_in_progress(recs) -> set[str]:
+def _turns_in_progress(recs: Records) -> set[str]:
     """Sessions whose last turn still waits for an answer after a tool call."""
-    last: dict[str, object] = {}
+    last: dict[str, Message] = {}
     for m in recs.messages:
         if m.role == "assistant":
             prev = last.get(m.session_id)
