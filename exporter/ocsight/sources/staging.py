@@ -29,7 +29,10 @@ from ocsight.sources.database import BUSY_RETRY_SECONDS, OpenCodeDatabase, expla
 
 TOKENS_NOT_NUMBERS = "token counts are not numbers"
 MALFORMED = "malformed JSON"
-BATCH_ROWS = 20_000  # cube rows handed over at once
+# Cube rows handed over at once: few enough that their Python objects stay small beside SQLite's
+# own memory (a long-running consumer's fewer still), enough that a batch's overhead does not count.
+BATCH_ROWS = 5_000
+LEAN_BATCH_ROWS = 1_000
 
 
 def _j(path: str) -> str:
@@ -576,11 +579,12 @@ class Staging:
             FROM stage_message m LEFT JOIN base_price b ON b.provider = m.provider AND b.model = m.model"""
         )
 
-    def summarise(self, prices: Sequence[PriceRow], batch: int = BATCH_ROWS) -> Iterator[ReadResult]:
+    def summarise(self, prices: Sequence[PriceRow], batch: int | None = None) -> Iterator[ReadResult]:
         """The staged sessions' cube rows at these prices, and every record that could not be used
         (messages with a problem, tool calls without their message): in parts of at most `batch`
         rows, as they are summed, so neither a large read's rows nor their copies are held at once."""
         self._price(prices)
+        batch = batch or (LEAN_BATCH_ROWS if self.job.lean else BATCH_ROWS)
         con = self.con
         skipped = list(self.skipped)
         skipped += [("index", f"message:{mid}", problem, sid) for mid, problem, sid in con.execute(

@@ -1,7 +1,8 @@
-"""The sidecar's meter provider and its readers: OTLP every interval, and Prometheus on request.
+"""The sidecar's meter providers and their readers: OTLP every interval, and Prometheus on request.
 
-Every instrument is the SDK's and every reader renders all of them, so the OTLP points and the
-Prometheus series come from one rendering.
+The SDK names and renders every instrument for each reader; the index's metrics reach OTLP through
+`telemetry.collected` (no state kept between exports) and Prometheus as observable instruments of a
+provider of their own (`prometheus_index_reader`), from the same mappings.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def provider(resource: Resource, readers: Sequence[MetricReader]) -> MeterProvid
 def otlp_reader(exporter: MetricExporter, interval_s: float) -> PeriodicExportingMetricReader:
     """Exports every `interval_s`, and once more when the provider shuts down."""
     return PeriodicExportingMetricReader(exporter, export_interval_millis=interval_s * 1000)
+
+
+def prometheus_index_reader() -> MetricReader:
+    """A second Prometheus reader on the same registry, for the index's metrics: without the
+    `target_info` the first reader serves already."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    return PrometheusMetricReader(disable_target_info=True)
 
 
 def prometheus_reader(host: str, port: int) -> tuple[MetricReader, WSGIServer]:

@@ -12,7 +12,8 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 
-from opentelemetry.sdk.metrics.export import MetricExporter
+from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -71,6 +72,12 @@ def identity(res: Resource) -> dict[str, str]:
     return {k: str(res.attributes[k]) for k in ("user.name", "host.name") if k in res.attributes}
 
 
+# Cumulative sums and histograms: a restarted sidecar goes on from the index's totals.
+TEMPORALITY: dict[type, AggregationTemporality] = {
+    Counter: AggregationTemporality.CUMULATIVE, ObservableCounter: AggregationTemporality.CUMULATIVE,
+    Histogram: AggregationTemporality.CUMULATIVE}
+
+
 def span_exporter(proto: str, timeout: float | None = None) -> SpanExporter:
     """The SDK's OTLP span exporter for the protocol, configured by the standard variables."""
     if proto == "grpc":
@@ -86,12 +93,7 @@ def metric_exporter(proto: str, timeout: float | None = None) -> MetricExporter:
     """The SDK's OTLP metric exporter for the protocol: cumulative sums and histograms (a restarted
     sidecar goes on from the index's totals), in requests of at most `MAX_POINTS` points, encoded
     one request at a time (`telemetry.batches`)."""
-    from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
-    from opentelemetry.sdk.metrics.export import AggregationTemporality
-
-    temporality: dict[type, AggregationTemporality] = {
-        Counter: AggregationTemporality.CUMULATIVE, ObservableCounter: AggregationTemporality.CUMULATIVE,
-        Histogram: AggregationTemporality.CUMULATIVE}
+    temporality = TEMPORALITY
     if proto == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 

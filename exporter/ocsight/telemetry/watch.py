@@ -29,6 +29,7 @@ from ocsight.telemetry import spans as mapping
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
     from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -79,21 +80,28 @@ class Sidecar:
         self._index_file: Path | None = None
         self._stop = threading.Event()
         from ocsight.filters import resolve_timezone
-        from ocsight.telemetry import meters, metrics, observed
+        from ocsight.telemetry import collected, meters, metrics, observed
 
         self.totals = metrics.Totals(self._index_path, opts.read.cost_mode, resolve_timezone(opts.timezone))
         self.snapshot = observed.Snapshot(observed.sources(self.totals, lambda: list(opts.budgets)))
         self.identity = otlp.identity(self.resource)
-        self.metric_reader = meters.otlp_reader(metric_exporter or otlp.metric_exporter(opts.protocol),
-                                                opts.metric_interval)
+        # OTLP: the index's metrics built at each export, never kept in the SDK (`telemetry.collected`)
+        exporter = collected.WithIndexMetrics(metric_exporter or otlp.metric_exporter(opts.protocol),
+                                              otlp.TEMPORALITY, self.resource, self.snapshot.rows, self.identity,
+                                              start_ns=time.time_ns())
+        self.metric_reader = meters.otlp_reader(exporter, opts.metric_interval)
         readers: list[MetricReader] = [self.metric_reader]
         self.prometheus_server: WSGIServer | None = None
+        self.index_provider: MeterProvider | None = None
         if opts.prometheus_port is not None:
             prometheus, self.prometheus_server = meters.prometheus_reader(opts.prometheus_host, opts.prometheus_port)
             readers.append(prometheus)
+            # Prometheus, on request: the index's metrics as the SDK's observable instruments, on a
+            # provider of their own that only this endpoint reads (the SDK keeps each series' state)
+            self.index_provider = meters.provider(self.resource, [meters.prometheus_index_reader()])
+            observed.register(self.index_provider.get_meter("ocsight"), self.snapshot.rows, self.identity)
         self.meter_provider = meters.provider(self.resource, readers)
         self.record_call, self.record_tool = metrics.install(self.meter_provider, self.identity)
-        observed.register(self.meter_provider.get_meter("ocsight"), self.snapshot.rows, self.identity)
         self._health()
         self._soft_heap_before = _soft_heap_limit(SQLITE_SOFT_HEAP)  # given back by close()
 
@@ -244,6 +252,8 @@ class Sidecar:
             self.meter_provider.shutdown()  # flushes the last metrics
         except Exception as e:  # noqa: BLE001 - a receiver down at exit must not hide the shutdown
             log.warning("flushing metrics failed: %s", e)
+        if self.index_provider is not None:
+            self.index_provider.shutdown()
         self.span_exporter.shutdown()
         if self.prometheus_server is not None:
             self.prometheus_server.shutdown()
