@@ -119,15 +119,20 @@ def _emit_json(doc: object) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
-def _version_message() -> str:
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """ocsight's version, and the Python and SQLite it runs on (what a bug report needs)."""
+    if not value or ctx.resilient_parsing:
+        return
     import platform
     import sqlite3
 
-    return f"%(prog)s %(version)s (Python {platform.python_version()}, SQLite {sqlite3.sqlite_version})"
+    click.echo(f"ocsight {__version__} (Python {platform.python_version()}, SQLite {sqlite3.sqlite_version})")
+    ctx.exit()
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="ocsight", message=_version_message())
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """Exact token and cost analytics for OpenCode.
 

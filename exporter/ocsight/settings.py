@@ -17,11 +17,6 @@ from typing import TYPE_CHECKING, Any
 from ocsight import paths
 from ocsight.errors import EXIT_USAGE, OcsightError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
-
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
 
@@ -109,6 +104,10 @@ def load() -> Settings:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:

@@ -73,9 +73,32 @@ def test_a_malformed_part_that_does_not_open_with_its_type_is_skipped_not_counte
     parts = ['{"type":"tool","tool":"bash","state":{"status":"completed"}}', '{"tool":"bash","type":"tool",']
     read = staging.stage(staging.ReadJob((_database(tmp_path / "db", parts),), (), staging.Scope()))
     try:
-        skipped = [s for part in read.summarise([]) for s in part.skipped]
+        read.summarise([])
+        skipped = read.con.execute("SELECT * FROM skipped_record").fetchall()
     finally:
         read.close()
     assert [(s[1], s[2]) for s in skipped if s[0] != "index"] == [("part:p1", "malformed JSON")]
     # the valid tool call has no message here: it is counted as such, not lost
     assert [(s[1], s[2]) for s in skipped if s[0] == "index"] == [("tool_call:p0", "tool call without its message")]
+
+
+def _messages(path: Path, rows: list[str]) -> staging.Database:
+    db = _database(path, [])
+    con = sqlite3.connect(path)
+    con.executemany("INSERT INTO message VALUES (?, 's', 0, 0, ?)", [(f"m{i}", d) for i, d in enumerate(rows)])
+    con.commit()
+    con.close()
+    return db
+
+
+def test_a_message_in_json5_is_malformed_as_opencode_would_find_it_whatever_the_sqlite(tmp_path: Path):
+    ok = '{"role":"assistant","cost":0.5,"tokens":{"input":1,"output":2,"reasoning":0,"cache":{"read":0,"write":0}}}'
+    json5 = '{"role":"assistant", /* JSON5 */ "cost":0.5,}'
+    read = staging.stage(staging.ReadJob((_messages(tmp_path / "db", [ok, json5]),), (), staging.Scope()))
+    try:
+        read.summarise([])
+        skipped = read.con.execute("SELECT ref, reason FROM skipped_record").fetchall()
+        messages = read.con.execute("SELECT sum(messages) FROM cube_usage").fetchone()[0]
+    finally:
+        read.close()
+    assert skipped == [("message:m1", "malformed JSON")] and messages == 1

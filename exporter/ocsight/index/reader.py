@@ -194,6 +194,9 @@ class IndexReader:
     def __init__(self, con: sqlite3.Connection) -> None:
         self.con = con
 
+    def close(self) -> None:
+        self.con.close()
+
     def _rows(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
         cur = self.con.execute(sql, args)
         names = [d[0] for d in cur.description]
@@ -201,12 +204,22 @@ class IndexReader:
 
     # -- usage ---------------------------------------------------------------------------------------
 
-    def breakdown(self, f: Filters, mode: str) -> Breakdown:
+    def breakdown(self, f: Filters, mode: str, second: IndexReader | None = None) -> Breakdown:
         """Totals and the breakdowns of `stats`. The assistant messages' usage is first reduced to one
-        row per (session, provider, model, agent) in the window; every breakdown groups that."""
-        con = self.con
+        row per (session, provider, model, agent) in the window; every breakdown groups that.
+
+        `second`: a reader on another connection to the same index, which reads the counts, tool
+        calls and errors on a thread meanwhile (SQLite works without Python's lock)."""
+        if second is None:
+            return self._with_usage(f, mode, self._counts(f))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="ocsight-counts") as pool:
+            counts = pool.submit(second._counts, f)
+            return self._with_usage(f, mode, counts.result)
+
+    def _counts(self, f: Filters) -> tuple[list[Row], list[Row], Row]:
         clause, args = where(f)
-        stored, est, unpriced = cost_columns(mode)
         tools = self._rows(
             f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_from_filtered('tool_cube', f)} "
             f"WHERE {clause} GROUP BY c.tool ORDER BY calls DESC, c.tool", args)
@@ -220,6 +233,14 @@ class IndexReader:
             "coalesce(sum(CASE WHEN c.role = 'assistant' THEN c.messages END), 0) AS assistant, "
             "coalesce(sum(CASE WHEN c.role = 'assistant' AND c.error IS NOT NULL THEN c.messages END), 0) AS errors "
             f"{CUBE_FROM.format(cube='usage_cube')} WHERE {clause}", args)
+        return tools, errors, counts
+
+    def _with_usage(self, f: Filters, mode: str,
+                    counted: tuple[list[Row], list[Row], Row] | Callable[[], tuple[list[Row], list[Row], Row]]
+                    ) -> Breakdown:
+        con = self.con
+        clause, args = where(f)
+        stored, est, unpriced = cost_columns(mode)
         con.execute("DROP TABLE IF EXISTS temp.g")
         con.execute(
             f"""CREATE TEMP TABLE g AS SELECT c.provider, c.model, c.agent, c.session_id,
@@ -252,6 +273,7 @@ class IndexReader:
                 "ORDER BY n DESC, 1, 2")
         finally:
             con.execute("DROP TABLE temp.g")
+        tools, errors, counts = counted() if callable(counted) else counted
         totals = Totals(counts["sessions"], counts["sub"], counts["user"], counts["assistant"], counts["errors"],
                         all_usage)
         return Breakdown(totals, by["provider"], by["model"], by["agent"], by["project"],

@@ -10,12 +10,12 @@ their cube rows. An unchanged store is not written at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 import time
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +28,13 @@ from ocsight.index.reader import IndexReader
 from ocsight.index.schema import CUBE_INDEXES, SCHEMA, SCHEMA_VERSION
 from ocsight.pricing.catalogue import Catalogue
 from ocsight.pricing.rates import Pair, PriceRow, price_rows
-from ocsight.sources import legacy, locate
+from ocsight.sources import locate
 from ocsight.sources.database import OpenCodeDatabase
 from ocsight.sqlite_support import require_sqlite
 
 if TYPE_CHECKING:
+    from tempfile import TemporaryDirectory
+
     from ocsight.sources import staging
 
 DB_RANK_BASE = 0  # databases: 0, 1, ... (the first database wins among databases)
@@ -46,8 +48,10 @@ Progress = Callable[[str], None]
 
 def index_path(sources: locate.Sources, name: str = "") -> Path:
     """`name` gives a consumer its own index (the sidecar: another process refreshing a shared one
-    would consume the changes the sidecar must see)."""
-    digest = hashlib.sha256(sources.key.encode()).hexdigest()[:16]
+    would consume the changes the sidecar must see). Named by a 64-bit digest of the sources: no
+    cryptography needed to tell a user's few sets of sources apart."""
+    key = sources.key.encode()
+    digest = f"{zlib.crc32(key):08x}{zlib.adler32(key):08x}"
     return paths.ocsight_cache() / f"index-{digest}{'-' + name if name else ''}.sqlite"
 
 
@@ -122,6 +126,7 @@ class Index:
         # What the last refresh found changed: None when it read everything.
         self.touched: set[str] | None = None
         self.catalogue: Catalogue | None = None  # the last refresh's price sources
+        self._scratch: TemporaryDirectory[str] | None = None  # a refresh's staging databases
         self._wal_pending = False
         self.con = self._open()
         self.reader = IndexReader(self.con)
@@ -165,6 +170,15 @@ class Index:
             con.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         return con
 
+    def second_reader(self) -> IndexReader | None:
+        """A reader on a read-only connection of its own (for work beside this one's), or None when
+        the index is not a file's: another connection could not see it."""
+        if self.path is None:
+            return None
+        con = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=30,
+                              check_same_thread=False)
+        return IndexReader(con)
+
     @property
     def is_new(self) -> bool:
         """Whether it holds nothing yet: its first refresh reads everything."""
@@ -194,8 +208,11 @@ class Index:
             finally:
                 if not self.con.in_transaction:
                     for _seq, name, _file in self.con.execute("PRAGMA database_list").fetchall():
-                        if name.startswith("oc"):
+                        if name.startswith(("oc", "staged")):
                             self.con.execute(f"DETACH DATABASE {name}")
+                if self._scratch is not None:
+                    self._scratch.cleanup()
+                    self._scratch = None
         else:
             raise OcsightError("OpenCode's database kept changing while being read; try again")
         if self._wal_pending:
@@ -220,15 +237,19 @@ class Index:
             if full or touched:
                 from ocsight.sources import workers  # only a read that finds changes stages records
 
+                import tempfile
+
                 say("reading OpenCode's records")
-                jobs = self._jobs(dbs, trees, None if full else touched)
+                # the stagings' databases: private (mode 0700), gone once the refresh is over
+                self._scratch = tempfile.TemporaryDirectory(prefix="ocsight-read-")
+                jobs = self._jobs(dbs, trees, None if full else touched, self._scratch.name)
+                self._clear(None if full else touched)
                 if full:
                     catalogue.prefetch()  # a whole read meets every model at once: load prices meanwhile
-                self._clear(None if full else touched)
                 for name in CUBE_INDEXES if full else ():
                     con.execute(f"DROP INDEX IF EXISTS {name}")
-                for result in workers.read(jobs, lambda pairs: self._prices(catalogue, pairs)):
-                    self._write(result)
+                for n, path in enumerate(workers.read(jobs, lambda pairs: self._prices(catalogue, pairs))):
+                    self._copy_in(path, f"staged{n}")
                 for name, ddl in CUBE_INDEXES.items() if full else ():
                     con.execute(ddl)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('cube', '1')")
@@ -276,6 +297,8 @@ class Index:
     def _detect_tree(self, tree: Tree, touched: set[str]) -> bool:
         """Merges a legacy tree's new projects and sessions, records its directory stamps and adds
         the sessions to read again to `touched`; True the first time the tree is read."""
+        from ocsight.sources import legacy  # most stores have no legacy tree
+
         con = self.con
         prefix = tree.message_root + "/"
         known = dict(con.execute("SELECT path, mtime_ns FROM legacy_dir WHERE substr(path, 1, ?) = ?",
@@ -314,7 +337,7 @@ class Index:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def _jobs(self, dbs: list[OpenCodeDatabase], trees: list[Tree], touched: set[str] | None
+    def _jobs(self, dbs: list[OpenCodeDatabase], trees: list[Tree], touched: set[str] | None, scratch: str
               ) -> list[staging.ReadJob]:
         """One staging of the changed sessions; a whole read of a large database as one per core,
         over ranges of sessions holding about equal numbers of messages."""
@@ -325,7 +348,7 @@ class Index:
         stage_trees = tuple(staging.Tree(t.root, t.rank) for t in trees)
         if touched is not None:
             return [staging.ReadJob(databases, stage_trees, staging.Scope(sessions=tuple(sorted(touched))),
-                                    lean=self.lean)]
+                                    lean=self.lean, path=f"{scratch}/read-0.sqlite")]
         scopes = [staging.Scope()]
         if readable and not self.lean:
             first = readable[0]
@@ -336,7 +359,8 @@ class Index:
                 sample = first.message_sample(self.con, SAMPLE)
                 bounds = sorted({sample[len(sample) * i // parts] for i in range(1, parts)} - {sample[0]})
                 scopes = list(staging.iter_ranges(bounds))
-        return [staging.ReadJob(databases, stage_trees, scope, lean=self.lean) for scope in scopes]
+        return [staging.ReadJob(databases, stage_trees, scope, lean=self.lean, path=f"{scratch}/read-{n}.sqlite")
+                for n, scope in enumerate(scopes)]
 
     def _clear(self, touched: set[str] | None) -> None:
         """Drops the cube rows, skipped records and open sessions of what is read again."""
@@ -352,17 +376,14 @@ class Index:
             con.execute(f"DELETE FROM {table} WHERE {where}", args)
         con.execute(f"DELETE FROM skipped WHERE session_id IS NOT NULL AND ({where})", args)
 
-    def _write(self, result: staging.ReadResult) -> None:
-        """Adds what a staging read: its cube rows, skipped records and open sessions."""
-        from ocsight.sources import staging
-
+    def _copy_in(self, path: str, alias: str) -> None:
+        """Adds what a staging read (its database at `path`): cube rows, skipped records, open sessions."""
         con = self.con
-        usage = ", ".join("?" * len(staging.USAGE_COLUMNS))
-        tools = ", ".join("?" * len(staging.TOOL_COLUMNS))
-        con.executemany(f"INSERT INTO usage_cube VALUES ({usage})", result.usage)
-        con.executemany(f"INSERT INTO tool_cube VALUES ({tools})", result.tools)
-        con.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", result.skipped)
-        con.executemany("INSERT OR IGNORE INTO legacy_open VALUES (?, ?)", result.open_sessions)
+        con.execute(f"ATTACH DATABASE ? AS {alias}", (f"file:{urllib.parse.quote(path)}?mode=ro",))
+        con.execute(f"INSERT INTO usage_cube SELECT * FROM {alias}.cube_usage")
+        con.execute(f"INSERT INTO tool_cube SELECT * FROM {alias}.cube_tool")
+        con.execute(f"INSERT OR REPLACE INTO skipped SELECT * FROM {alias}.skipped_record")
+        con.execute(f"INSERT OR IGNORE INTO legacy_open SELECT * FROM {alias}.open_session")
 
     # -- prices --------------------------------------------------------------------------------------
 

@@ -7,14 +7,15 @@ midnight falls on a 15-minute boundary, so day windows in any zone are exact.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = "6"  # bump on any change below
+SCHEMA_VERSION = "7"  # bump on any change below
 
 SCHEMA = [
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
     "CREATE TABLE source_state (source TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE project (id TEXT PRIMARY KEY, rank INTEGER NOT NULL, worktree TEXT, name TEXT)",
+    # Looked up by ID for every cube row a report joins: stored in their ID's order (one B-tree probe each)
+    "CREATE TABLE project (id TEXT PRIMARY KEY, rank INTEGER NOT NULL, worktree TEXT, name TEXT) WITHOUT ROWID",
     """CREATE TABLE session (id TEXT PRIMARY KEY, rank INTEGER NOT NULL, project_id TEXT, parent_id TEXT,
-        directory TEXT, title TEXT, version TEXT, time_created INTEGER, time_updated INTEGER)""",
+        directory TEXT, title TEXT, version TEXT, time_created INTEGER, time_updated INTEGER) WITHOUT ROWID""",
     """CREATE TABLE usage_cube (session_id TEXT, bucket INTEGER, role TEXT, provider TEXT, model TEXT, agent TEXT,
         error TEXT, messages INTEGER, input INTEGER, output INTEGER, reasoning INTEGER, cache_read INTEGER,
         cache_write INTEGER, stored_pico INTEGER, est_zero_pico INTEGER, est_all_pico INTEGER,

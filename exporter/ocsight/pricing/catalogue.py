@@ -16,27 +16,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 
 from ocsight import paths
 from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight.pricing import genai
 from ocsight.pricing.rates import Pair, Price, price_from_models_dev
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
-
 PriceTable = dict[Pair, Price]
 
 
 def strip_jsonc(text: str) -> str:
     """JSON with comments and trailing commas (OpenCode's opencode.jsonc) as plain JSON."""
+    import re
+
     out, i, n, in_str = [], 0, len(text), False
     while i < n:
         c = text[i]
@@ -68,8 +65,17 @@ def read_structured(path: Path) -> object:
     """A TOML, JSON or JSONC file's content."""
     raw = path.read_bytes()
     if path.suffix == ".toml":
-        return tomllib.loads(raw.decode())
+        return _toml().loads(raw.decode())
     return json.loads(strip_jsonc(raw.decode()))
+
+
+def _toml() -> ModuleType:
+    """TOML's parser, imported when a TOML file is read (most runs read none)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    return tomllib
 
 
 def overrides_path(explicit: str | None = None) -> Path | None:
@@ -199,7 +205,7 @@ class Catalogue:
             return _by_provider(read_structured(f), "overrides")
         except OSError as e:
             raise OcsightError(f"cannot read price overrides file {f}: {e.strerror}", EXIT_USAGE) from None
-        except (ValueError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        except (ValueError, UnicodeDecodeError) as e:  # TOMLDecodeError is a ValueError
             raise OcsightError(f"bad price overrides file {f}: {e}", EXIT_USAGE) from None
 
     def _config_paths(self) -> list[Path]:

@@ -99,11 +99,17 @@ def pricing_json(reader: IndexReader, mode: str) -> Doc:
 
 
 def stats_json(idx: Index, filters: Filters, mode: str) -> Doc:
-    """The whole `stats --json` object."""
+    """The whole `stats --json` object (its counts read on a second connection meanwhile)."""
+    second = idx.second_reader()
+    try:
+        breakdown = idx.reader.breakdown(filters, mode, second)
+    finally:
+        if second is not None:
+            second.close()
     return {
         "ocsight": __version__,
         "filters": filters.description,
-        **breakdown_json(idx.reader.breakdown(filters, mode)),
+        **breakdown_json(breakdown),
         "pricing": pricing_json(idx.reader, mode),
         "source": source_json(idx),
     }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import time
 import urllib.parse
@@ -53,6 +52,7 @@ def file_stamp(path: Path) -> list[int]:
 def _snapshot(path: Path) -> Path:
     """A private copy of the database and its WAL, for when it cannot be read in place."""
     import hashlib  # rarely needed: most databases are read in place
+    import shutil
 
     target = paths.ocsight_cache() / "snapshots" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
     target.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -9,7 +9,8 @@ its message came from. It then prices and sums what it staged into rows of the i
 (`summarise`), or builds per-message records (`records`).
 
 It shares nothing with other stagings: the index reads a large store as several of them, each
-over a range of sessions, in processes of their own (`sources.workers`); their rows concatenate.
+over a range of sessions, in processes of their own (`sources.workers`), each in a database file of
+its own, whose cube rows the index then copies in (`CUBE_TABLES`): they simply concatenate.
 Invariant this relies on: a message and its parts live in one session (OpenCode writes them so).
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from ocsight import normalise
@@ -29,10 +30,6 @@ from ocsight.sources.database import BUSY_RETRY_SECONDS, OpenCodeDatabase, expla
 
 TOKENS_NOT_NUMBERS = "token counts are not numbers"
 MALFORMED = "malformed JSON"
-# Cube rows handed over at once: few enough that their Python objects stay small beside SQLite's
-# own memory (a long-running consumer's fewer still), enough that a batch's overhead does not count.
-BATCH_ROWS = 5_000
-LEAN_BATCH_ROWS = 1_000
 
 
 def _j(path: str) -> str:
@@ -104,8 +101,10 @@ USAGE_COLUMNS = ("session_id", "bucket", "role", "provider", "model", "agent", "
                  *normalise.TOKEN_KEYS, "stored_pico", "est_zero_pico", "est_all_pico", "unpriced_zero", "unpriced_all")
 TOOL_COLUMNS = ("session_id", "bucket", "provider", "model", "agent", "tool", "calls", "errors")
 
-UsageRow = tuple[object, ...]  # in `USAGE_COLUMNS` order
-ToolRow = tuple[object, ...]  # in `TOOL_COLUMNS` order
+# What `summarise` leaves in the staging's database for the index: the two cubes' rows (in
+# `USAGE_COLUMNS` and `TOOL_COLUMNS` order), the records that could not be used (source, ref,
+# reason, session) and the legacy sessions still streaming (tree source, session).
+CUBE_TABLES = ("cube_usage", "cube_tool", "skipped_record", "open_session")
 Pair = tuple[str, str]  # (provider, model)
 # A model's rate, in picodollars per token: (provider, model, kind, size, input, output, cache_read, cache_write)
 PriceRow = tuple[str, str, int, int, float, float, float, float]
@@ -165,17 +164,8 @@ class ReadJob:
     scope: Scope
     detail: bool = False  # every field of every record, for records rather than cubes
     every_step: bool = False  # every session's step records, not only OpenCode 0.x sessions'
-    lean: bool = False  # a long-running consumer: staged rows spill to a temporary file
-
-
-@dataclass
-class ReadResult:
-    """What a staging gives the index: cube rows, and what it could not use."""
-
-    usage: list[UsageRow] = field(default_factory=list)
-    tools: list[ToolRow] = field(default_factory=list)
-    skipped: list[tuple[str, str, str, str | None]] = field(default_factory=list)  # (source, ref, reason, session)
-    open_sessions: list[tuple[str, str]] = field(default_factory=list)  # (tree source, session) still streaming
+    lean: bool = False  # a long-running consumer: a small page cache, so its memory stays flat
+    path: str = ":memory:"  # the staging's own database: a file the index reads the cubes' rows from
 
 
 def _fields(detail: bool) -> dict[str, list[tuple[str, str]]]:
@@ -196,10 +186,16 @@ def _new_in_scope(scope: Scope, known: set[str], session_id: str) -> bool:
     return scope.holds(session_id) and session_id not in known
 
 
+# SQLite 3.42+ reads JSON5 (comments, trailing commas), which OpenCode's `JSON.parse` and older
+# SQLite refuse: such a row must fail like any malformed one, whatever the library.
+READS_JSON5 = sqlite3.sqlite_version_info >= (3, 42, 0)
+
+
 def _strict(fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """`fields` with the first JSON lookup guarded: SQLite 3.42+ reads JSON5 (comments, trailing
-    commas), which OpenCode's `JSON.parse` and older SQLite refuse. Such a row must fail like any
-    malformed one, whatever the library; a row's text is parsed once, so the guard costs a lookup."""
+    """`fields` with the first JSON lookup guarded where SQLite reads JSON5 (`READS_JSON5`); a
+    row's text is parsed once, so the guard costs a lookup."""
+    if not READS_JSON5:
+        return fields
     i = next(i for i, (_, e) in enumerate(fields) if "r.data" in e)
     column, expr = fields[i]
     guarded = f"CASE WHEN json_valid(r.data) THEN {expr} ELSE json('not RFC 8259 JSON') END"
@@ -306,14 +302,16 @@ class Staging:
 
     def __init__(self, job: ReadJob) -> None:
         self.job = job
-        # A long-running consumer's staging spills to a private temporary file beyond a small page
-        # cache, so its memory stays flat; a one-shot read keeps it in memory.
         # `uri`: OpenCode's databases are attached by URI (read-only, immutable), which SQLite
         # honours only on a connection opened with URIs on (not every build turns them on by default)
-        self.con = sqlite3.connect("" if job.lean else ":memory:", isolation_level=None, timeout=BUSY_RETRY_SECONDS,
-                                   uri=True)
+        self.con = sqlite3.connect(job.path, isolation_level=None, timeout=BUSY_RETRY_SECONDS, uri=True)
+        # A scratch database: nothing to recover after a crash, so no journal and no syncing. A
+        # long-running consumer's spills to its file beyond a small page cache, so its memory stays
+        # flat; a one-shot read's stays in its page cache until the index reads it.
+        self.con.execute("PRAGMA journal_mode = OFF")
+        self.con.execute("PRAGMA synchronous = OFF")
         self.con.execute("PRAGMA temp_store = FILE" if job.lean else "PRAGMA temp_store = MEMORY")
-        self.con.execute(f"PRAGMA cache_size = {-2000 if job.lean else -8000}")
+        self.con.execute(f"PRAGMA cache_size = {-2000 if job.lean else -262144}")
         self.fields = _fields(job.detail)
         self.skipped: list[tuple[str, str, str, str | None]] = []
         self.open_sessions: list[tuple[str, str]] = []
@@ -579,43 +577,39 @@ class Staging:
             FROM stage_message m LEFT JOIN base_price b ON b.provider = m.provider AND b.model = m.model"""
         )
 
-    def summarise(self, prices: Sequence[PriceRow], batch: int | None = None) -> Iterator[ReadResult]:
-        """The staged sessions' cube rows at these prices, and every record that could not be used
-        (messages with a problem, tool calls without their message): in parts of at most `batch`
-        rows, as they are summed, so neither a large read's rows nor their copies are held at once."""
+    def summarise(self, prices: Sequence[PriceRow]) -> None:
+        """Sums the staged sessions at these prices into `CUBE_TABLES`, with every record that could
+        not be used (messages with a problem, tool calls without their message)."""
         self._price(prices)
-        batch = batch or (LEAN_BATCH_ROWS if self.job.lean else BATCH_ROWS)
         con = self.con
-        skipped = list(self.skipped)
-        skipped += [("index", f"message:{mid}", problem, sid) for mid, problem, sid in con.execute(
-            "SELECT id, problem, session_id FROM stage_message WHERE problem IS NOT NULL")]
-        skipped += [("index", f"tool_call:{tid}", "tool call without its message", sid) for tid, sid in con.execute(
-            "SELECT t.id, t.session_id FROM stage_tool t "
-            "WHERE NOT EXISTS (SELECT 1 FROM stage_message m WHERE m.id = t.message_id)")]
-        yield ReadResult(skipped=skipped, open_sessions=list(self.open_sessions))
-        tools = con.execute(
-            """SELECT m.session_id, m.bucket, m.provider, m.model, m.agent, coalesce(t.tool, '(unknown)'),
-                count(*), sum(t.status = 'error')
+        con.execute("CREATE TABLE skipped_record (source TEXT, ref TEXT, reason TEXT, session_id TEXT)")
+        con.executemany("INSERT INTO skipped_record VALUES (?, ?, ?, ?)", self.skipped)
+        con.execute("INSERT INTO skipped_record SELECT 'index', 'message:' || id, problem, session_id "
+                    "FROM stage_message WHERE problem IS NOT NULL")
+        con.execute("INSERT INTO skipped_record SELECT 'index', 'tool_call:' || t.id, 'tool call without its message', "
+                    "t.session_id FROM stage_tool t WHERE NOT EXISTS (SELECT 1 FROM stage_message m WHERE m.id = t.message_id)")
+        con.execute("CREATE TABLE open_session (source TEXT, session_id TEXT)")
+        con.executemany("INSERT INTO open_session VALUES (?, ?)", self.open_sessions)
+        con.execute(
+            """CREATE TABLE cube_tool AS SELECT m.session_id, m.bucket, m.provider, m.model, m.agent,
+                coalesce(t.tool, '(unknown)') AS tool, count(*) AS calls, sum(t.status = 'error') AS errors
             FROM stage_tool t JOIN stage_message m ON m.id = t.message_id
             WHERE m.problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6"""
         )
-        while rows := tools.fetchmany(batch):
-            yield ReadResult(tools=rows)
         # `priced` is 0 or 1 for assistant messages, NULL for the others
         unpriced = ("CASE WHEN priced = 0 AND input + output + reasoning + cache_read + cache_write > 0 "
                     "THEN 1 ELSE 0 END")
-        usage = con.execute(
-            f"""SELECT session_id, bucket, role, provider, model, agent, error, count(*),
-                sum(input), sum(output), sum(reasoning), sum(cache_read), sum(cache_write), sum(cost_pico),
-                sum(CASE WHEN cost_pico = 0 THEN est ELSE 0 END), sum(est),
-                sum(CASE WHEN cost_pico = 0 THEN unpriced ELSE 0 END), sum(unpriced)
+        con.execute(
+            f"""CREATE TABLE cube_usage AS SELECT session_id, bucket, role, provider, model, agent, error,
+                count(*) AS messages, sum(input) AS input, sum(output) AS output, sum(reasoning) AS reasoning,
+                sum(cache_read) AS cache_read, sum(cache_write) AS cache_write, sum(cost_pico) AS stored_pico,
+                sum(CASE WHEN cost_pico = 0 THEN est ELSE 0 END) AS est_zero_pico, sum(est) AS est_all_pico,
+                sum(CASE WHEN cost_pico = 0 THEN unpriced ELSE 0 END) AS unpriced_zero, sum(unpriced) AS unpriced_all
             FROM (SELECT session_id, bucket, role, provider, model, agent, error, input, output, reasoning,
                     cache_read, cache_write, cost_pico, coalesce(est_pico, 0) AS est, {unpriced} AS unpriced
                 FROM priced_message WHERE problem IS NULL LIMIT -1)  -- not flattened: one estimate a row
             GROUP BY 1, 2, 3, 4, 5, 6, 7"""
         )
-        while rows := usage.fetchmany(batch):
-            yield ReadResult(usage=rows)
 
     # -- records ------------------------------------------------------------------------------------
 

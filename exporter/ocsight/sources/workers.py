@@ -1,7 +1,7 @@
 """A read of many sessions as several stagings at once: this process stages the first range, and a
 child process each of the others (`python -m ocsight.sources.workers`). They share nothing: each
-opens the sources itself and owns its range of sessions across every source, so their cube rows
-simply concatenate.
+opens the sources itself, owns its range of sessions across every source and sums it into a
+database file of its own, whose cube rows the index copies in; they simply concatenate.
 
 Prices are the one thing they need from the caller, once they have staged: each says which models
 its messages use, the caller resolves them all at once (its price catalogue loads meanwhile) and
@@ -10,7 +10,7 @@ answers, and each sums its range. Over a pipe, as pickles:
     caller -> child  ReadJob
     child -> caller  ("pairs", [(provider, model), ...])  or ("error", message, exit code)
     caller -> child  [PriceRow, ...]
-    child -> caller  ("part", ReadResult), ... ("done", None)  or ("error", message, exit code)
+    child -> caller  ("done", None)  or ("error", message, exit code)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from ocsight.errors import EXIT_INTERNAL, OcsightError
-from ocsight.sources.staging import Pair, PriceRow, ReadJob, ReadResult, stage
+from ocsight.sources.staging import Pair, PriceRow, ReadJob, stage
 
 Prices = Callable[[list[Pair]], list[PriceRow]]
 
@@ -44,7 +44,6 @@ class Child:
             self._receive()  # it ended: its answer says why
 
     def _receive(self) -> Any:
-        """The next answer's content; None for "done"."""
         assert self.proc.stdout is not None
         try:
             answer = pickle.load(self.proc.stdout)
@@ -61,13 +60,12 @@ class Child:
         pairs: list[Pair] = self._receive()
         return pairs
 
-    def send_prices(self, prices: list[PriceRow]) -> None:
+    def summarise(self, prices: list[PriceRow]) -> None:
         self._send(prices)
 
-    def results(self) -> Iterator[ReadResult]:
-        """Its result, in parts as the child sums them."""
-        while (part := self._receive()) is not None:
-            yield part
+    def wait(self) -> None:
+        """Until its staging's database holds its sums."""
+        self._receive()
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -78,9 +76,9 @@ class Child:
                 pipe.close()
 
 
-def read(jobs: Sequence[ReadJob], prices: Prices) -> Iterator[ReadResult]:
-    """Every job's result, as each is ready: the first staged here, the others in child processes
-    meanwhile (the caller may store one result while the others are summed)."""
+def read(jobs: Sequence[ReadJob], prices: Prices) -> Iterator[str]:
+    """Every job's staging database once it holds its sums (the first job's staged here, the others
+    in child processes meanwhile), for the caller to copy in as each is ready."""
     children: list[Child] = []
     try:
         children = [Child(job) for job in jobs[1:]]  # they start while this process stages
@@ -91,12 +89,14 @@ def read(jobs: Sequence[ReadJob], prices: Prices) -> Iterator[ReadResult]:
                 pairs.update(child.pairs())
             rows = prices(sorted(pairs))
             for child in children:
-                child.send_prices(rows)
-            yield from local.summarise(rows)
+                child.summarise(rows)
+            local.summarise(rows)
         finally:
             local.close()
-        for child in children:
-            yield from child.results()
+        yield jobs[0].path
+        for job, child in zip(jobs[1:], children):
+            child.wait()
+            yield job.path
     finally:
         for child in children:
             child.close()
@@ -110,10 +110,11 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     try:
         job: ReadJob = pickle.load(stdin)
         staging = stage(job)
-        answer("pairs", staging.model_pairs())
-        rows: list[PriceRow] = pickle.load(stdin)
-        for part in staging.summarise(rows):
-            answer("part", part)
+        try:
+            answer("pairs", staging.model_pairs())
+            staging.summarise(pickle.load(stdin))
+        finally:
+            staging.close()
         answer("done", None)
     except OcsightError as e:
         answer("error", str(e), e.exit_code)
