@@ -31,7 +31,7 @@ debs:
 
 # In tiers: the package's own checks and the fast unit tier first (seconds), then the whole suite
 # (real OpenCode, real OTLP receivers, Prometheus, MCP clients) on a non-editable install, then the
-# corpus, sidecar and MCP tests on the oldest SQLite ocsight supports.
+# whole suite again on the oldest SQLite ocsight supports.
 test: check test-fast npm debs test-installed test-sqlite336
 
 # Import contracts (one-way data flow, no cycle) and types.

@@ -1,10 +1,10 @@
 """The index behind the MCP server: refreshed before every answer, used by one request at a time.
 
-An unchanged store costs a few `stat()` calls to refresh (about 10 ms on a 3,000-session store),
-so every answer reads what OpenCode wrote since the last one, without being asked to. All index
-work runs on one thread: requests cannot meet in the index's temporary tables, and memory stays
-flat (glibc gives each thread that allocates its own arena, and large answers on a rotating set of
-worker threads grew the server by 20 MB on a 10,000-session store).
+An unchanged store costs a few `stat()` calls to refresh, so every answer reads what OpenCode
+wrote since the last one, without being asked to. All index work runs on one thread: requests
+cannot meet in the index's temporary tables, and memory stays flat (glibc gives each thread that
+allocates an arena of its own, so answers on a rotating set of worker threads would grow the
+server; bench/bench_mcp.py measures it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ocsight.index import Index
 
 log = logging.getLogger("ocsight.mcp")
 T = TypeVar("T")
-CACHE_KIB = -2000  # SQLite's page cache per answer, in KiB (negative), instead of the index's 8 MB
+CACHE_KIB = -2000  # SQLite's page cache per answer, in KiB (negative): answers read little of the index
 
 
 @dataclass(frozen=True)
