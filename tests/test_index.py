@@ -156,6 +156,31 @@ def test_the_index_lives_in_the_cache_directory_and_is_safe_to_delete(cli, tmp_p
     assert without_source(stats(cli, "--data-dir", str(root))) == without_source(doc)
 
 
+@pytest.fixture
+def shared_umask():
+    """The most common umask: files readable by everyone unless a program says otherwise."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_the_index_and_its_wal_are_private_to_the_user(cli, tmp_path: Path, shared_umask):
+    root = write_store(storegen.plan_store(seed=1, sessions=8), tmp_path / "s", "db")
+    index = Path(stats(cli, "--data-dir", str(root))["source"]["index"])
+    with open_index(root):  # while it is open, its WAL and shared memory are there too
+        modes = {f.name: f.stat().st_mode & 0o777 for f in index.parent.glob(index.name + "*")}
+    assert modes == {index.name + suffix: 0o600 for suffix in ("", "-wal", "-shm")}
+    assert index.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_index_an_older_release_left_readable_by_others_is_made_private(cli, tmp_path: Path, shared_umask):
+    root = write_store(storegen.plan_store(seed=1, sessions=8), tmp_path / "s", "db")
+    index = Path(stats(cli, "--data-dir", str(root))["source"]["index"])
+    index.chmod(0o644)
+    stats(cli, "--data-dir", str(root))
+    assert index.stat().st_mode & 0o777 == 0o600
+
+
 def test_a_corrupt_index_is_rebuilt(cli, tmp_path: Path):
     root = write_store(storegen.plan_store(seed=1, sessions=8), tmp_path / "s", "db")
     doc = stats(cli, "--data-dir", str(root))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -129,6 +130,18 @@ def test_a_restart_sends_nothing_twice(store, receiver, monkeypatch):
     assert again.cycle() == 0
     again.close()
     assert len(receiver.spans()) == sent
+
+
+def test_the_checkpoint_is_private_to_the_user(store, receiver, monkeypatch):
+    old = os.umask(0o022)  # the most common umask: files readable by everyone unless a program says otherwise
+    try:
+        backfill_once(store, receiver, monkeypatch)
+    finally:
+        os.umask(old)
+    state = Path(os.environ["XDG_STATE_HOME"]) / "ocsight"
+    files = list(state.glob("watch-*"))
+    assert files and {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}
+    assert state.stat().st_mode & 0o777 == 0o700
 
 
 def test_nothing_is_lost_while_the_receiver_is_down(store, receiver, monkeypatch):

@@ -40,6 +40,24 @@ def default_data_dir() -> Path:
     return data_home() / "opencode"
 
 
+def private_dir(path: Path) -> None:
+    """Creates `path` (with its parents) if it is missing and makes it its owner's alone: ocsight's
+    cache and state hold session titles and IDs."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Creates `path` empty if it is missing, and makes it its owner's alone. SQLite gives a
+    database's journal, WAL and shared-memory files the database file's mode, so one call before
+    SQLite first opens a file keeps all of them private."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def ocsight_cache() -> Path:
     """ocsight's own cache: the index files and the price cache."""
     return cache_home() / "ocsight"

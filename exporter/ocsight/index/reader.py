@@ -212,11 +212,30 @@ class IndexReader:
         calls and errors on a thread meanwhile (SQLite works without Python's lock)."""
         if second is None:
             return self._with_usage(f, mode, self._counts(f))
-        from concurrent.futures import ThreadPoolExecutor
+        import threading
 
-        with ThreadPoolExecutor(1, thread_name_prefix="ocsight-counts") as pool:
-            counts = pool.submit(second._counts, f)
-            return self._with_usage(f, mode, counts.result)
+        counted: list[tuple[list[Row], list[Row], Row]] = []
+        failed: list[BaseException] = []
+
+        def count() -> None:
+            try:
+                counted.append(second._counts(f))
+            except BaseException as e:  # re-raised on the caller's thread
+                failed.append(e)
+
+        thread = threading.Thread(target=count, name="ocsight-counts")
+        thread.start()
+
+        def result() -> tuple[list[Row], list[Row], Row]:
+            thread.join()
+            if failed:
+                raise failed[0]
+            return counted[0]
+
+        try:
+            return self._with_usage(f, mode, result)
+        finally:
+            thread.join()
 
     def _counts(self, f: Filters) -> tuple[list[Row], list[Row], Row]:
         clause, args = where(f)

@@ -59,6 +59,11 @@ def _connect(path: Path | None, lean: bool, wal: bool = True) -> sqlite3.Connect
     # `uri`: OpenCode's databases are attached by URI, which SQLite honours only on a connection
     # opened with URIs on (not every build turns them on by default)
     target = ":memory:" if path is None else "file:" + urllib.parse.quote(str(path))
+    if path is not None:
+        try:
+            paths.private_file(path)
+        except OSError as e:
+            raise OcsightError(f"cannot create ocsight's index {path}: {e.strerror}") from None
     con = sqlite3.connect(target, uri=True, isolation_level=None, timeout=30,
                           check_same_thread=False)
     con.execute(f"PRAGMA temp_store = {'FILE' if lean else 'MEMORY'}")
@@ -141,8 +146,7 @@ class Index:
             if path.resolve().is_relative_to(d.resolve()):
                 raise OcsightError(f"refusing to keep ocsight's index inside OpenCode's data directory ({d})")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(path.parent, 0o700)  # the index holds session titles: the user's alone
+            paths.private_dir(path.parent)  # the index holds session titles: the user's alone
         except OSError as e:
             raise OcsightError(f"cannot create ocsight's cache directory {path.parent}: {e.strerror}") from None
         return cls(sources, path, lean, workers)

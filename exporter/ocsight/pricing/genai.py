@@ -176,7 +176,7 @@ def _write_private(path: Path, text: str) -> None:
     import tempfile
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.private_dir(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

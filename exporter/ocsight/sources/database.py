@@ -55,7 +55,8 @@ def _snapshot(path: Path) -> Path:
     import shutil
 
     target = paths.ocsight_cache() / "snapshots" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.private_dir(target.parent.parent)  # a copy of the user's sessions: theirs alone
+    paths.private_dir(target)
     copy = target / path.name
     for suffix in ("-shm", "-wal", ""):
         Path(f"{copy}{suffix}").unlink(missing_ok=True)

@@ -30,7 +30,8 @@ def default_path(sources_key: str, destination: str) -> Path:
 class Checkpoint:
     def __init__(self, path: Path) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            paths.private_dir(path.parent)
+            paths.private_file(path)
             self.con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             self.con.execute("PRAGMA journal_mode = WAL")
             self.con.execute("PRAGMA synchronous = FULL")  # an acknowledged record stays marked
