@@ -17,9 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ocsight.filters import Filters
 from ocsight.model import BUCKET_MS, Project, Session, Tokens
@@ -157,6 +158,42 @@ def where(f: Filters) -> tuple[str, Args]:
     return " AND ".join(terms), args
 
 
+def usage_columns(mode: str, empty: int | None = None) -> str:
+    """SQL for a `Usage` of cube rows `c` under a cost mode (`empty`: the sums of no rows)."""
+    stored, est, unpriced = cost_columns(mode)
+    sums = [("messages", "sum(c.messages)"), *((k, f"sum(c.{k})") for k in TOKEN_KEYS), ("stored", stored),
+            ("estimated", est), ("unpriced", unpriced)]
+    return ", ".join(["count(DISTINCT c.session_id) AS sessions"]
+                     + [f"{sql if empty is None else f'coalesce({sql}, {empty})'} AS {name}" for name, sql in sums])
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+def _beside(background: Callable[[], A], foreground: Callable[[], B]) -> tuple[A, B]:
+    """Runs `background` on a thread while `foreground` runs on this one; both results, or the
+    first error."""
+    done: list[A] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(background())
+        except BaseException as e:  # raised again on this thread
+            failed.append(e)
+
+    thread = threading.Thread(target=run, name="ocsight-beside")
+    thread.start()
+    try:
+        result = foreground()
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+    return done[0], result
+
+
 def _from_filtered(cube: str, f: Filters) -> str:
     """`CUBE_FROM`, without the joins when nothing but the filters needs them (they cost half the query)."""
     return CUBE_FROM.format(cube=cube) if f.projects else f"FROM {cube} c"
@@ -205,39 +242,58 @@ class IndexReader:
     # -- usage ---------------------------------------------------------------------------------------
 
     def breakdown(self, f: Filters, mode: str, second: IndexReader | None = None) -> Breakdown:
-        """Totals and the breakdowns of `stats`. The assistant messages' usage is first reduced to one
-        row per (session, provider, model, agent) in the window; every breakdown groups that.
+        """Totals and the breakdowns of `stats`, each grouped from the usage cube's assistant rows.
 
-        `second`: a reader on another connection to the same index, which reads the counts, tool
-        calls and errors on a thread meanwhile (SQLite works without Python's lock)."""
+        `second`: a reader on another connection to the same index, which answers half the queries
+        on a thread meanwhile (SQLite works without Python's lock)."""
         if second is None:
-            return self._with_usage(f, mode, self._counts(f))
-        import threading
+            usage, (by_project, tools, errors, counts) = self._usage_by(f, mode), self._rest(f, mode)
+        else:
+            (by_project, tools, errors, counts), usage = _beside(lambda: second._rest(f, mode),
+                                                                 lambda: self._usage_by(f, mode))
+        all_usage, by_provider, by_model, by_agent, unpriced = usage
+        totals = Totals(counts["sessions"], counts["sub"], counts["user"], counts["assistant"], counts["errors"],
+                        all_usage)
+        return Breakdown(totals, by_provider, by_model, by_agent, by_project,
+                         [ToolUse(r["tool"], r["calls"], r["errors"]) for r in tools],
+                         [(r["error"], r["n"]) for r in errors],
+                         [(r["provider"], r["model"], r["n"]) for r in unpriced])
 
-        counted: list[tuple[list[Row], list[Row], Row]] = []
-        failed: list[BaseException] = []
+    def _grouped(self, f: Filters, mode: str, keys: dict[str, str], joined: bool = False) -> list[Grouped]:
+        """Assistant usage grouped by `keys` (name: SQL over a cube row `c`, and with `joined` its
+        session `s` and project `p`), the costliest first."""
+        clause, args = where(f)
+        stored, est, _ = cost_columns(mode)
+        joined = joined or bool(f.projects)
+        cols = ", ".join(f"{sql} AS {name}" for name, sql in keys.items())
+        numbers = ", ".join(str(n + 1) for n in range(len(keys)))
+        rows = self._rows(
+            f"SELECT {cols}, {usage_columns(mode)} "
+            f"{CUBE_FROM.format(cube='usage_cube') if joined else 'FROM usage_cube c'} "
+            f"WHERE {clause} AND c.role = 'assistant' GROUP BY {numbers} "
+            f"ORDER BY {stored} + {est} DESC, sum(c.input + c.output + c.reasoning + c.cache_read + c.cache_write) "
+            f"DESC, {numbers}", args)
+        return [Grouped(tuple(r[k] for k in keys), _usage(r)) for r in rows]
 
-        def count() -> None:
-            try:
-                counted.append(second._counts(f))
-            except BaseException as e:  # re-raised on the caller's thread
-                failed.append(e)
+    def _usage_by(self, f: Filters, mode: str
+                  ) -> tuple[Usage, list[Grouped], list[Grouped], list[Grouped], list[Row]]:
+        """All assistant usage, by provider, by model and by agent, and the unpriced models."""
+        clause, args = where(f)
+        _, _, unpriced = cost_columns(mode)
+        cube = _from_filtered("usage_cube", f)
+        (everything,) = self._rows(f"SELECT {usage_columns(mode, empty=0)} {cube} WHERE {clause} "
+                                   "AND c.role = 'assistant'", args)
+        return (
+            _usage(everything),
+            self._grouped(f, mode, {"provider": "c.provider"}),
+            self._grouped(f, mode, {"provider": "c.provider", "model": "c.model"}),
+            self._grouped(f, mode, {"agent": "c.agent"}),
+            self._rows(f"SELECT c.provider, c.model, {unpriced} AS n {cube} WHERE {clause} AND c.role = 'assistant' "
+                       "GROUP BY 1, 2 HAVING n > 0 ORDER BY n DESC, 1, 2", args),
+        )
 
-        thread = threading.Thread(target=count, name="ocsight-counts")
-        thread.start()
-
-        def result() -> tuple[list[Row], list[Row], Row]:
-            thread.join()
-            if failed:
-                raise failed[0]
-            return counted[0]
-
-        try:
-            return self._with_usage(f, mode, result)
-        finally:
-            thread.join()
-
-    def _counts(self, f: Filters) -> tuple[list[Row], list[Row], Row]:
+    def _rest(self, f: Filters, mode: str) -> tuple[list[Grouped], list[Row], list[Row], Row]:
+        """Usage by project, tool calls, errors, and the session and message counts."""
         clause, args = where(f)
         tools = self._rows(
             f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_from_filtered('tool_cube', f)} "
@@ -252,53 +308,7 @@ class IndexReader:
             "coalesce(sum(CASE WHEN c.role = 'assistant' THEN c.messages END), 0) AS assistant, "
             "coalesce(sum(CASE WHEN c.role = 'assistant' AND c.error IS NOT NULL THEN c.messages END), 0) AS errors "
             f"{CUBE_FROM.format(cube='usage_cube')} WHERE {clause}", args)
-        return tools, errors, counts
-
-    def _with_usage(self, f: Filters, mode: str,
-                    counted: tuple[list[Row], list[Row], Row] | Callable[[], tuple[list[Row], list[Row], Row]]
-                    ) -> Breakdown:
-        con = self.con
-        clause, args = where(f)
-        stored, est, unpriced = cost_columns(mode)
-        con.execute("DROP TABLE IF EXISTS temp.g")
-        con.execute(
-            f"""CREATE TEMP TABLE g AS SELECT c.provider, c.model, c.agent, c.session_id,
-                {PROJECT_SQL} AS project, sum(c.messages) AS messages,
-                {", ".join(f"sum(c.{k}) AS {k}" for k in TOKEN_KEYS)},
-                {stored} AS stored, {est} AS estimated, {unpriced} AS unpriced
-            {CUBE_FROM.format(cube="usage_cube")} WHERE {clause} AND c.role = 'assistant'
-            GROUP BY c.session_id, c.provider, c.model, c.agent""",
-            args,
-        )
-        try:
-            usage = ", ".join(
-                ["count(DISTINCT g.session_id) AS sessions"]
-                + [f"coalesce(sum(g.{k}), 0) AS {k}" for k in ("messages", *TOKEN_KEYS, "stored", "estimated",
-                                                                 "unpriced")])
-            all_usage = _usage(self._rows(f"SELECT {usage} FROM temp.g AS g")[0])
-
-            def grouped(keys: tuple[str, ...]) -> list[Grouped]:
-                cols = ", ".join(f"g.{k}" for k in keys)
-                rows = self._rows(
-                    f"SELECT {cols}, {usage} FROM temp.g AS g GROUP BY {cols} "
-                    f"ORDER BY sum(g.stored) + sum(g.estimated) DESC, "
-                    f"sum(g.input + g.output + g.reasoning + g.cache_read + g.cache_write) DESC, {cols}")
-                return [Grouped(tuple(r[k] for k in keys), _usage(r)) for r in rows]
-
-            by = {name: grouped(keys) for name, keys in (("provider", ("provider",)), ("model", ("provider", "model")),
-                                                       ("agent", ("agent",)), ("project", ("project",)))}
-            unpriced_models = self._rows(
-                "SELECT provider, model, sum(unpriced) AS n FROM temp.g WHERE unpriced > 0 GROUP BY 1, 2 "
-                "ORDER BY n DESC, 1, 2")
-        finally:
-            con.execute("DROP TABLE temp.g")
-        tools, errors, counts = counted() if callable(counted) else counted
-        totals = Totals(counts["sessions"], counts["sub"], counts["user"], counts["assistant"], counts["errors"],
-                        all_usage)
-        return Breakdown(totals, by["provider"], by["model"], by["agent"], by["project"],
-                         [ToolUse(r["tool"], r["calls"], r["errors"]) for r in tools],
-                         [(r["error"], r["n"]) for r in errors],
-                         [(r["provider"], r["model"], r["n"]) for r in unpriced_models])
+        return self._grouped(f, mode, {"project": PROJECT_SQL}, joined=True), tools, errors, counts
 
     def periods(self, f: Filters, mode: str, grain: str, tz: dt.tzinfo | None,
                 breakdown: bool = False) -> list[Period]:
@@ -307,10 +317,7 @@ class IndexReader:
             raise ValueError(f"unknown period {grain!r}")
         self.con.create_function("ocsight_period", 1, period_of(grain, tz), deterministic=True)
         clause, args = where(f)
-        stored, est, unpriced = cost_columns(mode)
-        usage = (f"count(DISTINCT c.session_id) AS sessions, sum(c.messages) AS messages, "
-                 f"{', '.join(f'sum(c.{k}) AS {k}' for k in TOKEN_KEYS)}, {stored} AS stored, {est} AS estimated, "
-                 f"{unpriced} AS unpriced")
+        usage = usage_columns(mode)
         base = f"{CUBE_FROM.format(cube='usage_cube')} WHERE {clause} AND c.role = 'assistant'"
         rows = self._rows(f"SELECT ocsight_period(c.bucket) AS period, {usage} {base} GROUP BY 1 ORDER BY 1", args)
         models: dict[str, list[Grouped]] = {}
