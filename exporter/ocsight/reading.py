@@ -18,8 +18,7 @@ from ocsight.index import Index
 from ocsight.model import COST_MODES, Records, Skipped
 from ocsight.pricing.catalogue import Catalogue, overrides_path
 from ocsight.pricing.rates import price_rows
-from ocsight.sources import locate
-from ocsight.sources.database import OpenCodeDatabase
+from ocsight.sources import database, locate
 
 
 @dataclass(frozen=True)
@@ -70,11 +69,11 @@ def read_records(idx: Index, sessions: Iterable[str] | None = None, every_step: 
 
     wanted = None if sessions is None else tuple(sorted(set(sessions)))
     for _attempt in range(3):
-        dbs = [OpenCodeDatabase(p, rank) for rank, p in enumerate(idx.sources.databases)]
+        dbs = database.ranked(idx.sources.databases)
         usable = [db for db in dbs if not db.empty]
         job = staging.ReadJob(
             tuple(staging.Database.of(db) for db in usable),
-            tuple(staging.Tree(str(p), rank) for rank, p in enumerate(idx.sources.legacy_dirs, 1000)),
+            idx.sources.trees(),
             staging.Scope(sessions=wanted), detail=True, every_step=every_step, lean=idx.lean)
         read = staging.stage(job)
         try:

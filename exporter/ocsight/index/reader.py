@@ -331,14 +331,11 @@ class IndexReader:
     def sessions(self, f: Filters, mode: str) -> list[SessionUsage]:
         """Sessions with counted messages, each with its own usage (unordered)."""
         clause, args = where(f)
-        stored, est, unpriced = cost_columns(mode)
         rows = self._rows(
             f"""SELECT c.session_id AS id, s.id IS NOT NULL AS has_record, s.parent_id, s.title, s.version,
-                s.time_created, {PROJECT_SQL} AS project,
-                count(DISTINCT c.session_id) AS sessions, sum(c.messages) AS messages,
+                s.time_created, {PROJECT_SQL} AS project, {usage_columns(mode)},
                 sum(CASE WHEN c.error IS NOT NULL THEN c.messages ELSE 0 END) AS errors,
-                {', '.join(f'sum(c.{k}) AS {k}' for k in TOKEN_KEYS)}, {stored} AS stored, {est} AS estimated,
-                {unpriced} AS unpriced, group_concat(DISTINCT c.provider || '/' || c.model) AS models,
+                group_concat(DISTINCT c.provider || '/' || c.model) AS models,
                 group_concat(DISTINCT c.agent) AS agents
             {CUBE_FROM.format(cube='usage_cube')} WHERE {clause} AND c.role = 'assistant'
             GROUP BY c.session_id""", args)

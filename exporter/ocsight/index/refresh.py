@@ -18,7 +18,6 @@ import urllib.parse
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from ocsight.index.reader import IndexReader
 from ocsight.index.schema import CUBE_INDEXES, SCHEMA, SCHEMA_VERSION
 from ocsight.pricing.catalogue import Catalogue
 from ocsight.pricing.rates import Pair, PriceRow, price_rows
-from ocsight.sources import locate
+from ocsight.sources import database, locate
 from ocsight.sources.database import OpenCodeDatabase
 from ocsight.sqlite_support import require_sqlite
 
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
 
     from ocsight.sources import staging
 
-DB_RANK_BASE = 0  # databases: 0, 1, ... (the first database wins among databases)
-LEGACY_RANK_BASE = 1000  # legacy trees always lose to any database
 INDEX_PAGE_SIZE = 16384
 MESSAGES_PER_WORKER = 20_000  # a read is split only when each part has at least this many messages
 SAMPLE = 1000  # messages sampled to cut a read into parts of about equal work
@@ -98,22 +95,6 @@ def transaction(con: sqlite3.Connection, immediate: bool = False) -> Iterator[sq
 
 class _Retry(Exception):
     """OpenCode wrote to a database read without locks: the read is thrown away and done again."""
-
-
-@dataclass
-class Tree:
-    """A legacy tree for the length of a refresh."""
-
-    root: str
-    rank: int
-
-    @property
-    def source(self) -> str:
-        return f"json:{self.root}"
-
-    @property
-    def message_root(self) -> str:
-        return f"{self.root}/message"
 
 
 class Index:
@@ -229,11 +210,11 @@ class Index:
         with transaction(con, immediate=True):
             full = con.execute("SELECT 1 FROM meta WHERE key = 'cube'").fetchone() is None
             touched = self._reprice(catalogue)
-            dbs = [OpenCodeDatabase(p, rank) for rank, p in enumerate(self.sources.databases, DB_RANK_BASE)]
+            dbs = database.ranked(self.sources.databases)
             for db in dbs:
                 say(f"checking {db.path}")
                 full = self._detect_database(db, touched) or full
-            trees = [Tree(str(p), rank) for rank, p in enumerate(self.sources.legacy_dirs, LEGACY_RANK_BASE)]
+            trees = list(self.sources.trees())
             for tree in trees:
                 say(f"checking {tree.root}")
                 full = self._detect_tree(tree, touched) or full
@@ -298,7 +279,7 @@ class Index:
         sessions, args = db.sessions_select(con, since)
         con.execute(_UPSERT_SESSION.format(rows=sessions), (*args, db.rank))
 
-    def _detect_tree(self, tree: Tree, touched: set[str]) -> bool:
+    def _detect_tree(self, tree: locate.Tree, touched: set[str]) -> bool:
         """Merges a legacy tree's new projects and sessions, records its directory stamps and adds
         the sessions to read again to `touched`; True the first time the tree is read."""
         from ocsight.sources import legacy  # most stores have no legacy tree
@@ -341,7 +322,7 @@ class Index:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def _jobs(self, dbs: list[OpenCodeDatabase], trees: list[Tree], touched: set[str] | None, scratch: str
+    def _jobs(self, dbs: list[OpenCodeDatabase], trees: list[locate.Tree], touched: set[str] | None, scratch: str
               ) -> list[staging.ReadJob]:
         """One staging of the changed sessions; a whole read of a large database as one per core,
         over ranges of sessions holding about equal numbers of messages."""
@@ -349,7 +330,7 @@ class Index:
 
         readable = [db for db in dbs if not db.empty]  # a staging skips one without OpenCode's tables
         databases = tuple(staging.Database.of(db) for db in readable)
-        stage_trees = tuple(staging.Tree(t.root, t.rank) for t in trees)
+        stage_trees = tuple(trees)
         if touched is not None:
             return [staging.ReadJob(databases, stage_trees, staging.Scope(sessions=tuple(sorted(touched))),
                                     lean=self.lean, path=f"{scratch}/read-0.sqlite")]

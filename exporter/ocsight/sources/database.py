@@ -55,7 +55,7 @@ def _snapshot(path: Path) -> Path:
     import shutil
 
     target = paths.ocsight_cache() / "snapshots" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    paths.private_dir(target.parent.parent)  # a copy of the user's sessions: theirs alone
+    paths.private_dir(paths.ocsight_cache())  # a copy of the user's sessions: theirs alone
     paths.private_dir(target)
     copy = target / path.name
     for suffix in ("-shm", "-wal", ""):
@@ -276,3 +276,9 @@ class OpenCodeDatabase:
     def message_count_estimate(self, con: sqlite3.Connection) -> int:
         row = con.execute(f"SELECT max(rowid) FROM {self.alias}.message").fetchone()
         return int(row[0] or 0)
+
+
+def ranked(databases: tuple[Path, ...]) -> list[OpenCodeDatabase]:
+    """A set of sources' databases for one read, ranked in their order: the first wins among
+    databases, and every legacy tree ranks after them (`locate.LEGACY_RANK_BASE`)."""
+    return [OpenCodeDatabase(p, rank) for rank, p in enumerate(databases)]

@@ -10,6 +10,25 @@ from ocsight import paths
 from ocsight.errors import NoData, OcsightError
 
 
+LEGACY_RANK_BASE = 1000  # legacy trees rank after every database: a database's copy of a record wins
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A legacy `storage/` tree and its rank among the sources."""
+
+    root: str
+    rank: int
+
+    @property
+    def source(self) -> str:
+        return f"json:{self.root}"
+
+    @property
+    def message_root(self) -> str:
+        return f"{self.root}/message"
+
+
 @dataclass(frozen=True)
 class Sources:
     """Everything one run reads. Databases come first in priority order; legacy trees after them."""
@@ -23,6 +42,10 @@ class Sources:
     def key(self) -> str:
         """Identifies this set of sources, so each gets its own index."""
         return "\n".join(str(p) for p in (*self.databases, *self.legacy_dirs))
+
+    def trees(self) -> tuple[Tree, ...]:
+        """The legacy trees, ranked after the databases."""
+        return tuple(Tree(str(p), rank) for rank, p in enumerate(self.legacy_dirs, LEGACY_RANK_BASE))
 
 
 def requested_data_dirs(explicit: tuple[str, ...] | list[str] = ()) -> tuple[list[Path], bool]:

@@ -27,6 +27,7 @@ from ocsight.errors import OcsightError
 from ocsight.model import BUCKET_MS, PICO, Message, Step, Tokens, ToolCall, mcp_server
 from ocsight.sources import legacy, normalise_sql
 from ocsight.sources.database import BUSY_RETRY_SECONDS, OpenCodeDatabase, explain
+from ocsight.sources.locate import Tree
 
 TOKENS_NOT_NUMBERS = "token counts are not numbers"
 MALFORMED = "malformed JSON"
@@ -37,6 +38,16 @@ def _j(path: str) -> str:
 
 
 # (staging column, SQL expression over the source row `r`)
+# A message's and a step's stored cost and token counts, as `ocsight.normalise` reads them.
+COST_AND_TOKENS = [
+    ("cost", _j("$.cost")),
+    ("t_input", _j("$.tokens.input")),
+    ("t_output", _j("$.tokens.output")),
+    ("t_reasoning", _j("$.tokens.reasoning")),
+    ("t_cache_read", _j("$.tokens.cache.read")),
+    ("t_cache_write", _j("$.tokens.cache.write")),
+    ("t_total", _j("$.tokens.total")),
+]
 MESSAGE_FIELDS = [
     ("id", "r.id"),
     ("session_id", "r.session_id"),
@@ -48,25 +59,9 @@ MESSAGE_FIELDS = [
     ("model", f"coalesce({_j('$.modelID')}, {_j('$.model.modelID')})"),
     ("agent", f"coalesce({_j('$.agent')}, {_j('$.mode')})"),
     ("error", _j("$.error.name")),
-    ("cost", _j("$.cost")),
-    ("t_input", _j("$.tokens.input")),
-    ("t_output", _j("$.tokens.output")),
-    ("t_reasoning", _j("$.tokens.reasoning")),
-    ("t_cache_read", _j("$.tokens.cache.read")),
-    ("t_cache_write", _j("$.tokens.cache.write")),
-    ("t_total", _j("$.tokens.total")),
+    *COST_AND_TOKENS,
 ]
-STEP_FIELDS = [
-    ("id", "r.id"),
-    ("message_id", "r.message_id"),
-    ("cost", _j("$.cost")),
-    ("t_input", _j("$.tokens.input")),
-    ("t_output", _j("$.tokens.output")),
-    ("t_reasoning", _j("$.tokens.reasoning")),
-    ("t_cache_read", _j("$.tokens.cache.read")),
-    ("t_cache_write", _j("$.tokens.cache.write")),
-    ("t_total", _j("$.tokens.total")),
-]
+STEP_FIELDS = [("id", "r.id"), ("message_id", "r.message_id"), *COST_AND_TOKENS]
 TOOL_FIELDS = [
     ("id", "r.id"),
     ("message_id", "r.message_id"),
@@ -126,18 +121,6 @@ class Database:
     @classmethod
     def of(cls, db: OpenCodeDatabase) -> Database:
         return cls(str(db.path), db.uri, db.rank)
-
-
-@dataclass(frozen=True)
-class Tree:
-    """A legacy `storage/` tree."""
-
-    root: str
-    rank: int
-
-    @property
-    def source(self) -> str:
-        return f"json:{self.root}"
 
 
 @dataclass(frozen=True)
