@@ -251,13 +251,16 @@ class IndexReader:
         else:
             (by_project, tools, errors, counts), usage = _beside(lambda: second._rest(f, mode),
                                                                  lambda: self._usage_by(f, mode))
-        all_usage, by_provider, by_model, by_agent, unpriced = usage
+        all_usage, by_provider, by_model, by_agent = usage
+        # the models a price is missing for, the most messages first: the by-model rows that have any
+        unpriced = sorted(((g.key[0], g.key[1], g.usage.unpriced) for g in by_model if g.usage.unpriced > 0),
+                          key=lambda u: (-u[2], u[0], u[1]))
         totals = Totals(counts["sessions"], counts["sub"], counts["user"], counts["assistant"], counts["errors"],
                         all_usage)
         return Breakdown(totals, by_provider, by_model, by_agent, by_project,
                          [ToolUse(r["tool"], r["calls"], r["errors"]) for r in tools],
                          [(r["error"], r["n"]) for r in errors],
-                         [(r["provider"], r["model"], r["n"]) for r in unpriced])
+                         unpriced)
 
     def _grouped(self, f: Filters, mode: str, keys: dict[str, str], joined: bool = False) -> list[Grouped]:
         """Assistant usage grouped by `keys` (name: SQL over a cube row `c`, and with `joined` its
@@ -275,11 +278,9 @@ class IndexReader:
             f"DESC, {numbers}", args)
         return [Grouped(tuple(r[k] for k in keys), _usage(r)) for r in rows]
 
-    def _usage_by(self, f: Filters, mode: str
-                  ) -> tuple[Usage, list[Grouped], list[Grouped], list[Grouped], list[Row]]:
-        """All assistant usage, by provider, by model and by agent, and the unpriced models."""
+    def _usage_by(self, f: Filters, mode: str) -> tuple[Usage, list[Grouped], list[Grouped], list[Grouped]]:
+        """All assistant usage, by provider, by model and by agent."""
         clause, args = where(f)
-        _, _, unpriced = cost_columns(mode)
         cube = _from_filtered("usage_cube", f)
         (everything,) = self._rows(f"SELECT {usage_columns(mode, empty=0)} {cube} WHERE {clause} "
                                    "AND c.role = 'assistant'", args)
@@ -288,8 +289,6 @@ class IndexReader:
             self._grouped(f, mode, {"provider": "c.provider"}),
             self._grouped(f, mode, {"provider": "c.provider", "model": "c.model"}),
             self._grouped(f, mode, {"agent": "c.agent"}),
-            self._rows(f"SELECT c.provider, c.model, {unpriced} AS n {cube} WHERE {clause} AND c.role = 'assistant' "
-                       "GROUP BY 1, 2 HAVING n > 0 ORDER BY n DESC, 1, 2", args),
         )
 
     def _rest(self, f: Filters, mode: str) -> tuple[list[Grouped], list[Row], list[Row], Row]:
