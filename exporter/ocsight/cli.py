@@ -384,9 +384,10 @@ def live(interval: float | None, once: bool, **kw: Any) -> None:
 @click.option("--once", is_flag=True, help="One cycle (backfill and what is finished), then exit.")
 @click.option("--prometheus-port", type=click.IntRange(1, 65535), help="Also serve /metrics for Prometheus.")
 @click.option("--prometheus-host", default="127.0.0.1", show_default=True, help="Address of that endpoint.")
+@click.option("-v", "--verbose", is_flag=True, help="Also say when each cycle runs.")
 def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | None, timezone: str | None,
           protocol: str | None, include_content: bool, cost_mode: str | None, interval: float, once: bool,
-          prometheus_port: int | None, prometheus_host: str) -> None:
+          prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
     variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured.
@@ -408,13 +409,16 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
     from ocsight.telemetry.watch import ExportFailed, Sidecar, WatchOptions
 
     logging.basicConfig(level=logging.INFO, format="ocsight watch: %(message)s")
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its "N changes detected": ours say what changed
+    if verbose:
+        logging.getLogger("ocsight.watch").setLevel(logging.DEBUG)
     run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone})
     since_ms = filters.make_filters(since=since, timezone=run.settings.timezone).since_ms if since else None
     st = run.settings
     opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
                         since_ms=since_ms, include_content=include_content, interval=interval,
                         budgets=st.budgets(), prometheus_port=prometheus_port, prometheus_host=prometheus_host,
-                        timezone=st.timezone)
+                        timezone=st.timezone, abandon_after_s=st.abandon_after_seconds)
     sidecar = Sidecar(opts)
     if once:
         try:

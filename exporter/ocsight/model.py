@@ -85,6 +85,7 @@ class Message:
     cost_usd: float  # as OpenCode stored it
     estimated_usd: float | None  # from prices; None when no price source knows the model
     steps: int  # its step records read (every session's, or OpenCode 0.x sessions' alone)
+    time_updated: int | None = None  # OpenCode's last write of it (a database's; unknown in a legacy tree)
 
     def is_estimated(self, mode: str = "auto") -> bool:
         """Whether the cost mode takes ocsight's estimate rather than OpenCode's stored cost."""

@@ -58,6 +58,25 @@ def private_file(path: Path) -> None:
         os.close(fd)
 
 
+def keep_private(root: Path) -> None:
+    """Makes everything under `root` its owner's alone (0700 directories, 0600 files): files that
+    earlier releases wrote with the user's umask included. Symbolic links are left alone."""
+    for dirpath, _dirs, files in os.walk(root):
+        try:
+            os.chmod(dirpath, 0o700)
+            for name in files:
+                path = os.path.join(dirpath, name)
+                if not os.path.islink(path):
+                    os.chmod(path, 0o600)
+        except FileNotFoundError:
+            continue  # removed meanwhile (another run's temporary file)
+
+
+def ocsight_state() -> Path:
+    """ocsight's own state: the sidecar's checkpoints."""
+    return state_home() / "ocsight"
+
+
 def ocsight_cache() -> Path:
     """ocsight's own cache: the index files and the price cache."""
     return cache_home() / "ocsight"

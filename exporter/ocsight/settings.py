@@ -39,6 +39,7 @@ class Settings:
     budget_daily_usd: float | None = None
     budget_monthly_usd: float | None = None
     project_budgets_monthly_usd: dict[str, float] = field(default_factory=dict)
+    abandon_after_seconds: float = 600.0
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # setting -> where its value came from
 
     def values(self) -> dict[str, Any]:
@@ -72,6 +73,7 @@ HELP = {
     "budget_daily_usd": "daily budget, sent by `ocsight watch` as a gauge for alerts",
     "budget_monthly_usd": "monthly budget, as above",
     "project_budgets_monthly_usd": "monthly budgets per project path",
+    "abandon_after_seconds": "`ocsight watch`: an answer unchanged this long, never completed, was interrupted",
 }
 NAMES = tuple(HELP)
 
@@ -147,6 +149,7 @@ def _model(path: Path) -> type[BaseSettings]:
         budget_daily_usd: float | None = None
         budget_monthly_usd: float | None = None
         project_budgets_monthly_usd: dict[str, float] = {}
+        abandon_after_seconds: float = Field(600.0, gt=0)
 
         @classmethod
         def settings_customise_sources(

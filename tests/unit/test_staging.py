@@ -65,8 +65,22 @@ def test_tool_parts_are_told_from_other_parts_as_json_parsing_tells_them(tmp_pat
     finally:
         read.close()
     part = json.loads(data)
-    expected = [(part.get("tool") or "(unknown)", part.get("state", {}).get("status"))] if part["type"] == "tool" else []
+    shaped = isinstance(part.get("tool"), str) and isinstance(part.get("state", {}).get("status"), str)
+    expected = [(part["tool"], part["state"]["status"])] if part["type"] == "tool" and shaped else []
     assert [(t.tool, t.status) for t in tools] == expected
+
+
+@pytest.mark.parametrize("data", ['{"type":"tool"}', '{"type":"tool","tool":["bash"],"state":{"status":"completed"}}',
+                                  '{"type":"tool","tool":"bash","state":"completed"}'])
+def test_a_tool_part_of_the_wrong_shape_is_a_skipped_record_not_an_unknown_tool(tmp_path: Path, data: str):
+    read = staging.stage(staging.ReadJob((_database(tmp_path / "db", [data]),), (), staging.Scope(), detail=True))
+    try:
+        _messages, _steps, tools, skipped = read.records([])
+        read.summarise([])
+        counted = read.con.execute("SELECT count(*) FROM cube_tool").fetchone()[0]
+    finally:
+        read.close()
+    assert (tools, counted, skipped) == ([], 0, [("index", "tool_call:p0", staging.TOOL_SHAPE)])
 
 
 def test_a_malformed_part_that_does_not_open_with_its_type_is_skipped_not_counted(tmp_path: Path):

@@ -481,6 +481,11 @@ class IndexReader:
         return [(s, r, why) for s, r, why in self.con.execute(
             "SELECT source, ref, reason FROM skipped WHERE session_id IS NULL ORDER BY source, ref")]
 
+    def skip_kinds(self) -> list[tuple[str, int, str]]:
+        """(reason, records, an example's source and reference) of every kind of skipped record."""
+        return [(r, int(n), example) for r, n, example in self.con.execute(
+            "SELECT reason, count(*), min(source || ' ' || ref) FROM skipped GROUP BY reason ORDER BY reason")]
+
     def skipped_count(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM skipped").fetchone()[0])
 

@@ -30,6 +30,7 @@ from ocsight.sources.database import BUSY_RETRY_SECONDS, OpenCodeDatabase, expla
 from ocsight.sources.locate import Tree
 
 TOKENS_NOT_NUMBERS = "token counts are not numbers"
+TOOL_SHAPE = "tool part of the wrong shape"
 MALFORMED = "malformed JSON"
 
 
@@ -68,9 +69,12 @@ TOOL_FIELDS = [
     ("session_id", "r.session_id"),
     ("tool", _j("$.tool")),
     ("status", _j("$.state.status")),
+    # a tool part names its tool and its state's status as texts; any other is skipped, not counted
+    ("shape_ok", "json_type(r.data, '$.tool') IS 'text' AND json_type(r.data, '$.state.status') IS 'text'"),
 ]
 # Read only for records, not for the cubes.
-MESSAGE_DETAIL_FIELDS = [("parent_id", _j("$.parentID")), ("finish", _j("$.finish"))]
+MESSAGE_DETAIL_FIELDS = [("parent_id", _j("$.parentID")), ("finish", _j("$.finish")),
+                         ("time_updated", "r.time_updated")]  # a legacy file's is unknown: NULL
 STEP_DETAIL_FIELDS = [("session_id", "r.session_id"), ("reason", _j("$.reason"))]
 TOOL_DETAIL_FIELDS = [
     ("call_id", _j("$.callID")),
@@ -391,7 +395,8 @@ class Staging:
 
     def _stage_database(self, db: Database, alias: str, first: bool) -> None:
         con = self.con
-        con.execute(f"CREATE TEMP VIEW src_message AS SELECT id, session_id, time_created, data FROM {alias}.message")
+        con.execute(f"CREATE TEMP VIEW src_message AS SELECT id, session_id, time_created, time_updated, data "
+                    f"FROM {alias}.message")
         con.execute(f"CREATE TEMP VIEW src_part AS SELECT id, message_id, session_id, data FROM {alias}.part")
         try:
             scope, params = self._scope_sql()
@@ -444,7 +449,8 @@ class Staging:
         todo = {sid: left for sid, names in listing.items() if (left := [n for n in names if n not in staged])}
         con.execute("CREATE TABLE IF NOT EXISTS lg_file (kind TEXT, id TEXT, parent TEXT, path TEXT, data TEXT)")
         con.execute("CREATE TEMP VIEW src_message AS SELECT id, parent AS session_id, "
-                    "json_extract(data, '$.time.created') AS time_created, data FROM lg_file WHERE kind = 'message'")
+                    "json_extract(data, '$.time.created') AS time_created, NULL AS time_updated, data FROM lg_file "
+                    "WHERE kind = 'message'")
         con.execute("CREATE TEMP VIEW src_part AS SELECT id, parent AS message_id, "
                     "json_extract(data, '$.sessionID') AS session_id, data FROM lg_file WHERE kind = 'part'")
         read_any = False
@@ -569,15 +575,18 @@ class Staging:
         con.executemany("INSERT INTO skipped_record VALUES (?, ?, ?, ?)", self.skipped)
         con.execute("INSERT INTO skipped_record SELECT 'index', 'message:' || id, problem, session_id "
                     "FROM stage_message WHERE problem IS NOT NULL")
+        con.execute(f"INSERT INTO skipped_record SELECT 'index', 'tool_call:' || t.id, '{TOOL_SHAPE}', t.session_id "
+                    "FROM stage_tool t WHERE NOT t.shape_ok")
         con.execute("INSERT INTO skipped_record SELECT 'index', 'tool_call:' || t.id, 'tool call without its message', "
-                    "t.session_id FROM stage_tool t WHERE NOT EXISTS (SELECT 1 FROM stage_message m WHERE m.id = t.message_id)")
+                    "t.session_id FROM stage_tool t WHERE t.shape_ok "
+                    "AND NOT EXISTS (SELECT 1 FROM stage_message m WHERE m.id = t.message_id)")
         con.execute("CREATE TABLE open_session (source TEXT, session_id TEXT)")
         con.executemany("INSERT INTO open_session VALUES (?, ?)", self.open_sessions)
         con.execute(
             """CREATE TABLE cube_tool AS SELECT m.session_id, m.bucket, m.provider, m.model, m.agent,
                 coalesce(t.tool, '(unknown)') AS tool, count(*) AS calls, sum(t.status = 'error') AS errors
             FROM stage_tool t JOIN stage_message m ON m.id = t.message_id
-            WHERE m.problem IS NULL GROUP BY 1, 2, 3, 4, 5, 6"""
+            WHERE m.problem IS NULL AND t.shape_ok GROUP BY 1, 2, 3, 4, 5, 6"""
         )
         # `priced` is 0 or 1 for assistant messages, NULL for the others
         unpriced = ("CASE WHEN priced = 0 AND input + output + reasoning + cache_read + cache_write > 0 "
@@ -605,10 +614,11 @@ class Staging:
             Message(id=r[0], session_id=r[1], role=r[2], time_created=r[3], time_completed=r[4], parent_id=r[5],
                     provider=r[6], model=r[7], agent=r[8], finish=r[9], error=r[10], era=r[11],
                     tokens=Tokens(*r[12:17]), cost_usd=r[17] / PICO,
-                    estimated_usd=None if r[18] is None else r[18] / PICO, steps=r[19])
+                    estimated_usd=None if r[18] is None else r[18] / PICO, steps=r[19], time_updated=r[20])
             for r in con.execute(
                 """SELECT id, session_id, role, time_created, time_completed, parent_id, provider, model, agent,
-                    finish, error, era, input, output, reasoning, cache_read, cache_write, cost_pico, est_pico, steps
+                    finish, error, era, input, output, reasoning, cache_read, cache_write, cost_pico, est_pico, steps,
+                    time_updated
                 FROM priced_message WHERE problem IS NULL ORDER BY time_created, id""")
         ]
         steps = [
@@ -623,9 +633,11 @@ class Staging:
             ToolCall(r[0], r[1], r[2], r[3], r[4] or "(unknown)", r[5], r[6], r[7], r[8], mcp_server(r[4] or ""), r[9])
             for r in con.execute(
                 """SELECT id, message_id, session_id, call_id, tool, status, time_start, time_end, error,
-                    child_session_id FROM stage_tool ORDER BY id""")
+                    child_session_id FROM stage_tool WHERE shape_ok ORDER BY id""")
         ]
         skipped = [(s, ref, why) for s, ref, why, _sid in self.skipped]
+        skipped += con.execute(f"SELECT 'index', 'tool_call:' || id, '{TOOL_SHAPE}' FROM stage_tool "
+                               "WHERE NOT shape_ok ORDER BY id").fetchall()
         skipped += con.execute("SELECT 'index', 'message:' || id, problem FROM stage_message "
                                "WHERE problem IS NOT NULL ORDER BY id").fetchall()
         return messages, steps, tools, skipped

@@ -24,7 +24,7 @@ SCHEMA = [
 
 def default_path(sources_key: str, destination: str) -> Path:
     digest = hashlib.sha256(f"{sources_key}\n{destination}".encode()).hexdigest()[:16]
-    return paths.state_home() / "ocsight" / f"watch-{digest}.sqlite"
+    return paths.ocsight_state() / f"watch-{digest}.sqlite"
 
 
 class Checkpoint:

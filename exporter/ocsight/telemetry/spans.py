@@ -21,6 +21,7 @@ from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.util.types import AttributeValue
 
 from ocsight.model import Message, Records, ToolCall
+from ocsight.telemetry.abandoned import INTERRUPTED, Abandoned, asks_for_tools, is_final, root_of, tool_is_final
 
 # OpenCode providerIDs -> the conventions' well-known `gen_ai.provider.name` values.
 PROVIDER_NAMES = {
@@ -56,6 +57,7 @@ class SpanData:
     end_ns: int
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
     error: str | None = None
+    turn_start_ns: int = 0  # when the turn it belongs to began (for a subagent's, its root turn)
 
 
 def _hash(text: str, bits: int) -> int:
@@ -78,29 +80,6 @@ def provider_name(provider: str) -> str:
 
 def ms_to_ns(ms: int | None) -> int:
     return int(ms or 0) * 1_000_000
-
-
-def is_final(m: Message) -> bool:
-    return m.role != "assistant" or m.time_completed is not None or m.error is not None
-
-
-def tool_is_final(t: ToolCall) -> bool:
-    return t.status in ("completed", "error")
-
-
-def asks_for_tools(m: Message) -> bool:
-    """An answer that ends in tool calls: its turn goes on with another answer."""
-    return m.error is None and m.finish in ("tool-calls", "tool_calls")
-
-
-def root_session(sid: str, parent_of: Mapping[str, str | None]) -> str:
-    """The root of a session's subagent chain (as far as `parent_of` knows it)."""
-    seen: set[str] = set()
-    parent = parent_of.get(sid)
-    while parent and sid not in seen:
-        seen.add(sid)
-        sid, parent = parent, parent_of.get(parent)
-    return sid
 
 
 def cost_of(m: Message, mode: str = "auto") -> tuple[float, bool]:
@@ -153,13 +132,16 @@ def tool_attributes(t: ToolCall) -> dict[str, AttributeValue]:
     return attrs
 
 
-def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> list[SpanData]:
-    """Every span the finished records make. Content (prompts, answers, tool output) is never read
-    here: `include_content` only adds tool error text, the one text the records carry."""
+def spans(recs: Records, mode: str = "auto", include_content: bool = False,
+          gone: Abandoned = Abandoned()) -> list[SpanData]:
+    """Every span the finished records make, and those `gone` says were abandoned (as interrupted).
+    Content (prompts, answers, tool output) is never read here: `include_content` only adds tool
+    error texts, the one text the records carry."""
     sessions = {s.id: s for s in recs.sessions}
     projects = {p.id: p.worktree for p in recs.projects}
     started_by = {t.child_session_id: t for t in recs.tool_calls if t.child_session_id}
     parent_of = {s.id: s.parent_id for s in recs.sessions}
+    by_message = {m.id: m for m in recs.messages}
 
     def project_of(sid: str) -> str | None:
         s = sessions.get(sid)
@@ -170,11 +152,12 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
     # a session's trace and a message's span ID are asked for by every span below them: hashed once
     traces: dict[str, int] = {}
     ids: dict[str, int] = {}
+    turn_starts: dict[str, int] = {}
 
     def trace_of(sid: str) -> int:
         t = traces.get(sid)
         if t is None:
-            t = traces[sid] = trace_id(root_session(sid, parent_of))
+            t = traces[sid] = trace_id(root_of(sid, parent_of))
         return t
 
     def id_of(record: str) -> int:
@@ -183,23 +166,47 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
             i = ids[record] = span_id(record)
         return i
 
+    def turn_start(message_id: str | None, depth: int = 0) -> int:
+        """When the turn of a message began: its user message's time, or for a subagent's turn the
+        start of the turn whose `task` call started it."""
+        m = by_message.get(message_id or "")
+        if m is None:
+            return 0
+        if m.role == "assistant":
+            return turn_start(m.parent_id, depth) if m.parent_id in by_message else ms_to_ns(m.time_created)
+        start = turn_starts.get(m.id)
+        if start is None:
+            starter = started_by.get(m.session_id)
+            own = ms_to_ns(m.time_created)
+            start = min(own, turn_start(starter.message_id, depth + 1)) if starter and depth < 32 else own
+            start = start or own
+            turn_starts[m.id] = start
+        return start
+
+    def final(a: Message) -> bool:
+        return is_final(a) or a.id in gone.messages
+
+    def ended(a: Message) -> int:
+        """An answer's end: its completion, else (errored) its start, or an abandoned one's last write."""
+        last = a.time_updated if a.id in gone.messages else None
+        return a.time_completed or last or a.time_created or 0
+
     answers: dict[str, list[Message]] = {}
     for m in recs.messages:
         if m.role == "assistant" and m.parent_id:
             answers.setdefault(m.parent_id, []).append(m)
     out: list[SpanData] = []
-    by_message = {m.id: m for m in recs.messages}
     for m in recs.messages:
         trace = trace_of(m.session_id)
         if m.role == "user":
             replies = sorted(answers.get(m.id, []), key=lambda a: (a.time_created or 0, a.id))
-            if not replies or not all(is_final(a) for a in replies):
+            if not replies or not all(final(a) for a in replies):
                 continue
             last = replies[-1]
-            if asks_for_tools(last):
+            if asks_for_tools(last) and m.id not in gone.turns:
                 continue  # the turn goes on
             starter = started_by.get(m.session_id)
-            end = max((a.time_completed or a.time_created or 0) for a in replies)
+            end = max(ended(a) for a in replies)
             attrs: dict[str, AttributeValue] = {gen_ai.GEN_AI_OPERATION_NAME: INVOKE_AGENT,
                      gen_ai.GEN_AI_AGENT_NAME: m.agent, gen_ai.GEN_AI_CONVERSATION_ID: m.session_id,
                      gen_ai.GEN_AI_PROVIDER_NAME: provider_name(last.provider), gen_ai.GEN_AI_REQUEST_MODEL: last.model,
@@ -210,28 +217,36 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False) -> l
             project = project_of(m.session_id)
             if project:
                 attrs[PROJECT] = project
-            errors = [a.error for a in replies if a.error]
+            errors = [a.error or INTERRUPTED for a in replies if a.error or a.id in gone.messages]
+            if m.id in gone.turns:
+                errors.append(INTERRUPTED)
             if errors:
                 attrs[error_attributes.ERROR_TYPE] = errors[-1]
             out.append(SpanData(m.id, f"invoke_agent {m.agent}", KIND_INTERNAL, trace, id_of(m.id),
                                 id_of(starter.id) if starter else None, ms_to_ns(m.time_created), ms_to_ns(end),
-                                attrs, errors[-1] if errors else None))
-        elif is_final(m):
-            done = m.time_completed or m.time_created
+                                attrs, errors[-1] if errors else None, turn_start(m.id)))
+        elif final(m):
+            done = ended(m)
+            attrs = chat_attributes(m, project_of(m.session_id), mode)
+            error = m.error
+            if error is None and m.id in gone.messages:
+                error = attrs[error_attributes.ERROR_TYPE] = INTERRUPTED
             out.append(SpanData(m.id, f"chat {m.model}", KIND_CLIENT, trace, id_of(m.id),
                                 id_of(m.parent_id) if m.parent_id else None, ms_to_ns(m.time_created),
-                                ms_to_ns(done), chat_attributes(m, project_of(m.session_id), mode), m.error))
+                                ms_to_ns(done), attrs, error, turn_start(m.id)))
     for t in recs.tool_calls:
-        if not tool_is_final(t):
+        if not tool_is_final(t) and t.id not in gone.tools:
             continue
         msg = by_message.get(t.message_id)
         sid = t.session_id or (msg.session_id if msg else "")
         attrs = tool_attributes(t)
+        error = TOOL_ERROR if t.status == "error" else None
+        if not tool_is_final(t):
+            error = attrs[error_attributes.ERROR_TYPE] = INTERRUPTED
         if include_content and t.error:
             attrs["ocsight.tool.error"] = t.error
         start = t.time_start or (msg.time_created if msg else 0)
         out.append(SpanData(t.id, f"execute_tool {t.tool}", KIND_INTERNAL, trace_of(sid), id_of(t.id),
                             id_of(t.message_id),
-                            ms_to_ns(start), ms_to_ns(t.time_end or start), attrs,
-                            TOOL_ERROR if t.status == "error" else None))
+                            ms_to_ns(start), ms_to_ns(t.time_end or start), attrs, error, turn_start(t.message_id)))
     return out

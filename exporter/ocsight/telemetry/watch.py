@@ -22,6 +22,8 @@ from ocsight import paths, reading
 from ocsight.errors import NoData, OcsightError
 from ocsight.index import Index, IndexReader, index_path
 from ocsight.sources import locate
+from ocsight.telemetry import changes
+from ocsight.telemetry.abandoned import abandoned, root_of
 from ocsight.telemetry import checkpoint as cp
 from ocsight.telemetry import otlp
 from ocsight.telemetry import spans as mapping
@@ -33,10 +35,10 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from ocsight.model import Message, Records
 
 log = logging.getLogger("ocsight.watch")
 MAX_BACKOFF = 60.0
+STOP_WITHIN = 2.0  # seconds from SIGTERM or SIGINT to the process's end, in every state
 BATCH = 512
 CHUNK_SESSIONS = 250
 # SQLite's memory in the whole process beyond which it recycles cache pages rather than allocate more:
@@ -58,6 +60,7 @@ class WatchOptions:
     prometheus_port: int | None = None  # also serve /metrics for Prometheus to scrape
     prometheus_host: str = "127.0.0.1"
     timezone: str | None = None  # where the spend gauges' days, weeks and months begin
+    abandon_after_s: float = 600.0  # an unfinished answer unchanged this long was interrupted
 
 
 class Sidecar:
@@ -66,8 +69,11 @@ class Sidecar:
         opts.read = dataclasses.replace(opts.read, index_name="watch", lean_memory=True)
         self.opts = opts
         # OpenCode may not have written anything yet: follow the directories until it does.
-        self.dirs = [paths.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]
+        dirs = [paths.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]
+        self.dirs = [d.resolve() for d in dirs]
         key = "\n".join(str(d.resolve()) for d in self.dirs)
+        for own in (paths.ocsight_cache(), paths.ocsight_state()):
+            paths.keep_private(own)  # they hold session titles and IDs
         self.resource = otlp.resource()
         self.span_exporter = span_exporter or otlp.span_exporter(opts.protocol)
         self.checkpoint = cp.Checkpoint(cp.default_path(key, _destination(opts.protocol)))
@@ -75,6 +81,10 @@ class Sidecar:
         self.last_cycle_ms: int | None = None
         self.failures = 0
         self.exported = 0
+        self.cycles = 0
+        self._spans_closed = False
+        self.skip_kinds_seen: set[str] = set()
+        self.wake_at_ms: float | None = None  # when an unfinished record comes to be abandoned
         self.skipped = 0
         self.pending_since: float | None = None  # end of the oldest finished record not yet acknowledged
         self._index_file: Path | None = None
@@ -138,6 +148,9 @@ class Sidecar:
 
         Raises `ExportFailed` when the receiver did not acknowledge (nothing is marked then)."""
         started = int(time.time() * 1000)
+        self.wake_at_ms = None  # set again by this cycle's unfinished records
+        if not any(d.exists() for d in self.dirs):
+            return 0  # not yet: OpenCode has not created its directory
         try:
             idx = reading.open_index(self.opts.read)
         except NoData:
@@ -146,6 +159,10 @@ class Sidecar:
             if idx.touched is None or idx.touched:
                 self.snapshot.invalidate()  # the refresh may have changed every total
             self.skipped = idx.reader.skipped_count()
+            for reason, n, example in idx.reader.skip_kinds():
+                if reason not in self.skip_kinds_seen:  # said once a kind; the metric keeps the count
+                    self.skip_kinds_seen.add(reason)
+                    log.warning("skipped %s: %s (for example %s)", _records(n), reason, example)
             if self.last_cycle_ms is None or idx.touched is None:
                 # first cycle, or the index was rebuilt: every session active since the floor
                 changed = set(idx.reader.sessions_active_since(self._floor() or 0)) | (idx.touched or set())
@@ -159,6 +176,8 @@ class Sidecar:
                 return 0
             sent, open_sessions = 0, set[str]()
             for chunk in _chunks(family, parents, CHUNK_SESSIONS):  # memory stays bounded on a backfill
+                if self._stop.is_set():
+                    raise Stopping
                 n, still_open = self._send(idx, chunk)
                 sent += n
                 open_sessions |= still_open
@@ -171,14 +190,16 @@ class Sidecar:
         """Sends the unsent finished records of some whole session families; returns (spans sent,
         sessions with unfinished records)."""
         recs = reading.read_records(idx, sessions, every_step=False)  # spans are made of messages
-        all_spans = mapping.spans(recs, self.opts.read.cost_mode, self.opts.include_content)
+        gone = abandoned(recs, int(time.time() * 1000), int(self.opts.abandon_after_s * 1000))
+        all_spans = mapping.spans(recs, self.opts.read.cost_mode, self.opts.include_content, gone)
         floor = self._floor()
-        fresh = [s for s in all_spans if floor is None or s.start_ns >= floor * 1_000_000]
+        # a turn is sent whole or not at all: one begun before the floor is left out, later spans too
+        fresh = [s for s in all_spans if floor is None or s.turn_start_ns >= floor * 1_000_000]
         done = self.checkpoint.exported([s.record for s in fresh])
         todo = [s for s in fresh if s.record not in done]
-        open_sessions: set[str] = {m.session_id for m in recs.messages if not mapping.is_final(m)}
-        open_sessions |= {t.session_id for t in recs.tool_calls if not mapping.tool_is_final(t) and t.session_id}
-        open_sessions |= _turns_in_progress(recs)
+        open_sessions = set(gone.waiting)
+        if gone.wake_at_ms is not None:
+            self.wake_at_ms = min(gone.wake_at_ms, self.wake_at_ms or gone.wake_at_ms)
         if todo:
             oldest = min(s.end_ns for s in todo) / 1e9
             self.pending_since = min(oldest, self.pending_since or oldest)
@@ -186,7 +207,15 @@ class Sidecar:
             session_of.update({t.id: t.session_id or "" for t in recs.tool_calls})
             for i in range(0, len(todo), BATCH):  # each acknowledged batch is marked at once
                 batch = todo[i : i + BATCH]
-                if not otlp.export_spans(self.span_exporter, batch, self.resource):
+                if self._stop.is_set():
+                    raise Stopping
+                try:
+                    acknowledged = otlp.export_spans(self.span_exporter, batch, self.resource)
+                except Exception:
+                    if self._stop.is_set():  # the stop closed the exporter's connection under it
+                        raise Stopping from None
+                    raise
+                if not acknowledged:
                     self.failures += 1
                     raise ExportFailed(f"the receiver did not acknowledge {len(todo) - i} spans")
                 self.checkpoint.mark([(s.record, session_of.get(s.record, "")) for s in batch])
@@ -215,50 +244,111 @@ class Sidecar:
         self._stop.set()
 
     def follow(self) -> None:
-        """Cycles on every change in the data directories (and every `interval` regardless), with
-        back-off while the receiver is down, until `stop()` or SIGTERM/SIGINT."""
-        from watchfiles import watch
+        """Cycles whenever OpenCode wrote something, with back-off while the receiver is down, until
+        `stop()`, SIGTERM or SIGINT; then ends within `STOP_WITHIN` seconds whatever it was doing.
 
+        The cycles run on a thread of their own, so that a stop never waits for a backfill or a
+        receiver that does not answer: the exporters' public `shutdown()` cuts an export in flight
+        or in back-off short, and a cycle stops between batches. What the receiver acknowledged is
+        marked batch by batch, so whatever a stop cut short is sent on the next start."""
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
+        failed: list[BaseException] = []
+        worker = threading.Thread(target=self._follow, args=(failed,), name="ocsight-follow", daemon=True)
+        stopping_at = 0.0
+        worker.start()
+        try:
+            while worker.is_alive() and not self._stop.wait(0.5):
+                pass
+            stopping_at = time.monotonic()
+            self._stop.set()
+            self._close_spans()
+            worker.join(max(0.0, STOP_WITHIN / 2 - (time.monotonic() - stopping_at)))
+        finally:
+            # a cycle still inside SQLite keeps its connections: they are left to the process's end
+            self.close(metrics_within=max(0.1, STOP_WITHIN - 0.3 - (time.monotonic() - stopping_at)),
+                       busy=worker.is_alive())
+        if failed:
+            raise failed[0]
+
+    def _follow(self, failed: list[BaseException]) -> None:
+        """The cycles: one at the start, then one whenever OpenCode's data changed (`telemetry.changes`),
+        an unfinished record came to be abandoned, or a failed send is due again."""
+        from watchfiles import Change, watch
+
+        events: Iterator[set[tuple[Change, str]]] | None = None
+        roots = changes.legacy_roots(self.dirs)
         backoff = 0.0
-        paths = [str(p) for p in self.dirs if p.exists()]
-        changes = watch(*paths, stop_event=self._stop, rust_timeout=int(self.opts.interval * 1000),
-                        yield_on_timeout=True, debounce=50, step=20, raise_interrupt=False) if paths else None
+        due = True
+        seen: changes.Stamp = ()
         try:
             while not self._stop.is_set():
-                try:
-                    n = self.cycle()
-                    backoff = 0.0
-                    if n:
-                        log.info("sent %d spans (%d in all)", n, self.exported)
-                except (ExportFailed, OcsightError) as e:
-                    # the receiver is down, or the data cannot be read right now (locked, mid-rewrite)
-                    backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
-                    log.warning("%s; trying again in %.0f s", e, backoff)
-                    if self._stop.wait(backoff):
+                if events is None:
+                    # OpenCode may not have created its directory yet: watched from when it has
+                    existing = [str(p) for p in self.dirs if p.exists()]
+                    if existing:
+                        events = watch(*existing, stop_event=self._stop, rust_timeout=int(self.opts.interval * 1000),
+                                       yield_on_timeout=True, debounce=50, step=20, raise_interrupt=False)
+                        due = True
+                if due:
+                    seen = changes.stamp(self.dirs)  # taken first: a write during the cycle is seen next time
+                    try:
+                        self.cycles += 1
+                        n = self.cycle()
+                        log.debug("cycle %d done", self.cycles)
+                        backoff = 0.0
+                        due = False
+                        if n:
+                            log.info("sent %d spans (%d in all)", n, self.exported)
+                    except Stopping:
                         break
+                    except (ExportFailed, OcsightError) as e:
+                        if self._stop.is_set():
+                            break
+                        # the receiver is down, or the data cannot be read right now (locked, mid-rewrite)
+                        backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
+                        log.warning("%s; trying again in %.0f s", e, backoff)
+                        self._stop.wait(backoff)
+                        continue
+                if events is None:
+                    due = self._stop.wait(self.opts.interval) or any(p.exists() for p in self.dirs)
                     continue
-                if changes is None:
-                    self._stop.wait(self.opts.interval)
-                else:
-                    next(changes, None)
+                batch = next(events, None)  # the events since the last; empty after `interval` without any
+                if batch is None:
+                    break
+                due = (changes.legacy_written(batch, roots) or changes.stamp(self.dirs) != seen
+                       or (self.wake_at_ms is not None and time.time() * 1000 >= self.wake_at_ms))
+        except BaseException as e:  # raised again on the main thread
+            failed.append(e)
         finally:
-            self.close()
+            self._stop.set()
 
-    def close(self) -> None:
+    def close(self, metrics_within: float = 10.0, busy: bool = False) -> None:
+        """Flushes the last metrics (for at most `metrics_within` seconds) and closes the exporters;
+        `busy`: a cycle is still running, whose checkpoint stays open."""
         try:
-            self.meter_provider.shutdown()  # flushes the last metrics
+            self.meter_provider.shutdown(timeout_millis=metrics_within * 1000)  # flushes the last metrics
         except Exception as e:  # noqa: BLE001 - a receiver down at exit must not hide the shutdown
             log.warning("flushing metrics failed: %s", e)
         if self.index_provider is not None:
             self.index_provider.shutdown()
-        self.span_exporter.shutdown()
+        self._close_spans()
         if self.prometheus_server is not None:
             self.prometheus_server.shutdown()
-        self.checkpoint.close()
-        _soft_heap_limit(self._soft_heap_before)
+        if not busy:
+            self.checkpoint.close()
+            _soft_heap_limit(self._soft_heap_before)
+
+
+    def _close_spans(self) -> None:
+        if not self._spans_closed:
+            self._spans_closed = True
+            self.span_exporter.shutdown()
+
+
+class Stopping(Exception):
+    """A stop was asked for: the cycle ends between two batches."""
 
 
 class ExportFailed(Exception):
@@ -310,7 +400,7 @@ def _chunks(family: set[str], parent: dict[str, str | None], size: int) -> Itera
     """The family in lists of about `size` sessions, a root session always with its descendants."""
     groups: dict[str, list[str]] = {}
     for sid in sorted(family):
-        groups.setdefault(mapping.root_session(sid, parent), []).append(sid)
+        groups.setdefault(root_of(sid, parent), []).append(sid)
     chunk: list[str] = []
     for members in groups.values():
         chunk += members
@@ -321,12 +411,5 @@ def _chunks(family: set[str], parent: dict[str, str | None], size: int) -> Itera
         yield chunk
 
 
-def _turns_in_progress(recs: Records) -> set[str]:
-    """Sessions whose last turn still waits for an answer after a tool call."""
-    last: dict[str, Message] = {}
-    for m in recs.messages:
-        if m.role == "assistant":
-            prev = last.get(m.session_id)
-            if prev is None or (m.time_created or 0) >= (prev.time_created or 0):
-                last[m.session_id] = m
-    return {sid for sid, m in last.items() if mapping.asks_for_tools(m)}
+def _records(n: int) -> str:
+    return f"{n:,} record{'' if n == 1 else 's'}"
