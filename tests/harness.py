@@ -5,7 +5,7 @@
 sandbox: HOME and every XDG directory inside one temporary root, network features off, a git
 repository to work in, and a config with two providers (one free, like a subscription) and three
 models, all answered by the mock. `run()` drives `opencode run`; `serve()` starts `opencode serve`
-and drives its HTTP API.
+and drives its HTTP API; `interrupted_turn()` kills `opencode run` in the middle of a model's answer.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 CACHE = Path(os.environ.get("OCSIGHT_TEST_CACHE", Path.home() / ".cache" / "ocsight-tests"))
 VERSIONS = {"1.18": "1.18.33", "1.15": "1.15.13", "1.1": "1.1.65"}
@@ -42,8 +44,20 @@ QUIET = {
 }
 
 
+# Prompts whose turn ends in an error (mockmodel's scenarios): `opencode run` exits non-zero.
+FAILING = ("[error]", "[500]")
+
+
 class HarnessError(RuntimeError):
     pass
+
+
+class Stalling(Protocol):
+    """What `OpenCode.interrupted_turn` needs of the mock model (tests/mockmodel.py's `MockModel`)."""
+
+    stalls: int  # `[stall]` answers stalled so far
+
+    def release(self) -> None: ...
 
 
 def install(version: str) -> Path:
@@ -120,9 +134,12 @@ class OpenCode:
     def data_dir(self) -> Path:
         return self.root / "data" / "opencode"
 
-    def run(self, prompt: str, model: str | None = None, agent: str | None = None,
-            session: str | None = None, project: str = "", timeout: float = 180) -> subprocess.CompletedProcess:
-        """One turn with `opencode run`, which exits when the turn is over."""
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "opencode.db"
+
+    def _run_command(self, prompt: str, model: str | None, agent: str | None, session: str | None,
+                     project: str) -> tuple[list[str], Path]:
         cwd = self.workdir(project or DEFAULT_PROJECT)
         cmd = [str(self.binary), "run"]
         if model:
@@ -132,12 +149,72 @@ class OpenCode:
         if session:
             cmd += ["--session", session]
         cmd.append(prompt)
+        return cmd, cwd
+
+    def run(self, prompt: str, model: str | None = None, agent: str | None = None,
+            session: str | None = None, project: str = "", timeout: float = 180) -> subprocess.CompletedProcess:
+        """One turn with `opencode run`, which exits when the turn is over."""
+        cmd, cwd = self._run_command(prompt, model, agent, session, project)
         p = subprocess.run(cmd, cwd=cwd, env=self._env_in(cwd), capture_output=True, text=True, timeout=timeout,
                            stdin=subprocess.DEVNULL)
-        if p.returncode != 0 and "[error]" not in prompt:
+        if p.returncode != 0 and not any(k in prompt for k in FAILING):
             raise HarnessError(f"opencode {self.version} run {prompt!r} failed ({p.returncode}): "
                                f"{p.stderr[-2000:]}")
         return p
+
+    def unfinished_messages(self) -> list[tuple[str, str, list[str]]]:
+        """(session, message, its part types) of every assistant message without `time.completed`,
+        read-only; none while the database does not exist yet or is busy."""
+        if not self.database.exists():
+            return []
+        try:
+            with closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=1)) as con:
+                rows = con.execute(
+                    "SELECT m.session_id, m.id, json_group_array(json_extract(p.data, '$.type'))"
+                    " FROM message m LEFT JOIN part p ON p.message_id = m.id"
+                    " WHERE json_extract(m.data, '$.role') = 'assistant'"
+                    " AND json_extract(m.data, '$.time.completed') IS NULL"
+                    " GROUP BY m.id ORDER BY m.time_created, m.id").fetchall()
+        except sqlite3.Error:
+            return []
+        return [(session, message, [t for t in json.loads(types) if t]) for session, message, types in rows]
+
+    def interrupted_turn(self, mock: Stalling, prompt: str, model: str | None = None, agent: str | None = None,
+                         session: str | None = None, project: str = "", timeout: float = 60) -> str:
+        """A turn killed mid-stream: the session id of a store whose last assistant message has no
+        `time.completed`, as a crash, `kill -9` or a power cut leaves it.
+
+        `opencode run PROMPT` (PROMPT holding `[stall]`) starts as `run()` starts it; once the mock's
+        answer has stalled and OpenCode's database holds the unfinished assistant message with a text
+        part (OpenCode writes it, empty, when the text starts), OpenCode (its process group) gets
+        SIGKILL. Then the mock's stalls are released. For versions with a database (1.15 and later).
+        OpenCode's output is in `interrupted.log` under the sandbox's root.
+        """
+        if "[stall]" not in prompt:
+            raise HarnessError(f"an interrupted turn needs a [stall] prompt, not {prompt!r}")
+        cmd, cwd = self._run_command(prompt, model, agent, session, project)
+        before_stalls, before = mock.stalls, {m[1] for m in self.unfinished_messages()}
+        deadline = time.monotonic() + timeout
+        with (self.root / "interrupted.log").open("ab") as out:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=self._env_in(cwd), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                while True:
+                    if proc.poll() is not None:
+                        raise HarnessError(f"opencode {self.version} run {prompt!r} exited ({proc.returncode})"
+                                           " before it could be interrupted")
+                    if time.monotonic() > deadline:
+                        raise HarnessError(f"opencode {self.version} run {prompt!r}: no stalled answer stored"
+                                           f" within {timeout} s")
+                    if mock.stalls > before_stalls:
+                        new = [m for m in self.unfinished_messages() if m[1] not in before and "text" in m[2]]
+                        if new:
+                            break
+                    time.sleep(0.05)
+            finally:
+                _kill(proc)
+                mock.release()
+        return new[-1][0]
 
     @contextmanager
     def serve(self, project: str = "") -> Iterator[Server]:
@@ -183,6 +260,20 @@ class OpenCode:
         if storage.is_dir():
             shutil.copytree(storage, target / "storage", dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("snapshot", "session_diff"))
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL to a process started in its own session, and to whatever it started."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 class Server:
