@@ -6,14 +6,22 @@
    assistant message is written into the database every 0.3 s (as OpenCode writes one: a row
    with its completion time); latency is from the commit to its span reaching the receiver.
 
+3. Idle CPU on the 3,000-session store (issue 26): `ocsight watch` next to a turn cut off
+   mid-stream and the `-wal`/`-shm` a killed writer left, and next to a running `opencode serve`;
+   the sidecar's CPU time over 70 s (a metric export included) once its first cycle is over.
+4. Stop time: SIGTERM to `ocsight watch --backfill` on the 3,000-session store with the receiver
+   down, while it builds its index and while it backs off; seconds until the process ended.
+
 Figures and target verdicts are printed at the end (p50 <= 250 ms, p95 <= 1 s, >= 10,000 spans/s,
-<= 100 MB while following).
+<= 100 MB while following, idle CPU <= 1% of a core, stop <= 2 s).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -121,6 +129,90 @@ def follow(store: Path) -> dict:
     }
 
 
+IDLE_SECONDS = 70  # one metric export (every 60 s by default) and more
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The process's user and system CPU time so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _interrupt(db: Path) -> None:
+    """The newest answer as a turn cut off mid-stream leaves it (no completion time, written just
+    now), and the `-wal`/`-shm` of a writer killed after its commit."""
+    code = ("import json, os, signal, sqlite3, sys, time\n"
+            "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "con.execute('PRAGMA journal_mode=WAL')\n"
+            "mid, data = con.execute(\"SELECT id, data FROM message WHERE data LIKE '%\\\"assistant\\\"%' \"\n"
+            "                        'ORDER BY rowid DESC LIMIT 1').fetchone()\n"
+            "doc = json.loads(data); doc['time'].pop('completed', None)\n"
+            "con.execute('UPDATE message SET data = ?, time_updated = ? WHERE id = ?',\n"
+            "            (json.dumps(doc), int(time.time() * 1000), mid))\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", code, str(db)], timeout=60)
+
+
+def idle(store: Path) -> dict:
+    """The sidecar's CPU, in % of a core, once idle: next to an interrupted turn and a killed
+    writer's WAL, and next to a running `opencode serve` on the same data."""
+    out = {}
+    base = OUT / "env-watch-idle"
+    for state in ("interrupted", "opencode-serve"):
+        shutil.rmtree(base, ignore_errors=True)
+        receiver = Receiver()
+        env = bench.isolated_env(base) | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.start_grpc()}"}
+        data = Path(env["XDG_DATA_HOME"]) / "opencode"
+        shutil.copytree(store, data)
+        serve = None
+        if state == "interrupted":
+            _interrupt(data / "opencode.db")
+        else:
+            opencode = bench.npm_install()[0]
+            serve = subprocess.Popen([str(opencode), "serve", "--port", "0", "--hostname", "127.0.0.1"],
+                                     env=env | {"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_MODELS_FETCH": "1"},
+                                     cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(5)  # its start-up writes
+        p = subprocess.Popen([bench.ocsight(), "watch", "--protocol", "grpc", "--data-dir", str(data)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(10)  # the first cycle builds the sidecar's index
+            before = _cpu_seconds(p.pid)
+            time.sleep(IDLE_SECONDS)
+            out[state] = 100 * (_cpu_seconds(p.pid) - before) / IDLE_SECONDS
+        finally:
+            p.terminate()
+            p.wait()
+            if serve is not None:
+                serve.terminate()
+                serve.wait(30)
+            receiver.stop()
+    shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def stop_times(store: Path) -> dict:
+    """Seconds from SIGTERM to the end of `ocsight watch --backfill` with the receiver down: while
+    it builds its index (0.5 s in) and while it backs off after failed sends (6 s in)."""
+    from harness import free_port
+
+    out = {}
+    for label, after in (("building its index", 0.5), ("backing off", 6.0)):
+        env = env_for("stop", free_port()) | {"OTEL_EXPORTER_OTLP_TIMEOUT": "10"}
+        p = subprocess.Popen([bench.ocsight(), "watch", "--backfill", "--protocol", "grpc", "--data-dir", str(store)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(after)
+        t = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        out[label] = time.monotonic() - t
+    return out
+
+
 def _vm_hwm(pid: int) -> int:
     """The process's own peak resident memory (kB). Not `ru_maxrss`: Linux carries a forked
     child's pre-exec peak (this process's size) into it."""
@@ -137,22 +229,29 @@ def main() -> None:
     stores = bench.build_stores(bench.npm_install()[0], False)
     b = backfill(stores["db-only"])
     f = follow(big_store())
+    cpu = idle(stores["db-only"])
+    stops = stop_times(stores["db-only"])
     print(f"\nwatch backfill (3,000 sessions): {b['spans']:,} spans in {b['seconds']:.2f} s = "
           f"{b['spans_per_s']:,.0f} spans/s, peak {b['peak_mb']} MB")
     print(f"watch following ({f['sessions']:,} sessions): {f['delivered']}/{f['writes']} messages delivered, "
           f"latency p50 {f['p50_ms']:.0f} ms, p95 {f['p95_ms']:.0f} ms, peak {f['peak_mb']} MB "
           f"({f['first_cycle_peak_mb']} MB by the end of the first cycle)")
+    print("watch idle (3,000 sessions): " + ", ".join(f"{v:.2f}% of a core ({k})" for k, v in cpu.items()))
+    print("watch stop with the receiver down: " + ", ".join(f"{v:.2f} s ({k})" for k, v in stops.items()))
     checks = [
         ("latency p50 <= 250 ms", f["p50_ms"] is not None and f["p50_ms"] <= 250),
         ("latency p95 <= 1 s", f["p95_ms"] is not None and f["p95_ms"] <= 1000),
         ("backfill >= 10,000 spans/s", b["spans_per_s"] >= 10_000),
         ("memory while following <= 100 MB", f["peak_mb"] <= 100),
         ("every message delivered", f["delivered"] == f["writes"]),
+        *((f"idle CPU <= 1% of a core ({k})", v <= 1.0) for k, v in cpu.items()),
+        *((f"SIGTERM to exit <= 2 s ({k})", v <= 2.0) for k, v in stops.items()),
     ]
     print()
     for label, ok in checks:
         print(f"  [{'PASS' if ok else 'FAIL'}] {label}")
-    (OUT / "results-watch.json").write_text(json.dumps({"backfill": b, "follow": f}, indent=2))
+    (OUT / "results-watch.json").write_text(json.dumps({"backfill": b, "follow": f, "idle_cpu_percent": cpu,
+                                                       "stop_seconds": stops}, indent=2))
 
 
 if __name__ == "__main__":

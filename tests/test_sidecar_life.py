@@ -323,3 +323,58 @@ def test_files_ocsight_wrote_before_are_made_private_at_start(tmp_path, receiver
              for p in [root, *root.rglob("*")]}
     assert modes[old] == 0o600 and {m for p, m in modes.items() if p.is_dir()} == {0o700}
     assert {m for p, m in modes.items() if p.is_file()} == {0o600}
+
+
+# -- against the real OpenCode, killed mid-stream ---------------------------------------------------------
+
+
+@pytest.fixture
+def killed_opencode(tmp_path: Path):
+    """The data directory of the real OpenCode 1.18.33 after one finished turn and one killed while the
+    model streamed (`mockmodel`'s `[stall]`): an answer without completion time, its `-wal` and
+    `-shm` left beside the database; and the interrupted session's ID."""
+    import harness
+    import mockmodel
+
+    log = tmp_path / "requests.jsonl"
+    log.touch()
+    with mockmodel.MockModel(log) as mock:
+        oc = harness.OpenCode(harness.VERSIONS["1.18"], tmp_path / "sandbox", mock.url)
+        oc.run("say hello")
+        session = oc.interrupted_turn(mock, "[stall] write a long story")
+    db = oc.data_dir / "opencode.db"
+    assert Path(f"{db}-wal").exists() and Path(f"{db}-shm").exists()
+    return oc.data_dir, session
+
+
+@pytest.mark.e2e
+def test_an_idle_sidecar_next_to_an_opencode_killed_mid_stream_runs_no_cycle(tmp_path, receiver, watches,
+                                                                            killed_opencode):
+    data, _session = killed_opencode
+    w = Watch(tmp_path, receiver.start_grpc(), "--backfill", "--data-dir", str(data))
+    watches.append(w)
+    w.wait_for(lambda: w.cycles() >= 1 and receiver.spans())
+    time.sleep(1.0)
+    settled = w.cycles()
+    time.sleep(4.0)  # eight watch intervals
+    assert w.cycles() == settled and "changes detected" not in w.text()
+
+
+@pytest.mark.e2e
+def test_a_turn_opencode_was_killed_in_is_sent_as_interrupted_once_abandoned(tmp_path, receiver, watches,
+                                                                             killed_opencode):
+    data, session = killed_opencode
+    w = Watch(tmp_path, receiver.start_grpc(), "--backfill", "--data-dir", str(data),
+              env={"OCSIGHT_ABANDON_AFTER_SECONDS": "2"})
+    watches.append(w)
+
+    def interrupted() -> list:
+        return [s for s in receiver.spans() if attrs(s).get("error.type") == "interrupted"
+                and attrs(s).get("gen_ai.conversation.id") == session]
+
+    w.wait_for(lambda: len(interrupted()) == 2, timeout=20)  # its model call and its turn
+    by_id = {s.span_id: s for s in receiver.spans()}
+    chat = next(s for s in interrupted() if s.name.startswith("chat "))
+    assert by_id[chat.parent_span_id].name.startswith("invoke_agent ")
+    traces = {s.trace_id for s in receiver.spans()}
+    assert len(traces) == 2  # both sessions have their trace

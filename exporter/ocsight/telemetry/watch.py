@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,7 +55,9 @@ class WatchOptions:
     since_ms: int | None = None  # with backfill: only records from then on
     include_content: bool = False
     interval: float = 2.0  # longest wait between cycles while nothing changes
-    metric_interval: float = 10.0
+    # seconds between metric exports: OTEL_METRIC_EXPORT_INTERVAL (ms) or the SDK's default, 60 s.
+    # Each export sends every label set of the history: often, that is most of an idle sidecar's CPU.
+    metric_interval: float = field(default_factory=lambda: _metric_interval())
     budgets: tuple[tuple[str, str | None, float], ...] = ()
     prometheus_port: int | None = None  # also serve /metrics for Prometheus to scrape
     prometheus_host: str = "127.0.0.1"
@@ -259,15 +261,15 @@ class Sidecar:
         stopping_at = 0.0
         worker.start()
         try:
-            while worker.is_alive() and not self._stop.wait(0.5):
-                pass
+            self._stop.wait()  # set by a signal, `stop()`, or the cycles' end
             stopping_at = time.monotonic()
             self._stop.set()
             self._close_spans()
-            worker.join(max(0.0, STOP_WITHIN / 2 - (time.monotonic() - stopping_at)))
+            worker.join(max(0.0, 0.4 * STOP_WITHIN - (time.monotonic() - stopping_at)))
         finally:
-            # a cycle still inside SQLite keeps its connections: they are left to the process's end
-            self.close(metrics_within=max(0.1, STOP_WITHIN - 0.3 - (time.monotonic() - stopping_at)),
+            # a cycle still inside SQLite keeps its connections: they are left to the process's end.
+            # The rest of the time flushes the last metrics; what remains goes to the interpreter's exit.
+            self.close(metrics_within=max(0.1, 0.7 * STOP_WITHIN - (time.monotonic() - stopping_at)),
                        busy=worker.is_alive())
         if failed:
             raise failed[0]
@@ -413,3 +415,12 @@ def _chunks(family: set[str], parent: dict[str, str | None], size: int) -> Itera
 
 def _records(n: int) -> str:
     return f"{n:,} record{'' if n == 1 else 's'}"
+
+
+def _metric_interval() -> float:
+    import os
+
+    try:
+        return max(1.0, float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000")) / 1000)
+    except ValueError:
+        return 60.0
