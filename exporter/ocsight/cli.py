@@ -414,7 +414,7 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
     opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
                         since_ms=since_ms, include_content=include_content, interval=interval,
                         budgets=st.budgets(), prometheus_port=prometheus_port, prometheus_host=prometheus_host,
-                        timezone=st.timezone)
+                        timezone=st.timezone, identity=otlp.GivenIdentity(st.user_name, st.host_name, st.instance_id))
     sidecar = Sidecar(opts)
     if once:
         try:

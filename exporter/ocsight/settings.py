@@ -39,6 +39,9 @@ class Settings:
     budget_daily_usd: float | None = None
     budget_monthly_usd: float | None = None
     project_budgets_monthly_usd: dict[str, float] = field(default_factory=dict)
+    user_name: str | None = None
+    host_name: str | None = None
+    instance_id: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # setting -> where its value came from
 
     def values(self) -> dict[str, Any]:
@@ -72,6 +75,9 @@ HELP = {
     "budget_daily_usd": "daily budget, sent by `ocsight watch` as a gauge for alerts",
     "budget_monthly_usd": "monthly budget, as above",
     "project_budgets_monthly_usd": "monthly budgets per project path",
+    "user_name": "user.name `ocsight watch` reports; unset: the OS user (OTEL_RESOURCE_ATTRIBUTES overrides)",
+    "host_name": "host.name `ocsight watch` reports; unset: the machine's host name (as above)",
+    "instance_id": "service.instance.id of `ocsight watch`; unset: a hash of user, host and data directories",
 }
 NAMES = tuple(HELP)
 
@@ -147,6 +153,9 @@ def _model(path: Path) -> type[BaseSettings]:
         budget_daily_usd: float | None = None
         budget_monthly_usd: float | None = None
         project_budgets_monthly_usd: dict[str, float] = {}
+        user_name: str | None = Field(None, min_length=1)
+        host_name: str | None = Field(None, min_length=1)
+        instance_id: str | None = Field(None, min_length=1)
 
         @classmethod
         def settings_customise_sources(

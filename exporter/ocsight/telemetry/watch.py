@@ -23,7 +23,7 @@ from ocsight.errors import NoData, OcsightError
 from ocsight.index import Index, IndexReader, index_path
 from ocsight.sources import locate
 from ocsight.telemetry import checkpoint as cp
-from ocsight.telemetry import otlp
+from ocsight.telemetry import lock, otlp
 from ocsight.telemetry import spans as mapping
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class WatchOptions:
     prometheus_port: int | None = None  # also serve /metrics for Prometheus to scrape
     prometheus_host: str = "127.0.0.1"
     timezone: str | None = None  # where the spend gauges' days, weeks and months begin
+    identity: otlp.GivenIdentity = otlp.GivenIdentity()  # user, host, instance ID from the settings
 
 
 class Sidecar:
@@ -68,7 +69,8 @@ class Sidecar:
         # OpenCode may not have written anything yet: follow the directories until it does.
         self.dirs = [paths.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]
         key = "\n".join(str(d.resolve()) for d in self.dirs)
-        self.resource = otlp.resource()
+        self.lock = lock.acquire(lock.default_path(self.dirs), ", ".join(str(d) for d in self.dirs))
+        self.resource = otlp.resource(self.dirs, opts.identity)
         self.span_exporter = span_exporter or otlp.span_exporter(opts.protocol)
         self.checkpoint = cp.Checkpoint(cp.default_path(key, _destination(opts.protocol)))
         self.baseline_ms = self.checkpoint.baseline_ms(int(time.time() * 1000))
@@ -259,6 +261,7 @@ class Sidecar:
             self.prometheus_server.shutdown()
         self.checkpoint.close()
         _soft_heap_limit(self._soft_heap_before)
+        self.lock.release()
 
 
 class ExportFailed(Exception):
