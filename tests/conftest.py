@@ -59,52 +59,12 @@ def receiver():
     r.stop()
 
 
-@dataclass
-class Rotel:
-    """A running rotel: its OTLP ports by protocol."""
-
-    ports: dict[str, int]
-    process: subprocess.Popen
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-
-def start_rotel(out_port: int, work: Path) -> Rotel:
-    """The real collector rotel (PyPI): OTLP in on gRPC and HTTP (127.0.0.1), OTLP out (gRPC) to
-    `out_port`; returns once it accepts connections."""
-    import socket
-
-    import rotel as rotel_pkg
-
-    from harness import free_port
-
-    binary = Path(rotel_pkg.__file__).with_name("rotel-agent")
-    grpc_port, http_port = free_port(), free_port()
-    p = subprocess.Popen(
-        [str(binary), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-         "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "otlp",
-         "--otlp-exporter-endpoint", f"http://127.0.0.1:{out_port}", "--otlp-exporter-protocol", "grpc",
-         "--pid-file", str(work / "rotel.pid")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return Rotel({"grpc": grpc_port, "http/protobuf": http_port}, p)
-
-
 @pytest.fixture
 def rotel(receiver, tmp_path: Path):
-    """rotel forwarding to the test's receiver (its gRPC side started); yields its ports by protocol."""
+    """The real collector rotel forwarding to the test's receiver (its gRPC side started); yields its
+    ports by protocol."""
+    from rotel_process import start_rotel
+
     r = start_rotel(receiver.start_grpc(), tmp_path)
     yield r.ports
     r.stop()

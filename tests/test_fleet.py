@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import storegen
-from conftest import start_rotel, write_store
+from conftest import write_store
 from ocsight.telemetry import otlp
 from otlp_receiver import Receiver
+from rotel_process import TEAM_BATCH_SPANS, start_rotel
 
 FLEET = 10
 BOUND_S = 60  # the whole fleet, from start to the last span at the receiver
@@ -87,7 +88,7 @@ def finish(procs: list[subprocess.Popen], deadline: float) -> list[str]:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
     base = tmp_path_factory.mktemp("fleet")
     receiver = Receiver()
-    collector = start_rotel(receiver.start_grpc(), base)
+    collector = start_rotel(receiver.start_grpc(), base, TEAM_BATCH_SPANS)
     try:
         devs = tuple(developer(i, base, f"http://127.0.0.1:{collector.ports['http/protobuf']}") for i in range(FLEET))
         deadline = time.monotonic() + BOUND_S
