@@ -62,6 +62,7 @@ test-sqlite336: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/bench_watch.py
+	$(BIN)/python bench/bench_fleet.py
 	$(BIN)/python bench/bench_mcp.py
 
 # Re-record the OpenCode corpora (and the demo store, one of them) with the real binaries from npm.

@@ -32,14 +32,16 @@ def expected_sqlite() -> None:
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own HOME and XDG directories, in UTC, with no OpenCode variables set."""
+    """Every test gets its own HOME and XDG directories, in UTC, with no OpenCode variables set (nor
+    the ones that name the sidecar)."""
     for var, sub in (("HOME", "home"), ("XDG_DATA_HOME", "xdg-data"), ("XDG_CACHE_HOME", "xdg-cache"),
                      ("XDG_CONFIG_HOME", "xdg-config"), ("XDG_STATE_HOME", "xdg-state")):
         d = tmp_path / sub
         d.mkdir()
         monkeypatch.setenv(var, str(d))
     for var in ("OPENCODE_DATA_DIR", "OPENCODE_DB", "OPENCODE_MODELS_PATH", "OPENCODE_CONFIG", "OCSIGHT_PRICES",
-                "OCSIGHT_DEBUG", "NO_COLOR"):
+                "OCSIGHT_DEBUG", "NO_COLOR", "OCSIGHT_USER_NAME", "OCSIGHT_HOST_NAME", "OCSIGHT_INSTANCE_ID",
+                "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
@@ -54,6 +56,17 @@ def receiver():
 
     r = Receiver()
     yield r
+    r.stop()
+
+
+@pytest.fixture
+def rotel(receiver, tmp_path: Path):
+    """The real collector rotel forwarding to the test's receiver (its gRPC side started); yields its
+    ports by protocol."""
+    from rotel_process import start_rotel
+
+    r = start_rotel(receiver.start_grpc(), tmp_path)
+    yield r.ports
     r.stop()
 
 

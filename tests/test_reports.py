@@ -278,6 +278,7 @@ def test_settings_apply_to_commands_and_flags_override_them(cli, tmp_path: Path,
 @pytest.mark.parametrize("setup", [
     {"env": {"OCSIGHT_COST_MODE": "cheap"}, "says": "OCSIGHT_COST_MODE"},
     {"env": {"OCSIGHT_LIVE_INTERVAL": "-1"}, "says": "OCSIGHT_LIVE_INTERVAL"},
+    {"env": {"OCSIGHT_USER_NAME": ""}, "says": "OCSIGHT_USER_NAME"},
     {"file": "cost_mode = 3\n", "says": "cost_mode in"},
     {"file": "colour = false\n", "says": "unknown setting 'colour'"},
     {"file": "timezone = \n", "says": "bad config file"},

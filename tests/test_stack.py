@@ -40,7 +40,8 @@ def compose(files: list[Path], *args: str) -> subprocess.CompletedProcess:
     cmd = [str(compose_binary())]
     for f in files:
         cmd += ["-f", str(f)]
-    env = {**os.environ, "OCSIGHT_OTLP_ENDPOINT": "http://collector.example:4318"}
+    env = {**os.environ, "OCSIGHT_OTLP_ENDPOINT": "http://collector.example:4318", "OCSIGHT_USER_NAME": "ana",
+           "OCSIGHT_HOST_NAME": "ana-laptop"}
     return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -87,6 +88,23 @@ def test_the_compose_binary_rejects_a_broken_file(tmp_path: Path):
     bad = tmp_path / "docker-compose.yml"
     bad.write_text(MAIN.read_text().replace("restart: unless-stopped", "restarts: unless-stopped", 1))
     assert compose([bad], "config", "--quiet").returncode != 0
+
+
+@pytest.mark.parametrize("variable", ["OCSIGHT_USER_NAME", "OCSIGHT_HOST_NAME"])
+def test_the_sidecar_file_asks_each_developer_for_their_name_and_machine(variable: str):
+    """Inside the container, the OS user and the host name would name nobody."""
+    env = {k: v for k, v in os.environ.items() if k != variable} | {
+        "OCSIGHT_OTLP_ENDPOINT": "http://collector.example:4318", "OCSIGHT_USER_NAME": "ana",
+        "OCSIGHT_HOST_NAME": "ana-laptop"}
+    del env[variable]
+    p = subprocess.run([str(compose_binary()), "-f", str(SIDECAR), "config", "--quiet"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert p.returncode != 0 and variable in p.stderr and "deploy/.env" in p.stderr
+
+
+def test_the_sidecar_gets_the_developers_name_and_machine():
+    env = resolved("sidecar")["services"]["ocsight"]["environment"]
+    assert (env["OCSIGHT_USER_NAME"], env["OCSIGHT_HOST_NAME"]) == ("ana", "ana-laptop")
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -323,40 +323,6 @@ def test_sigkill_mid_backfill_then_restart_misses_no_span_and_duplicates_none(tm
     assert len(got) - len(expected) <= 512  # at most the batch in flight at the kill is sent again
 
 
-@pytest.fixture
-def rotel(receiver, tmp_path: Path):
-    """The real collector rotel (PyPI): OTLP in on gRPC and HTTP, OTLP out (gRPC) to the test's receiver."""
-    import socket
-    import subprocess
-
-    import rotel as rotel_pkg
-
-    from harness import free_port
-
-    binary = Path(rotel_pkg.__file__).with_name("rotel-agent")
-    out_port = receiver.start_grpc()
-    grpc_port, http_port = free_port(), free_port()
-    p = subprocess.Popen(
-        [str(binary), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-         "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "otlp",
-         "--otlp-exporter-endpoint", f"http://127.0.0.1:{out_port}", "--otlp-exporter-protocol", "grpc",
-         "--pid-file", str(tmp_path / "rotel.pid")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", http_port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield {"grpc": grpc_port, "http/protobuf": http_port}
-    p.terminate()
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-
-
 @pytest.mark.parametrize("proto", ["grpc", "http/protobuf"])
 def test_spans_and_metrics_pass_through_the_real_collector_rotel(store, receiver, rotel, monkeypatch, proto: str):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{rotel[proto]}")

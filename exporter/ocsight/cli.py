@@ -390,7 +390,10 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
           prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
-    variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured.
+    variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured. User, host and instance
+    ID: OTEL_RESOURCE_ATTRIBUTES, else the settings user_name, host_name, instance_id, else the OS
+    user, the host name and a hash of them and the data directories (the same after a restart).
+    One watch runs per set of data directories: a second one exits with an error.
 
     A checkpoint under $XDG_STATE_HOME/ocsight marks what the receiver acknowledged: after a
     restart (even after SIGKILL) only the rest is sent; while the receiver is down, ocsight retries
@@ -418,7 +421,8 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
     opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
                         since_ms=since_ms, include_content=include_content, interval=interval,
                         budgets=st.budgets(), prometheus_port=prometheus_port, prometheus_host=prometheus_host,
-                        timezone=st.timezone, abandon_after_s=st.abandon_after_seconds)
+                        timezone=st.timezone, abandon_after_s=st.abandon_after_seconds,
+                        identity=otlp.GivenIdentity(st.user_name, st.host_name, st.instance_id))
     sidecar = Sidecar(opts)
     if once:
         try:

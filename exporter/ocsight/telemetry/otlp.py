@@ -2,21 +2,35 @@
 of spans with the IDs and times `telemetry.spans` chose.
 
 Endpoints, headers, TLS, timeouts, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` are the SDK's
-standard `OTEL_*` variables; ocsight only picks the protocol and adds user and host.
+standard `OTEL_*` variables; ocsight picks the protocol and adds user, host and a stable instance ID.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import socket
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import (
+    HOST_NAME,
+    SERVICE_INSTANCE_ID,
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    TELEMETRY_SDK_LANGUAGE,
+    TELEMETRY_SDK_NAME,
+    TELEMETRY_SDK_VERSION,
+    OTELResourceDetector,
+    Resource,
+)
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.util.types import AnyValue
 
 from ocsight import __version__
@@ -29,6 +43,7 @@ SCOPE = InstrumentationScope("ocsight", __version__)
 # Metric points per request: a long history has thousands of label sets, and a point with its labels
 # takes 300 to 600 bytes, so a request stays far below the 4 MiB a gRPC receiver takes by default.
 MAX_POINTS = 2000
+USER_NAME = "user.name"
 
 
 def protocol(explicit: str | None = None) -> str:
@@ -52,18 +67,44 @@ class FixedResource(Resource):
         return self.fixed_hash
 
 
-def resource() -> Resource:
-    """ocsight's service, user and host, under what OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES say."""
+@dataclass(frozen=True)
+class GivenIdentity:
+    """What the settings say the sidecar is (None: not said)."""
+
+    user_name: str | None = None
+    host_name: str | None = None
+    instance_id: str | None = None
+
+
+def resource(data_dirs: Sequence[Path], given: GivenIdentity = GivenIdentity()) -> Resource:
+    """ocsight's service, user, host and instance, each from OTEL_RESOURCE_ATTRIBUTES when it names
+    one, else from the settings, else detected: the OS user, the host name, and for the instance a
+    hash of user, host and the resolved data directories. A collector's Prometheus exporter makes
+    its series' `instance` of `service.instance.id`, so the ID must not change when the sidecar
+    restarts, and must differ between two sidecars of one user on one host.
+
+    `Resource.create` is not used: it adds a random `service.instance.id` for every process."""
+    env = dict(OTELResourceDetector().detect().attributes)  # OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
+    user = str(env.get(USER_NAME) or given.user_name or os_user())
+    host = str(env.get(HOST_NAME) or given.host_name or socket.gethostname())
+    instance = str(env.get(SERVICE_INSTANCE_ID) or given.instance_id or instance_id(user, host, data_dirs))
+    base: dict[str, AnyValue] = {
+        TELEMETRY_SDK_LANGUAGE: "python", TELEMETRY_SDK_NAME: "opentelemetry", TELEMETRY_SDK_VERSION: sdk_version,
+        SERVICE_NAME: "ocsight", SERVICE_VERSION: __version__}
+    return FixedResource({**base, **env, USER_NAME: user, HOST_NAME: host, SERVICE_INSTANCE_ID: instance})
+
+
+def os_user() -> str:
     try:
-        user = getpass.getuser()
+        return getpass.getuser()
     except (KeyError, OSError):
-        user = "unknown"
-    host = socket.gethostname()
-    base = {"service.name": "ocsight", "service.version": __version__, "host.name": host, "user.name": user,
-            "service.instance.id": f"{user}@{host}"}
-    env = Resource.create({}).attributes
-    ours = {k: v for k, v in env.items() if not (k == "service.name" and str(v).startswith("unknown_service"))}
-    return FixedResource({**base, **ours})
+        return "unknown"
+
+
+def instance_id(user: str, host: str, data_dirs: Sequence[Path]) -> str:
+    """The same for the same user, host and directories (in any order, by any path to them)."""
+    dirs = sorted(str(Path(d).resolve()) for d in data_dirs)
+    return hashlib.sha256("\n".join([user, host, *dirs]).encode()).hexdigest()[:16]
 
 
 def identity(res: Resource) -> dict[str, str]:

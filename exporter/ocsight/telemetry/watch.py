@@ -25,7 +25,7 @@ from ocsight.sources import locate
 from ocsight.telemetry import changes
 from ocsight.telemetry.abandoned import abandoned, root_of
 from ocsight.telemetry import checkpoint as cp
-from ocsight.telemetry import otlp
+from ocsight.telemetry import lock, otlp
 from ocsight.telemetry import spans as mapping
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class WatchOptions:
     prometheus_host: str = "127.0.0.1"
     timezone: str | None = None  # where the spend gauges' days, weeks and months begin
     abandon_after_s: float = 600.0  # an unfinished answer unchanged this long was interrupted
+    identity: otlp.GivenIdentity = otlp.GivenIdentity()  # user, host, instance ID from the settings
 
 
 class Sidecar:
@@ -74,9 +75,10 @@ class Sidecar:
         dirs = [paths.DEMO_DIR] if opts.read.demo else locate.requested_data_dirs(opts.read.data_dirs)[0]
         self.dirs = [d.resolve() for d in dirs]
         key = "\n".join(str(d.resolve()) for d in self.dirs)
+        self.lock = lock.acquire(lock.default_path(self.dirs), ", ".join(str(d) for d in self.dirs))
         for own in (paths.ocsight_cache(), paths.ocsight_state()):
             paths.keep_private(own)  # they hold session titles and IDs
-        self.resource = otlp.resource()
+        self.resource = otlp.resource(self.dirs, opts.identity)
         self.span_exporter = span_exporter or otlp.span_exporter(opts.protocol)
         self.checkpoint = cp.Checkpoint(cp.default_path(key, _destination(opts.protocol)))
         self.baseline_ms = self.checkpoint.baseline_ms(int(time.time() * 1000))
@@ -341,7 +343,7 @@ class Sidecar:
         if not busy:
             self.checkpoint.close()
             _soft_heap_limit(self._soft_heap_before)
-
+        self.lock.release()
 
     def _close_spans(self) -> None:
         if not self._spans_closed:
