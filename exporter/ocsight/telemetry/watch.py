@@ -293,7 +293,7 @@ class Sidecar:
                     existing = [str(p) for p in self.dirs if p.exists()]
                     if existing:
                         events = watch(*existing, stop_event=self._stop, rust_timeout=int(self.opts.interval * 1000),
-                                       yield_on_timeout=True, debounce=50, step=20, raise_interrupt=False)
+                                       yield_on_timeout=True, debounce=50, step=50, raise_interrupt=False)
                         due = True
                 if due:
                     seen = changes.stamp(self.dirs)  # taken first: a write during the cycle is seen next time
