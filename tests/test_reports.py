@@ -339,3 +339,21 @@ def test_analyze_output_matches_the_golden_file(cli, monkeypatch):
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_an_export_written_to_a_file_follows_the_users_umask(cli, tmp_path, umask: int, mode: int):
+    old = os.umask(umask)
+    try:
+        r = cli("export", "--format", "markdown", "-o", str(tmp_path / "report.md"), *data())
+    finally:
+        os.umask(old)
+    assert r.code == 0 and (tmp_path / "report.md").stat().st_mode & 0o777 == mode
+
+
+def test_an_export_over_an_existing_file_keeps_its_mode(cli, tmp_path):
+    target = tmp_path / "report.csv"
+    target.write_text("old")
+    target.chmod(0o640)
+    assert cli("export", "--format", "csv", "-o", str(target), *data()).code == 0
+    assert target.stat().st_mode & 0o777 == 0o640 and target.read_text() != "old"

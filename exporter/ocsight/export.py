@@ -165,6 +165,9 @@ def write_atomically(target: str, text: str) -> None:
     except OSError as e:
         raise OcsightError(f"cannot write to {parent}: {e.strerror}") from None
     try:
+        # a file the user asks for is theirs as any other they write (mkstemp's is private): an
+        # existing file keeps its mode, a new one gets the user's umask
+        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -173,3 +176,10 @@ def write_atomically(target: str, text: str) -> None:
         if isinstance(e, OSError):
             raise OcsightError(f"cannot write {path}: {e.strerror}") from None
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it: Python has no other way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

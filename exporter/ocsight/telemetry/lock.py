@@ -21,7 +21,7 @@ from ocsight.errors import OcsightError
 def default_path(data_dirs: Sequence[Path]) -> Path:
     """The lock of these directories, in any order and by any path to them."""
     key = "\n".join(sorted(str(Path(d).resolve()) for d in data_dirs))
-    return paths.state_home() / "ocsight" / f"watch-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+    return paths.ocsight_state() / f"watch-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
 
 
 class Held:
