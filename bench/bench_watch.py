@@ -2,9 +2,9 @@
 
 1. Backfill throughput: `ocsight watch --once --backfill` on the 3,000-session benchmark store
    (index built from scratch included); spans per second and peak memory.
-2. Latency and memory while following a 10,000-session store: `ocsight watch` runs; a final
-   assistant message is written into the database every 0.3 s (as OpenCode writes one: a row
-   with its completion time); latency is from the commit to its span reaching the receiver.
+2. Latency and memory while following a 10,000-session store: `ocsight watch` runs; a turn (a
+   user message and its final answer, rows as OpenCode writes them) is written into the database
+   every 0.3 s; latency is from the commit to the answer's span reaching the receiver.
 
 3. Idle CPU on the 3,000-session store (issue 26): `ocsight watch` next to a turn cut off
    mid-stream and the `-wal`/`-shm` a killed writer left, and next to a running `opencode serve`;
@@ -91,6 +91,8 @@ def follow(store: Path) -> dict:
         "SELECT id, session_id, data FROM message WHERE data LIKE '%\"assistant\"%' ORDER BY rowid DESC LIMIT 1"
     ).fetchone()
     template = json.loads(data)
+    (user_data,) = con.execute("SELECT data FROM message WHERE id = ?", (template["parentID"],)).fetchone()
+    user_template = json.loads(user_data)
     receiver = Receiver()
     port = receiver.start_grpc()
     p = subprocess.Popen([bench.ocsight(), "watch", "--protocol", "grpc", "--interval", "1", "--data-dir", str(work)],
@@ -100,12 +102,16 @@ def follow(store: Path) -> dict:
         time.sleep(8)  # the first cycle builds the sidecar's index
         first_cycle_kb = _vm_hwm(p.pid)  # its peak: before any metric export or write
         for i in range(WRITES):
-            new = f"msg_zz_bench_{i:04d}"
+            # a new turn, as OpenCode writes one: the user's message, then the finished answer
+            new, asked = f"msg_zz_bench_{i:04d}b", f"msg_zz_bench_{i:04d}a"
             now = int(time.time() * 1000)
+            user_template["time"] = {"created": now - 600}
             template["time"] = {"created": now - 500, "completed": now}
+            template["parentID"] = asked
             written = time.time()
-            con.execute("INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
-                        (new, sid, now - 500, now, json.dumps(template)))
+            con.executemany("INSERT INTO message (id, session_id, time_created, time_updated, data) VALUES (?,?,?,?,?)",
+                            [(asked, sid, now - 600, now - 600, json.dumps(user_template)),
+                             (new, sid, now - 500, now, json.dumps(template))])
             con.commit()
             want = span_id(new).to_bytes(8, "big")
             deadline = time.time() + 10
@@ -217,6 +223,10 @@ def stop_times(store: Path) -> dict:
     return out
 
 
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
+
+
 def _vm_hwm(pid: int) -> int:
     """The process's own peak resident memory (kB). Not `ru_maxrss`: Linux carries a forked
     child's pre-exec peak (this process's size) into it."""
@@ -238,7 +248,7 @@ def main() -> None:
     print(f"\nwatch backfill (3,000 sessions): {b['spans']:,} spans in {b['seconds']:.2f} s = "
           f"{b['spans_per_s']:,.0f} spans/s, peak {b['peak_mb']} MB")
     print(f"watch following ({f['sessions']:,} sessions): {f['delivered']}/{f['writes']} messages delivered, "
-          f"latency p50 {f['p50_ms']:.0f} ms, p95 {f['p95_ms']:.0f} ms, peak {f['peak_mb']} MB "
+          f"latency p50 {_ms(f['p50_ms'])}, p95 {_ms(f['p95_ms'])}, peak {f['peak_mb']} MB "
           f"({f['first_cycle_peak_mb']} MB by the end of the first cycle)")
     print("watch idle (3,000 sessions): " + ", ".join(f"{v:.2f}% of a core ({k})" for k, v in cpu.items()))
     print("watch stop with the receiver down: " + ", ".join(f"{v:.2f} s ({k})" for k, v in stops.items()))

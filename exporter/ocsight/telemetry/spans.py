@@ -248,5 +248,6 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False,
         start = t.time_start or (msg.time_created if msg else 0)
         out.append(SpanData(t.id, f"execute_tool {t.tool}", KIND_INTERNAL, trace_of(sid), id_of(t.id),
                             id_of(t.message_id),
-                            ms_to_ns(start), ms_to_ns(t.time_end or start), attrs, error, turn_start(t.message_id)))
+                            ms_to_ns(start), ms_to_ns(t.time_end or start), attrs, error,
+                            turn_start(t.message_id) or ms_to_ns(start)))
     return out
