@@ -3,8 +3,11 @@
 Nothing is ever written into OpenCode's data directory: a read-only open of a WAL database creates
 `-wal` and `-shm` files when they are missing, so an idle database (WAL mode, no `-wal`) is opened
 `immutable` and its stamp checked after the read; a live one (both files present) and a
-rollback-journal one are opened `mode=ro`, which honours a writer's locks; anything else (a `-wal`
-without its `-shm`, a read-only directory) is read from a private snapshot copy under ocsight's cache.
+rollback-journal one are opened `mode=ro`, which honours a writer's locks, in place even where
+ocsight may not write (a read-only mount, another user's files): SQLite (3.22+) then maps the `-shm`
+read-only, or reads the WAL into memory when the `-shm` cannot be trusted. Only a `-wal` without its
+`-shm` (a writer that crashed: none runs, since a writer keeps its `-shm`) is read from a private
+snapshot copy under ocsight's cache.
 
 What changed since the last refresh is found from columns alone, without parsing JSON: new rows by
 rowid, rewritten rows (a message streaming in, a tool call finishing) by `time_updated`, deletions
@@ -139,8 +142,8 @@ class OpenCodeDatabase:
         if header[18] == 2 and not wal.exists():
             # WAL mode, no writer: opening it any other way would leave -wal and -shm files behind.
             self.immutable = True
-        elif header[18] == 2 and not (shm.exists() and os.access(self.path.parent, os.W_OK)):
-            target = _snapshot(self.path)
+        elif header[18] == 2 and not shm.exists():
+            target = _snapshot(self.path)  # no writer runs: the copy cannot tear
         return "file:" + urllib.parse.quote(str(target)) + ("?immutable=1" if self.immutable else "?mode=ro")
 
     def attach(self, con: sqlite3.Connection, alias: str) -> None:
