@@ -152,6 +152,17 @@ def test_each_sidecar_gets_its_state_volume_owned_by_the_host_user_first(variant
         v for v in owner["volumes"] if v["target"] == "/var/lib/ocsight").items()
 
 
+@pytest.mark.parametrize("variant", ["local", "team", "sidecar"])
+def test_the_volume_owner_uses_an_image_its_variant_pulls_anyway(variant: str):
+    """Tempo's in the stack, the sidecar's base image where only the sidecar is built."""
+    services = resolved(variant)["services"]
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    pulled = {svc["image"] for name, svc in services.items() if name != "volume-owners" and "build" not in svc}
+    if any("build" in svc for svc in services.values()):
+        pulled.add(re.search(r"^FROM (\S+)", dockerfile, re.M).group(1))
+    assert services["volume-owners"]["image"] in pulled
+
+
 @pytest.mark.parametrize("variant", ["local", "sidecar"])
 def test_the_volume_owner_only_chowns_without_a_network_or_a_restart(variant: str):
     owner = resolved(variant)["services"]["volume-owners"]
