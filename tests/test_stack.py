@@ -36,17 +36,28 @@ def compose_binary() -> Path:
     return Path(compose.__file__).parent / "docker-compose"
 
 
-def compose(files: list[Path], *args: str) -> subprocess.CompletedProcess:
+# What a developer's .env holds (.env.example, deploy/.env.example): no test leans on the shell's own.
+SETTINGS = {"OCSIGHT_OTLP_ENDPOINT": "http://collector.example:4318", "OCSIGHT_USER_NAME": "ana",
+            "OCSIGHT_HOST_NAME": "ana-laptop", "OCSIGHT_UID": "1234", "OCSIGHT_GID": "5678",
+            "GRAFANA_ADMIN_PASSWORD": "s3cret"}
+
+
+def compose_env(settings: dict[str, str] = SETTINGS) -> dict[str, str]:
+    """The environment without any variable the stack reads from .env, then `settings`."""
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("OCSIGHT_", "GRAFANA_", "OPENCODE_", "COMPOSE_"))}
+    return inherited | settings
+
+
+def compose(files: list[Path], *args: str, settings: dict[str, str] = SETTINGS) -> subprocess.CompletedProcess:
     cmd = [str(compose_binary())]
     for f in files:
         cmd += ["-f", str(f)]
-    env = {**os.environ, "OCSIGHT_OTLP_ENDPOINT": "http://collector.example:4318", "OCSIGHT_USER_NAME": "ana",
-           "OCSIGHT_HOST_NAME": "ana-laptop"}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=compose_env(settings), timeout=60)
 
 
-def resolved(variant: str) -> dict:
-    p = compose(VARIANTS[variant], "config", "--format", "json")
+def resolved(variant: str, settings: dict[str, str] = SETTINGS) -> dict:
+    p = compose(VARIANTS[variant], "config", "--format", "json", settings=settings)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -90,21 +101,72 @@ def test_the_compose_binary_rejects_a_broken_file(tmp_path: Path):
     assert compose([bad], "config", "--quiet").returncode != 0
 
 
-@pytest.mark.parametrize("variable", ["OCSIGHT_USER_NAME", "OCSIGHT_HOST_NAME"])
-def test_the_sidecar_file_asks_each_developer_for_their_name_and_machine(variable: str):
-    """Inside the container, the OS user and the host name would name nobody."""
-    env = {k: v for k, v in os.environ.items() if k != variable} | {
-        "OCSIGHT_OTLP_ENDPOINT": "http://collector.example:4318", "OCSIGHT_USER_NAME": "ana",
-        "OCSIGHT_HOST_NAME": "ana-laptop"}
-    del env[variable]
-    p = subprocess.run([str(compose_binary()), "-f", str(SIDECAR), "config", "--quiet"], capture_output=True,
-                       text=True, env=env, timeout=60)
+@pytest.mark.parametrize("variable", ["OCSIGHT_USER_NAME", "OCSIGHT_HOST_NAME", "OCSIGHT_UID", "OCSIGHT_GID"])
+def test_the_sidecar_file_asks_each_developer_for_their_name_machine_and_ids(variable: str):
+    """Inside the container, the OS user and the host name would name nobody; shells export neither
+    $HOSTNAME nor $UID, so deploy/.env must say."""
+    p = compose([SIDECAR], "config", "--quiet", settings={k: v for k, v in SETTINGS.items() if k != variable})
     assert p.returncode != 0 and variable in p.stderr and "deploy/.env" in p.stderr
 
 
-def test_the_sidecar_gets_the_developers_name_and_machine():
-    env = resolved("sidecar")["services"]["ocsight"]["environment"]
-    assert (env["OCSIGHT_USER_NAME"], env["OCSIGHT_HOST_NAME"]) == ("ana", "ana-laptop")
+@pytest.mark.parametrize("variable", ["OCSIGHT_USER_NAME", "OCSIGHT_HOST_NAME", "OCSIGHT_UID", "OCSIGHT_GID",
+                                      "GRAFANA_ADMIN_PASSWORD"])
+def test_the_local_stack_asks_for_what_no_default_could_know(variable: str):
+    """A shell exports neither $HOSTNAME nor $UID: a default would make every developer the same
+    machine, or run the sidecar as somebody else; an admin/admin Grafana is anybody's."""
+    p = compose([MAIN], "config", "--quiet", settings={k: v for k, v in SETTINGS.items() if k != variable})
+    assert p.returncode != 0 and variable in p.stderr and ".env" in p.stderr
+
+
+@pytest.mark.parametrize(("variant", "example"), [("local", ROOT / ".env.example"),
+                                                  ("team", ROOT / ".env.example"),
+                                                  ("sidecar", ROOT / "deploy" / ".env.example")],
+                         ids=["local", "team", "sidecar"])
+def test_the_env_example_sets_every_variable_its_variant_requires(variant: str, example: Path):
+    p = compose(VARIANTS[variant], "--env-file", str(example), "config", "--quiet", settings={})
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("variant", ["local", "sidecar"])
+def test_each_sidecar_gets_the_user_and_host_names_it_was_given(variant: str):
+    settings = SETTINGS | {"OCSIGHT_USER_NAME": f"bo-{variant}", "OCSIGHT_HOST_NAME": f"bo-{variant}-desktop"}
+    env = resolved(variant, settings)["services"]["ocsight"]["environment"]
+    assert (env["OCSIGHT_USER_NAME"], env["OCSIGHT_HOST_NAME"]) == (f"bo-{variant}", f"bo-{variant}-desktop")
+
+
+@pytest.mark.parametrize("variant", ["local", "sidecar"])
+def test_each_sidecar_runs_as_the_host_users_ids_it_was_given(variant: str):
+    """As the owner of OpenCode's files, whatever their mode."""
+    assert resolved(variant)["services"]["ocsight"]["user"] == "1234:5678"
+
+
+@pytest.mark.parametrize("variant", ["local", "sidecar"])
+def test_each_sidecar_gets_its_state_volume_owned_by_the_host_user_first(variant: str):
+    """The volume starts owned by the image's user (10001): a one-shot root chown gives it to the
+    sidecar's uid before the sidecar starts."""
+    services = resolved(variant)["services"]
+    owner = services["volume-owners"]
+    assert services["ocsight"]["depends_on"]["volume-owners"]["condition"] == "service_completed_successfully"
+    assert re.search(r"chown -R 1234:5678 /var/lib/ocsight\b", " ".join(owner["entrypoint"] + owner.get("command", [])))
+    assert {"source": "ocsight-state", "target": "/var/lib/ocsight"}.items() <= next(
+        v for v in owner["volumes"] if v["target"] == "/var/lib/ocsight").items()
+
+
+@pytest.mark.parametrize("variant", ["local", "team", "sidecar"])
+def test_the_volume_owner_uses_an_image_its_variant_pulls_anyway(variant: str):
+    """Tempo's in the stack, the sidecar's base image where only the sidecar is built."""
+    services = resolved(variant)["services"]
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    pulled = {svc["image"] for name, svc in services.items() if name != "volume-owners" and "build" not in svc}
+    if any("build" in svc for svc in services.values()):
+        pulled.add(re.search(r"^FROM (\S+)", dockerfile, re.M).group(1))
+    assert services["volume-owners"]["image"] in pulled
+
+
+@pytest.mark.parametrize("variant", ["local", "sidecar"])
+def test_the_volume_owner_only_chowns_without_a_network_or_a_restart(variant: str):
+    owner = resolved(variant)["services"]["volume-owners"]
+    assert owner["network_mode"] == "none" and owner["restart"] == "no" and "ports" not in owner
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -116,7 +178,8 @@ def test_every_file_the_stack_mounts_is_in_the_repository(variant: str):
 
 
 def test_the_stack_runs_the_sidecar_collector_prometheus_tempo_grafana_and_alertmanager(stack):
-    assert set(stack["services"]) == {"ocsight", "otel-collector", "prometheus", "tempo", "grafana", "alertmanager"}
+    assert set(stack["services"]) == {"ocsight", "otel-collector", "prometheus", "tempo", "grafana", "alertmanager",
+                                      "volume-owners"}
 
 
 def test_every_image_is_pinned_to_a_version(stack):
@@ -125,31 +188,83 @@ def test_every_image_is_pinned_to_a_version(stack):
     assert re.search(r"^FROM \S+:\d+\.\d+\.\d+", (ROOT / "deploy" / "Dockerfile").read_text(), re.M)
 
 
-def test_only_grafana_listens_beyond_localhost(stack):
-    for name, svc in stack["services"].items():
-        for port in svc.get("ports", []):
-            if name == "grafana":
-                assert port["target"] == 3000
-            else:
-                assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
+def test_every_published_port_is_on_localhost_grafana_included(stack):
+    published = [(name, port) for name, svc in stack["services"].items() for port in svc.get("ports", [])]
+    assert "grafana" in {name for name, _ in published}
+    for name, port in published:
+        assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
 
 
-def test_opencode_data_is_mounted_read_only_into_the_sidecar(stack):
-    (data,) = [v for v in stack["services"]["ocsight"]["volumes"] if v["target"] == "/data/opencode"]
-    assert data["read_only"] is True
+def test_grafana_is_published_on_the_port_it_is_given():
+    (port,) = resolved("local", SETTINGS | {"GRAFANA_PORT": "3300"})["services"]["grafana"]["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "3300", 3000)
+
+
+def test_grafana_gets_the_admin_password_it_is_given(stack):
+    assert stack["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+
+
+def test_the_sidecar_serves_metrics_to_the_compose_network_without_publishing_them(stack):
+    """The one listener on 0.0.0.0 (for Prometheus' `ocsight` job): inside its container only."""
+    svc = stack["services"]["ocsight"]
+    command = svc["command"]
+    assert command[command.index("--prometheus-port") + 1] == "9464"
+    assert command[command.index("--prometheus-host") + 1] == "0.0.0.0"
+    assert not svc.get("ports") and not svc.get("expose")
+
+
+@pytest.mark.parametrize("variant", ["local", "sidecar"])
+def test_opencode_data_is_mounted_read_only_without_creating_it(variant: str):
+    """A missing data dir fails the start instead of becoming an empty root-owned directory."""
+    (data,) = [v for v in resolved(variant)["services"]["ocsight"]["volumes"] if v["target"] == "/data/opencode"]
+    assert data["type"] == "bind" and data["read_only"] is True
+    assert data.get("bind", {}).get("create_host_path", False) is False
     assert data["source"].endswith("/.local/share/opencode")
+
+
+@pytest.mark.parametrize("variant", ["local", "sidecar"])
+def test_opencode_data_is_mounted_from_the_dir_it_is_given(variant: str):
+    settings = SETTINGS | {"OPENCODE_DATA_DIR": "/srv/opencode-data"}
+    (data,) = [v for v in resolved(variant, settings)["services"]["ocsight"]["volumes"]
+               if v["target"] == "/data/opencode"]
+    assert data["source"] == "/srv/opencode-data"
+
+
+def test_no_long_running_service_runs_as_root(stack):
+    """Tempo runs as its image's user (10001); only the one-shot chown is root."""
+    for name, svc in stack["services"].items():
+        if svc.get("restart") != "no":
+            assert svc.get("user") not in ("0", "root", "0:0"), name
+
+
+def test_tempo_runs_as_its_images_own_user(stack):
+    assert "user" not in stack["services"]["tempo"]
+
+
+def test_tempo_and_the_collector_get_their_volumes_owned_by_uid_10001_first(stack):
+    """Tempo's image and the collector's both run as 10001; a volume an earlier root-run Tempo
+    wrote, and the collector's queue volume (its image has no such directory), start root's."""
+    owner = stack["services"]["volume-owners"]
+    script = " ".join(owner["entrypoint"] + owner["command"])
+    for name, target in [("tempo", "/var/tempo"), ("otel-collector", "/var/lib/otelcol/file_storage")]:
+        (mount,) = [v for v in stack["services"][name]["volumes"] if v["target"] == target]
+        assert {"type": "volume", "source": mount["source"], "target": target}.items() <= next(
+            v for v in owner["volumes"] if v["target"] == target).items()
+        assert re.search(rf"chown -R 10001:10001 [^&]*{re.escape(target)}\b", script), target
+        assert stack["services"][name]["depends_on"]["volume-owners"]["condition"] == "service_completed_successfully"
 
 
 def test_state_lives_in_named_volumes(stack):
     named = {v["target"]: v["source"] for s in stack["services"].values() for v in s.get("volumes", [])
              if v["type"] == "volume"}
     assert set(named.values()) == set(stack["volumes"]) == {
-        "ocsight-state", "tempo-data", "prometheus-data", "alertmanager-data", "grafana-data"}
+        "ocsight-state", "otelcol-queue", "tempo-data", "prometheus-data", "alertmanager-data", "grafana-data"}
 
 
-def test_every_service_with_a_shell_has_a_health_check(stack):
-    """The collector's image has no shell or HTTP client, so it alone goes without."""
-    missing = {name for name, svc in stack["services"].items() if "healthcheck" not in svc}
+def test_every_long_running_service_with_a_shell_has_a_health_check(stack):
+    """The collector's image has no shell or HTTP client, so it alone goes without (the one-shot
+    volume-owners exits)."""
+    missing = {name for name, svc in stack["services"].items() if "healthcheck" not in svc and svc["restart"] != "no"}
     assert missing == {"otel-collector"}
 
 
@@ -184,6 +299,55 @@ def test_traces_go_to_tempo_and_metrics_to_prometheus_through_the_collector(stac
     assert sidecar_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
 
 
+def collector_config() -> dict:
+    return yaml.safe_load((ROOT / "deploy" / "otelcol" / "config.yaml").read_text())
+
+
+def test_the_trace_exporter_to_tempo_never_stops_retrying():
+    """The default gives up after 300 s and drops the batch the sidecar was told had arrived."""
+    retry = collector_config()["exporters"]["otlp/tempo"]["retry_on_failure"]
+    assert retry.get("enabled", True) is True and retry["max_elapsed_time"] == 0
+
+
+def test_the_trace_exporter_to_tempo_queues_in_a_file_storage_the_collector_starts():
+    col = collector_config()
+    queue = col["exporters"]["otlp/tempo"]["sending_queue"]
+    assert queue.get("enabled", True) is True
+    assert queue["storage"].split("/")[0] == "file_storage" and queue["storage"] in col["extensions"]
+    assert queue["storage"] in col["service"]["extensions"]
+
+
+def test_the_trace_queue_lives_in_a_named_volume(stack):
+    """Spans that wait for Tempo survive a re-created collector container."""
+    col = collector_config()
+    storage = col["extensions"][col["exporters"]["otlp/tempo"]["sending_queue"]["storage"]]
+    dirs = {storage["directory"], storage.get("compaction", {}).get("directory", storage["directory"])}
+    mounts = {v["target"]: v for v in stack["services"]["otel-collector"]["volumes"]}
+    for d in dirs:
+        assert d in mounts and mounts[d]["type"] == "volume" and mounts[d]["source"] in stack["volumes"], d
+
+
+def hours(duration: str) -> float:
+    units = {"h": 1, "m": 1 / 60, "s": 1 / 3600}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", duration))
+
+
+def test_tempo_searches_every_range_it_keeps_traces_for():
+    """Tempo's default search limit (168h) fails a dashboard's "Last 30 days" over traces it keeps 720h."""
+    tempo = yaml.safe_load((ROOT / "deploy" / "tempo" / "tempo.yaml").read_text())
+    max_duration = hours(tempo["query_frontend"]["search"]["max_duration"])
+    assert max_duration == 0 or max_duration > hours(tempo["compactor"]["compaction"]["block_retention"])
+
+
+def test_the_tempo_data_source_offers_a_service_map_only_with_a_metrics_generator():
+    """The service graph comes from the generator's series: without one the tab is empty."""
+    tempo = yaml.safe_load((ROOT / "deploy" / "tempo" / "tempo.yaml").read_text())
+    sources = yaml.safe_load((ROOT / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text())
+    (ds,) = [d for d in sources["datasources"] if d["type"] == "tempo"]
+    generator = "service-graphs" in str(tempo.get("overrides", {})) and "metrics_generator" in tempo
+    assert ("serviceMap" in ds.get("jsonData", {})) == generator
+
+
 def test_promtool_accepts_the_prometheus_config_and_the_rules_it_loads():
     p = subprocess.run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
                        capture_output=True, text=True, timeout=60)
@@ -211,10 +375,10 @@ def compose_sidecar(stack, tmp_path_factory):
     """`ocsight watch` started with the stack's own arguments, config file and environment, the data dir
     and the collector swapped for a recorded corpus and a closed port."""
     svc = stack["services"]["ocsight"]
-    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    args = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
     port = free_port()
-    args = [str(store_dir("opencode-1.18")) if a == "/data/opencode" else str(port) if a == "9464" else a for a in args]
+    # The compose network's 0.0.0.0 becomes this machine's 127.0.0.1.
+    swap = {"/data/opencode": str(store_dir("opencode-1.18")), "9464": str(port), "0.0.0.0": "127.0.0.1"}
+    args = [swap.get(a, a) for a in svc["command"]]
     (config,) = [v["source"] for v in svc["volumes"] if v["target"] == "/etc/ocsight/config.toml"]
     home = tmp_path_factory.mktemp("sidecar")
     env = {**os.environ, **svc["environment"], "OCSIGHT_CONFIG": config,
