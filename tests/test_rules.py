@@ -229,3 +229,15 @@ def test_the_forecast_waits_for_twenty_hours_of_history():
     expr = " ".join(next(r for r in alerts() if r["alert"] == "OcsightMonthlyBudgetForecast")["expr"].split())
     assert "time() - min_over_time(timestamp(ocsight_spend_usd{ocsight_budget_period=\"monthly\"})[24h:5m]) >= 72000" \
         in expr
+
+
+def test_every_alert_is_tested_through_a_restart_with_a_new_instance():
+    """A restart with a new instance (a new data directory or setting) keeps the old series 10 minutes next to
+    the new ones: every alert has a promtool case across one (no false alert, none hidden)."""
+    tested: set[str] = set()
+    for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
+        if "new instance" in group["name"]:
+            assert len({s["series"].split('instance="')[1].split('"')[0] for s in group["input_series"]
+                        if 'instance="' in s["series"]}) >= 2, group["name"]
+            tested |= {case["alertname"] for case in group.get("alert_rule_test", [])}
+    assert tested == {r["alert"] for r in alerts()}
