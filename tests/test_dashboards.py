@@ -374,6 +374,9 @@ def test_spend_cost_and_sidecar_panels_survive_a_restart_with_a_new_instance(tmp
         # 40m with a new instance: $8 in the hour to 60m ($5 counted by increase() per series).
         (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{alice_old}}}", "10+0.25x20 15x10 stale"),
         (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{alice_new}}}", "_x40 18x30"),
+        # bob's first call of the model at 50m ($2): a new label set, whose first sample never counts (README,
+        # "What the metrics hold"): not in "Cost in range", while his spend gauge has it.
+        (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{bob}}}", "_x50 2x20"),
     ]
     checks = [
         (_expr("overview", "Spend today"), "8m", 7.5),
