@@ -57,9 +57,20 @@ def rate(selector: str) -> str:
     return f"rate({selector}[$__rate_interval])"
 
 
+def one_per_label_set(expr: str) -> str:
+    """One series per label set whichever instance reports it: a sidecar restarted with a new instance, whose
+    old series a collector keeps for 10 minutes, or scraped both directly and through a collector, counts once.
+    (Two sidecars of one user and host with the very same label set count as one: the larger.)"""
+    return f"max without (job, instance) ({expr})"
+
+
 def over_range(selector: str) -> str:
-    """The increase over the dashboard's time range (for instant queries)."""
-    return f"increase({selector}[$__range])"
+    """The increase over the dashboard's time range (for instant queries), across instance changes: a label
+    set's cumulative total now minus at the range's start (both the max over instances, so spend made while a
+    sidecar was down or changed instance counts); a label set with no total at the range's start counts its
+    increase() within the range, which ignores its first sample (see the README's "What the metrics hold")."""
+    return (f"(clamp_min({one_per_label_set(selector)} - {one_per_label_set(f'{selector} offset $__range')}, 0)"
+            f" or {one_per_label_set(f'increase({selector}[$__range])')})")
 
 
 def total(expr: str, by: Sequence[str] = ()) -> str:
@@ -81,17 +92,22 @@ def budget_selector(metric: str, period: str) -> str:
     return sel(metric, f'ocsight_budget_period{op}"{period}"', 'ocsight_project="*"', by=SIDECAR)
 
 
+def gauge_of(metric: str, period: str) -> str:
+    """A spend or budget gauge once per user, host and period: never summed across the instances of one sidecar."""
+    return one_per_label_set(budget_selector(metric, period))
+
+
 def spend(period: str, by: Sequence[str] = ()) -> str:
-    return total(budget_selector("ocsight_spend_usd", period), by)
+    return total(gauge_of("ocsight_spend_usd", period), by)
 
 
 def budget(period: str, by: Sequence[str] = ()) -> str:
-    return total(budget_selector("ocsight_budget_usd", period), by)
+    return total(gauge_of("ocsight_budget_usd", period), by)
 
 
 def budget_used(period: str, by: Sequence[str] = ()) -> str:
     """Percent of the budget spent, counting only the sidecars that have a budget for the period."""
-    spent, limit = budget_selector("ocsight_spend_usd", period), budget_selector("ocsight_budget_usd", period)
+    spent, limit = gauge_of("ocsight_spend_usd", period), gauge_of("ocsight_budget_usd", period)
     return f"100 * {total(f'{spent} and {limit}', by)} / {total(limit, by)}"
 
 
@@ -325,8 +341,10 @@ def overview() -> dm.Dashboard:
     ])
     lag = sel("ocsight_export_lag_seconds", by=SIDECAR)
     health = Row("Sidecar health", [
-        single("Sidecars reporting", "Sidecars whose heartbeat (the export-lag gauge) is present.",
-               [Q(f"count({lag})")], w=4),
+        single("Sidecars reporting", "Users and hosts whose sidecar's heartbeat (the export-lag gauge) is present "
+               "(a sidecar scraped directly and through the collector, or restarted with a new instance, counts "
+               "once; so do two sidecars of one user on one host).",
+               [Q(f"count(max by (user_name, host_name) ({lag}))")], w=4),
         single("Export lag", "Age of the oldest finished record not yet acknowledged by the receiver (0 when "
                "caught up), per sidecar.", per_sidecar("max", lag), "s", w=5,
                steps=thresholds((None, "green"), (300, "orange"), (900, "red"))),
@@ -337,7 +355,7 @@ def overview() -> dm.Dashboard:
                per_sidecar("max", sel("ocsight_skipped_records", by=SIDECAR)), w=5,
                steps=thresholds((None, "green"), (1, "orange"))),
         single("Unpriced calls", "Model calls with no known price, by model; configure a price to bring it to 0.",
-               [Q(total(sel("ocsight_unpriced_calls", by=HISTOGRAM), ("gen_ai_request_model",)),
+               [Q(total(one_per_label_set(sel("ocsight_unpriced_calls", by=HISTOGRAM)), ("gen_ai_request_model",)),
                   "{{gen_ai_request_model}}")], w=5, steps=thresholds((None, "green"), (1, "orange"))),
     ], collapsed=True)
     return build("ocsight-overview", "ocsight / Overview", "Spend against budgets, tokens, cost, cache, sessions, "

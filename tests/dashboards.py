@@ -193,6 +193,8 @@ def selectors(expr: str, *, raw: bool = False) -> list[Selector]:
         if kind == "ident" and value in LABEL_LISTS and following == "lparen":
             while i < len(tokens) and tokens[i].group() != ")":  # skip the label list
                 i += 1
+        elif kind == "ident" and value == "offset":  # skip the duration: 1h, or a variable such as $__range
+            i += 2 if following == "other" and tokens[i + 1].group() == "$" else 1
         elif kind == "ident" and following != "lparen" and value not in KEYWORDS:
             if following == "brace":
                 i, matchers = _braces(text, tokens, i + 1)

@@ -202,6 +202,30 @@ def test_every_shipped_rule_evaluates_without_error_in_prometheus(stack: Stack):
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
 
 
+def _rule_expr(alertname: str) -> str:
+    return next(r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]
+                if r.get("alert") == alertname)
+
+
+def test_the_export_lag_alert_reads_the_lag_of_each_scraped_sidecar(stack: Stack):
+    """OcsightExportLagGrowing takes the lag only where the job "ocsight" scrapes the sidecar itself: both
+    sidecars here (two instances of one user and host), as the rule's own matching finds them."""
+    prom = stack.prometheus
+    scraped = wait_until(lambda: prom.query('ocsight_export_lag_seconds and on(job, instance) up{job="ocsight"} == 1'),
+                         timeout=30, what="the scraped lag")
+    assert {r["metric"]["instance"] for r in scraped} == {stack.over, stack.under}
+    scrape_only = _rule_expr("OcsightExportLagGrowing").split("and on(job, instance)", 1)[1]
+    found = prom.query(f"ocsight_export_lag_seconds >= 0 and on(job, instance) {scrape_only}")
+    assert {r["metric"]["instance"] for r in found} == {stack.over, stack.under}
+
+
+def test_two_live_sidecars_of_one_user_and_host_are_not_reported_absent(stack: Stack):
+    prom = stack.prometheus
+    wait_until(lambda: len(prom.query("ocsight_export_lag_seconds")) == 2, timeout=30, what="both heartbeats")
+    assert prom.query(_rule_expr("OcsightSidecarAbsent")) == []
+    assert not [a for a in prom.alerts() if a["labels"]["alertname"] == "OcsightSidecarAbsent"]
+
+
 def _month_end_expr() -> str:
     """The scalar(...) the forecast rule extrapolates to, cut from the shipped rule."""
     expr = next(r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]

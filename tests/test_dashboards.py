@@ -321,3 +321,75 @@ def test_the_dashboard_provider_loads_the_mounted_directory_into_the_ocsight_fol
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
     assert provider["folder"] == "ocsight"
+
+
+def test_the_lexer_skips_offsets_written_as_durations_or_variables():
+    expr = 'max without (job, instance) (ocsight_cost_usd_total{user_name=~"$user"} offset $__range) - m offset 1h'
+    assert [s.metric for s in selectors(expr, raw=True)] == ["ocsight_cost_usd_total", "m"]
+    assert metric_names(expr) == {"ocsight_cost_usd_total", "m"}
+
+
+def test_no_spend_gauge_or_counter_total_is_summed_across_instances():
+    """A sidecar that changes instance (its old series kept 10 minutes by the collector), or is scraped directly
+    and through the collector, has two series per label set: gauges and range totals take the max over instances
+    (`max without (job, instance)`) before any sum; only rate() panels sum per-series rates (an old series that
+    no longer grows adds nothing)."""
+    found = []
+    for _, e in all_expressions():
+        expr = " ".join(e.expr.split())
+        for metric in ("ocsight_spend_usd", "ocsight_budget_usd", "ocsight_unpriced_calls"):
+            for m in re.finditer(metric, expr):
+                if not expr[:m.start()].endswith("max without (job, instance) ("):
+                    found.append(f"{e.where}: {metric} not taken once per label set")
+        for m in re.finditer(r"increase\(", expr):
+            if not expr[:m.start()].endswith("max without (job, instance) ("):
+                found.append(f"{e.where}: increase() not taken once per label set")
+        if "[$__range]" in expr and "offset $__range" not in expr:
+            found.append(f"{e.where}: a range total without the cumulative difference across instances")
+    assert not found, problems_in(found)
+
+
+def _expr(dashboard: str, title: str, target: str = "A") -> str:
+    return next(substitute(e.expr) for e in promql_expressions(DASHBOARDS[dashboard])
+                if e.where.endswith(f"{title!r} / target {target}"))
+
+
+def test_spend_cost_and_sidecar_panels_survive_a_restart_with_a_new_instance(tmp_path: Path):
+    """alice's sidecar restarts with a new instance: the collector keeps the old instance's series (last values)
+    10 minutes, so both coexist. promtool evaluates the panels' own expressions: the spend is not doubled, the
+    sidecar counts once, and the cost made while the sidecar was down is in "Cost in range" (1h)."""
+    alice_old = 'user_name="alice",host_name="devbox",job="ocsight",instance="2c26b46b68ffc68f"'
+    alice_new = 'user_name="alice",host_name="devbox",job="ocsight",instance="fcde2b2edba56bf4"'
+    bob = 'user_name="bob",host_name="laptop",job="ocsight",instance="9f86d081884c7d65"'
+    daily = 'ocsight_budget_period="daily",ocsight_project="*"'
+    cost = 'gen_ai_provider_name="anthropic",gen_ai_request_model="claude-sonnet-4-5",ocsight_project="webshop"'
+    series = [
+        # alice: $5 today, the old instance kept until 10m, the new one from 5m at $5.50; bob $2.
+        (f"ocsight_spend_usd{{{daily},{alice_old}}}", "5x10 stale"),
+        (f"ocsight_spend_usd{{{daily},{alice_new}}}", "_x5 5.5x60"),
+        (f"ocsight_spend_usd{{{daily},{bob}}}", "2x70"),
+        (f"ocsight_export_lag_seconds{{{alice_old}}}", "0x10 stale"),
+        (f"ocsight_export_lag_seconds{{{alice_new}}}", "_x5 0x60"),
+        (f"ocsight_export_lag_seconds{{{bob}}}", "0x70"),
+        # alice's cost: $10 at 0m, $15 when her sidecar stops at 20m (kept until 30m), $18 when it comes back at
+        # 40m with a new instance: $8 in the hour to 60m ($5 counted by increase() per series).
+        (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{alice_old}}}", "10+0.25x20 15x10 stale"),
+        (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{alice_new}}}", "_x40 18x30"),
+        # bob's first call of the model at 50m ($2): a new label set, whose first sample never counts (README,
+        # "What the metrics hold"): not in "Cost in range", while his spend gauge has it.
+        (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{bob}}}", "_x50 2x20"),
+    ]
+    checks = [
+        (_expr("overview", "Spend today"), "8m", 7.5),
+        (_expr("overview", "Sidecars reporting"), "8m", 2),
+        (_expr("overview", "Cost in range"), "60m", 8),
+    ]
+    (tmp_path / "none.yml").write_text("groups: []\n")
+    doc = {"rule_files": ["none.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series],
+        "promql_expr_test": [{"expr": expr, "eval_time": at, "exp_samples": [{"labels": "{}", "value": value}]}
+                             for expr, at, value in checks]}]}
+    (tmp_path / "test.yml").write_text(json.dumps(doc, indent=1))
+    done = run([PROMTOOL, "test", "rules", str(tmp_path / "test.yml")])
+    assert done.returncode == 0, done.stdout + done.stderr
