@@ -332,11 +332,11 @@ def hours(duration: str) -> float:
     return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", duration))
 
 
-def test_tempo_searches_every_range_it_keeps_traces_for():
-    """Tempo's default search limit (168h) fails a dashboard's "Last 30 days" over traces it keeps 720h."""
+def test_tempo_searches_any_range_a_dashboard_may_be_set_to():
+    """Tempo's default search limit (168h) fails a dashboard's "Last 30 days" (or a year) with an error
+    in the "Latest sessions" panel; 0 disables the limit."""
     tempo = yaml.safe_load((ROOT / "deploy" / "tempo" / "tempo.yaml").read_text())
-    max_duration = hours(tempo["query_frontend"]["search"]["max_duration"])
-    assert max_duration == 0 or max_duration > hours(tempo["compactor"]["compaction"]["block_retention"])
+    assert hours(str(tempo["query_frontend"]["search"]["max_duration"])) == 0
 
 
 def test_the_tempo_data_source_offers_a_service_map_only_with_a_metrics_generator():
