@@ -50,10 +50,10 @@ class Watch:
             assert time.monotonic() < deadline, f"timed out; stderr:\n{self.text()}"
             time.sleep(0.05)
 
-    def stop(self, timeout: float = 30) -> float:
-        """SIGTERM; the seconds until the process ended."""
+    def stop(self, timeout: float = 30, sig: int = signal.SIGTERM) -> float:
+        """SIGTERM (or `sig`); the seconds until the process ended."""
         t = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         self.proc.wait(timeout)
         self.err.close()
         return time.monotonic() - t
@@ -215,13 +215,14 @@ def _big_store(tmp_path: Path) -> Path:
     return store
 
 
-def test_sigterm_mid_backfill_with_the_receiver_down_ends_the_process_promptly(tmp_path, watches):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_mid_backfill_with_the_receiver_down_ends_the_process_promptly(tmp_path, watches, sig):
     from harness import free_port
 
     w = Watch(tmp_path, free_port(), "--backfill", "--data-dir", str(_big_store(tmp_path)))
     watches.append(w)
     w.wait_for(lambda: "trying again" in w.text(), timeout=60)
-    assert w.stop() < 4.0 and w.proc.returncode == 0
+    assert w.stop(sig=sig) < 4.0 and w.proc.returncode == 0
     assert "Traceback" not in w.text()
 
 
