@@ -379,3 +379,40 @@ def test_a_turn_opencode_was_killed_in_is_sent_as_interrupted_once_abandoned(tmp
     assert by_id[chat.parent_span_id].name.startswith("invoke_agent ")
     traces = {s.trace_id for s in receiver.spans()}
     assert len(traces) == 2  # both sessions have their trace
+
+
+# -- what it says -----------------------------------------------------------------------------------------
+
+
+def test_at_start_the_sidecar_says_what_it_follows_and_where_it_sends(tmp_path, receiver, watches):
+    store = store_dir("opencode-1.18")
+    port = receiver.start_grpc()
+    w = Watch(tmp_path, port, "--data-dir", str(store))
+    watches.append(w)
+    w.wait_for(lambda: "following" in w.text())
+    first = w.text().splitlines()[0]
+    assert str(store.resolve()) in first and f"http://127.0.0.1:{port}" in first and "grpc" in first
+
+
+def test_a_repeated_once_backfill_says_the_history_was_sent_before(tmp_path, receiver):
+    port = receiver.start_grpc()
+    args = ("--backfill", "--once", "--data-dir", str(store_dir("opencode-1.18")))
+    first = Watch(tmp_path, port, *args)
+    assert first.proc.wait(60) == 0
+    sent = len(receiver.spans())
+    again = Watch(tmp_path, port, *args)
+    assert again.proc.wait(60) == 0
+    assert again.text().strip().splitlines()[-1] == (
+        f"sent 0 spans to http://127.0.0.1:{port} ({sent:,} sent before)")
+
+
+def test_with_the_collector_down_the_error_names_the_endpoint_in_one_line(tmp_path):
+    from harness import free_port
+
+    port = free_port()
+    w = Watch(tmp_path, port, "--backfill", "--once", "--data-dir", str(store_dir("opencode-1.18")),
+              env={"OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+    assert w.proc.wait(60) == 1
+    lines = w.text().strip().splitlines()
+    assert len(lines) <= 2 and f"http://127.0.0.1:{port} did not acknowledge" in lines[-1]
+    assert "Traceback" not in w.text() and "Transient error" not in w.text()

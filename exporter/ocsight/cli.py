@@ -413,6 +413,8 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
 
     logging.basicConfig(level=logging.INFO, format="ocsight watch: %(message)s")
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its "N changes detected": ours say what changed
+    # the exporters' own retry lines, long and many while the collector is down: ours say it in one
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR)
     if verbose:
         logging.getLogger("ocsight.watch").setLevel(logging.DEBUG)
     run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone})
@@ -432,8 +434,10 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
 
             sidecar.close()
             raise OcsightError(f"{e} (is the collector up?)") from None
+        before = sidecar.checkpoint.count() - n
         sidecar.close()
-        click.echo(f"sent {n} spans", err=True)
+        click.echo(f"sent {n:,} span{'' if n == 1 else 's'} to {sidecar.endpoint}"
+                   + (f" ({before:,} sent before)" if before else ""), err=True)
         return
     sidecar.follow()
 

@@ -80,6 +80,7 @@ class Sidecar:
             paths.keep_private(own)  # they hold session titles and IDs
         self.resource = otlp.resource(self.dirs, opts.identity)
         self.span_exporter = span_exporter or otlp.span_exporter(opts.protocol)
+        self.endpoint = endpoint(opts.protocol)
         self.checkpoint = cp.Checkpoint(cp.default_path(key, _destination(opts.protocol)))
         self.baseline_ms = self.checkpoint.baseline_ms(int(time.time() * 1000))
         self.last_cycle_ms: int | None = None
@@ -221,7 +222,7 @@ class Sidecar:
                     raise
                 if not acknowledged:
                     self.failures += 1
-                    raise ExportFailed(f"the receiver did not acknowledge {len(todo) - i} spans")
+                    raise ExportFailed(f"{self.endpoint} did not acknowledge {len(todo) - i} spans")
                 self.checkpoint.mark([(s.record, session_of.get(s.record, "")) for s in batch])
             by_id = {m.id: m for m in recs.messages}
             tools = {t.id: t for t in recs.tool_calls}
@@ -258,6 +259,8 @@ class Sidecar:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
+        log.info("following %s; sending to %s (%s)%s", ", ".join(map(str, self.dirs)), self.endpoint,
+                 self.opts.protocol, ", history first" if self.opts.backfill else "")
         failed: list[BaseException] = []
         worker = threading.Thread(target=self._follow, args=(failed,), name="ocsight-follow", daemon=True)
         stopping_at = 0.0
@@ -377,6 +380,19 @@ def _destination(proto: str) -> str:
 
     return "|".join([proto, os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                      or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "default"])
+
+
+def endpoint(proto: str) -> str:
+    """Where the spans go, as the SDK's exporter resolves it from the standard variables."""
+    import os
+
+    given = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if given:
+        return given
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if proto == "grpc":
+        return base or "http://localhost:4317"
+    return f"{(base or 'http://localhost:4318').rstrip('/')}/v1/traces"
 
 
 def _families(reader: IndexReader, sessions: set[str]) -> tuple[set[str], dict[str, str | None]]:
