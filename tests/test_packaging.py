@@ -33,14 +33,15 @@ def test_the_wheel_builds_without_deprecation_warnings(wheel):
 def test_a_fresh_environment_puts_the_ocsight_command_on_path(wheel, tmp_path: Path):
     """As `pipx install` does: an environment of its own, its `bin` on PATH, then a new shell finds
     `ocsight` by name. Its dependencies come from the test environment (a `.pth` file), so the test
-    installs nothing from the network."""
+    installs nothing from the network; that environment may hold an ocsight itself, which the fresh
+    one must not take for its own (`--ignore-installed`)."""
     built, _ = wheel
     env_dir = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
     site = next((env_dir / "lib").glob("python3*/site-packages"))
     (site / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
-                    "--no-deps", "--no-cache-dir", "--quiet", str(built)], check=True, timeout=300)
+                    "--no-deps", "--ignore-installed", "--no-cache-dir", "--quiet", str(built)], check=True, timeout=300)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = f"{env_dir / 'bin'}:/usr/bin:/bin"
     p = subprocess.run(["sh", "-c", "command -v ocsight && ocsight --version"], capture_output=True, text=True,
