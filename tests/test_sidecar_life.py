@@ -118,18 +118,24 @@ def leave_wal_behind(db: Path) -> None:
 # -- quiet when idle ------------------------------------------------------------------------------------
 
 
+def assert_idle(w: Watch, receiver) -> None:
+    """Once its first cycle sent the history, no cycle runs over eight watch intervals, and the
+    watcher's own "changes detected" lines stay off stderr."""
+    w.wait_for(lambda: w.cycles() >= 1 and receiver.spans())
+    time.sleep(1.0)
+    settled = w.cycles()
+    time.sleep(4.0)
+    assert w.cycles() == settled
+    assert "changes detected" not in w.text()
+
+
 def test_an_idle_sidecar_runs_no_cycle_with_an_interrupted_turn_and_a_killed_writers_wal(tmp_path, receiver,
                                                                                          watches):
     store, _cut = interrupted_store(tmp_path, NOW_MS)  # in progress: re-read at every cycle
     leave_wal_behind(store / "opencode.db")
     w = Watch(tmp_path, receiver.start_grpc(), "--backfill", "--data-dir", str(store))
     watches.append(w)
-    w.wait_for(lambda: w.cycles() >= 1 and receiver.spans())
-    time.sleep(1.0)
-    settled = w.cycles()
-    time.sleep(4.0)  # eight watch intervals
-    assert w.cycles() == settled
-    assert "changes detected" not in w.text()
+    assert_idle(w, receiver)
 
 
 def test_a_write_by_opencode_wakes_an_idle_sidecar(tmp_path, receiver, watches):
@@ -149,6 +155,23 @@ def test_a_write_by_opencode_wakes_an_idle_sidecar(tmp_path, receiver, watches):
     w.wait_for(lambda: any(s.name == "chat claude-sonnet-4-5" and s.span_id == _span_id(cut["id"])
                            for s in receiver.spans()))
     w.wait_for(lambda: w.cycles() > settled)  # said once the cycle is over, after its spans went out
+
+
+def test_a_write_to_a_database_opencode_db_names_wakes_the_sidecar(tmp_path, receiver, watches):
+    store, cut = interrupted_store(tmp_path, NOW_MS)
+    db = store / "work.db"
+    (store / "opencode.db").rename(db)
+    w = Watch(tmp_path, receiver.start_grpc(), "--backfill", "--data-dir", str(store), env={"OPENCODE_DB": "work.db"})
+    watches.append(w)
+    w.wait_for(lambda: w.cycles() >= 1 and receiver.spans())
+    con = sqlite3.connect(db)
+    data = json.loads(con.execute("SELECT data FROM message WHERE id = ?", (cut["id"],)).fetchone()[0])
+    data["time"]["completed"] = NOW_MS + 1
+    with con:
+        con.execute("UPDATE message SET data = ?, time_updated = ? WHERE id = ?",
+                    (json.dumps(data), NOW_MS + 1, cut["id"]))
+    con.close()
+    w.wait_for(lambda: _span_id(cut["id"]) in {s.span_id for s in receiver.spans()}, timeout=15)
 
 
 def _span_id(record: str) -> bytes:
@@ -354,11 +377,7 @@ def test_an_idle_sidecar_next_to_an_opencode_killed_mid_stream_runs_no_cycle(tmp
     data, _session = killed_opencode
     w = Watch(tmp_path, receiver.start_grpc(), "--backfill", "--data-dir", str(data))
     watches.append(w)
-    w.wait_for(lambda: w.cycles() >= 1 and receiver.spans())
-    time.sleep(1.0)
-    settled = w.cycles()
-    time.sleep(4.0)  # eight watch intervals
-    assert w.cycles() == settled and "changes detected" not in w.text()
+    assert_idle(w, receiver)
 
 
 @pytest.mark.e2e

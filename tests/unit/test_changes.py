@@ -23,24 +23,24 @@ def test_a_read_of_the_database_leaves_its_stamp_unchanged(tmp_path: Path):
     writer = sqlite3.connect(db)
     writer.execute("INSERT INTO t VALUES (1)")
     writer.commit()  # the WAL holds a frame; the writer stays open, as OpenCode does
-    before = changes.stamp([tmp_path])
+    before = changes.stamp([db])
     reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     reader.execute("SELECT count(*) FROM t").fetchall()
     reader.close()
-    assert changes.stamp([tmp_path]) == before
+    assert changes.stamp([db]) == before
 
 
 def test_a_write_changes_the_stamp(tmp_path: Path):
     db = _database(tmp_path)
-    before = changes.stamp([tmp_path])
+    before = changes.stamp([db])
     con = sqlite3.connect(db)
     con.execute("INSERT INTO t VALUES (1)")
     con.commit()
-    assert changes.stamp([tmp_path]) != before
+    assert changes.stamp([db]) != before
 
 
 def test_events_under_a_legacy_tree_count_and_others_do_not(tmp_path: Path):
-    roots = changes.legacy_roots([tmp_path])
+    roots = [tmp_path / "storage"]
     assert changes.legacy_written({(1, str(tmp_path / "storage" / "message" / "ses_1" / "msg_1.json"))}, roots)
     assert not changes.legacy_written({(1, str(tmp_path / "opencode.db-shm")), (2, str(tmp_path / "log" / "x.log"))},
                                       roots)

@@ -11,43 +11,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
-Stamp = tuple[tuple[str, int, int], ...]  # (path, size, mtime in ns); -1, -1 when absent
+from ocsight.sources.database import file_stamp
 
-
-def databases(dirs: Sequence[Path]) -> list[Path]:
-    """OpenCode's database files in the data directories (a directory, or a database named directly)."""
-    out: list[Path] = []
-    for d in dirs:
-        if d.suffix == ".db" and not d.is_dir():
-            out.append(d)
-        elif d.is_dir():
-            out += sorted(p for p in d.glob("opencode*.db") if p.is_file())
-    return out
+Stamp = tuple[tuple[str, tuple[int, ...]], ...]  # each database with its and its WAL's size and mtime
 
 
-def _stat(path: Path) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return -1, -1
-    return st.st_size, st.st_mtime_ns
-
-
-def stamp(dirs: Sequence[Path]) -> Stamp:
+def stamp(databases: Sequence[Path]) -> Stamp:
     """The databases' and their WALs' sizes and modification times: equal until OpenCode writes."""
-    return tuple((str(p), *_stat(p)) for db in databases(dirs) for p in (db, Path(f"{db}-wal")))
-
-
-def legacy_roots(dirs: Sequence[Path]) -> list[Path]:
-    """Where legacy trees are, or would appear: each directory's `storage/`, or a tree named directly."""
-    return [d if d.name == "storage" else d / "storage" for d in dirs if d.suffix != ".db"]
+    return tuple((str(db), tuple(file_stamp(db))) for db in databases)
 
 
 def legacy_written(events: Iterable[tuple[Any, str]], roots: Sequence[Path]) -> bool:
     """Whether a watcher's events (change, path) touched a legacy tree (not OpenCode's logs, snapshots
-    or databases, which have their stamp)."""
+    or databases, which have their stamp). `roots` and the events' paths are absolute."""
     prefixes = tuple(f"{r}{os.sep}" for r in roots)
     return any(path.startswith(prefixes) or path in map(str, roots) for _change, path in events)

@@ -120,12 +120,25 @@ class Sidecar:
         self._health()
         self._soft_heap_before = _soft_heap_limit(SQLITE_SOFT_HEAP)  # given back by close()
 
+    def _sources(self) -> locate.Sources | None:
+        """OpenCode's databases and legacy trees as they are now; None until OpenCode wrote something."""
+        try:
+            return locate.locate(self.opts.read.data_dirs, demo=self.opts.read.demo)
+        except OcsightError:
+            return None
+
+    def _written(self) -> tuple[changes.Stamp, list[Path]]:
+        """The stamp of OpenCode's databases, and its legacy trees (absolute, as the watcher's events)."""
+        sources = self._sources()
+        if sources is None:
+            return (), []
+        return changes.stamp(sources.databases), [d.resolve() for d in sources.legacy_dirs]
+
     def _index_path(self) -> Path | None:
         """Found once OpenCode has written something; then fixed for the sidecar's life."""
         if self._index_file is None:
-            try:
-                sources = locate.locate(self.opts.read.data_dirs, demo=self.opts.read.demo)
-            except OcsightError:
+            sources = self._sources()
+            if sources is None:
                 return None
             self._index_file = index_path(sources, "watch")
         return self._index_file
@@ -285,7 +298,6 @@ class Sidecar:
         from watchfiles import Change, watch
 
         events: Iterator[set[tuple[Change, str]]] | None = None
-        roots = changes.legacy_roots(self.dirs)
         backoff = 0.0
         due = True
         seen: changes.Stamp = ()
@@ -299,7 +311,7 @@ class Sidecar:
                                        yield_on_timeout=True, debounce=50, step=50, raise_interrupt=False)
                         due = True
                 if due:
-                    seen = changes.stamp(self.dirs)  # taken first: a write during the cycle is seen next time
+                    seen, _trees = self._written()  # taken first: a write during the cycle is seen next time
                     try:
                         self.cycles += 1
                         n = self.cycle()
@@ -324,7 +336,8 @@ class Sidecar:
                 batch = next(events, None)  # the events since the last; empty after `interval` without any
                 if batch is None:
                     break
-                due = (changes.legacy_written(batch, roots) or changes.stamp(self.dirs) != seen
+                now, trees = self._written()
+                due = (now != seen or changes.legacy_written(batch, trees)
                        or (self.wake_at_ms is not None and time.time() * 1000 >= self.wake_at_ms))
         except BaseException as e:  # raised again on the main thread
             failed.append(e)
