@@ -486,9 +486,6 @@ class IndexReader:
         return [(r, int(n), example) for r, n, example in self.con.execute(
             "SELECT reason, count(*), min(source || ' ' || ref) FROM skipped GROUP BY reason ORDER BY reason")]
 
-    def skipped_count(self) -> int:
-        return int(self.con.execute("SELECT count(*) FROM skipped").fetchone()[0])
-
     def messages_without_session(self) -> int:
         return int(self.con.execute(
             "SELECT coalesce(sum(messages), 0) FROM usage_cube c WHERE NOT EXISTS (SELECT 1 FROM session s "

@@ -178,9 +178,9 @@ def spans(recs: Records, mode: str = "auto", include_content: bool = False,
         if start is None:
             starter = started_by.get(m.session_id)
             own = ms_to_ns(m.time_created)
-            start = min(own, turn_start(starter.message_id, depth + 1)) if starter and depth < 32 else own
-            start = start or own
-            turn_starts[m.id] = start
+            # a chain of subagents deeper than 32 is a cycle in broken records: cut there
+            above = turn_start(starter.message_id, depth + 1) if starter and depth < 32 else 0
+            start = turn_starts[m.id] = min(own, above) if above else own
         return start
 
     def final(a: Message) -> bool:

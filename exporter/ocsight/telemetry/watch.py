@@ -176,8 +176,9 @@ class Sidecar:
         with idx:
             if idx.touched is None or idx.touched:
                 self.snapshot.invalidate()  # the refresh may have changed every total
-            self.skipped = idx.reader.skipped_count()
-            for reason, n, example in idx.reader.skip_kinds():
+            kinds = idx.reader.skip_kinds()
+            self.skipped = sum(n for _reason, n, _example in kinds)
+            for reason, n, example in kinds:
                 if reason not in self.skip_kinds_seen:  # said once a kind; the metric keeps the count
                     self.skip_kinds_seen.add(reason)
                     log.warning("skipped %s: %s (for example %s)", _records(n), reason, example)
