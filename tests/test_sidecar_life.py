@@ -26,14 +26,17 @@ NOW_MS = int(time.time() * 1000)
 
 
 class Watch:
-    """A running `ocsight watch -v`, its stderr in a file (read as it grows)."""
+    """A running `ocsight watch -v` (without `-v`: as a user runs it), its stderr in a file (read as it
+    grows)."""
 
-    def __init__(self, tmp: Path, port: int, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, port: int, *args: str, env: dict[str, str] | None = None,
+                 verbose: bool = True) -> None:
         self.log = tmp / f"watch-{time.monotonic_ns()}.log"
         self.err = self.log.open("w")
         self.env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
                     "OTEL_EXPORTER_OTLP_TIMEOUT": "5", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "ocsight", "watch", "-v", "--protocol", "grpc",
+        self.proc = subprocess.Popen([sys.executable, "-m", "ocsight", "watch", *(["-v"] if verbose else []),
+                                      "--protocol", "grpc",
                                       "--interval", "0.5", *args], env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=self.err)
 
@@ -430,7 +433,7 @@ def test_with_the_collector_down_the_error_names_the_endpoint_in_one_line(tmp_pa
 
     port = free_port()
     w = Watch(tmp_path, port, "--backfill", "--once", "--data-dir", str(store_dir("opencode-1.18")),
-              env={"OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+              env={"OTEL_EXPORTER_OTLP_TIMEOUT": "1"}, verbose=False)
     assert w.proc.wait(60) == 1
     lines = w.text().strip().splitlines()
     assert len(lines) <= 2 and f"http://127.0.0.1:{port} did not acknowledge" in lines[-1]

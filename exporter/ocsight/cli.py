@@ -384,7 +384,8 @@ def live(interval: float | None, once: bool, **kw: Any) -> None:
 @click.option("--once", is_flag=True, help="One cycle (backfill and what is finished), then exit.")
 @click.option("--prometheus-port", type=click.IntRange(1, 65535), help="Also serve /metrics for Prometheus.")
 @click.option("--prometheus-host", default="127.0.0.1", show_default=True, help="Address of that endpoint.")
-@click.option("-v", "--verbose", is_flag=True, help="Also say when each cycle runs.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also say when each cycle runs, and the OTLP exporters' own errors.")
 def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | None, timezone: str | None,
           protocol: str | None, include_content: bool, cost_mode: str | None, interval: float, once: bool,
           prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
@@ -413,8 +414,9 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
 
     logging.basicConfig(level=logging.INFO, format="ocsight watch: %(message)s")
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its "N changes detected": ours say what changed
-    # the exporters' own retry lines, long and many while the collector is down: ours say it in one
-    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR)
+    # the exporters' own lines (each retry, each failed request and metric flush) while the collector
+    # is down, long and many: ours say it in one, naming the endpoint; -v shows theirs too
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR if verbose else logging.CRITICAL)
     if verbose:
         logging.getLogger("ocsight.watch").setLevel(logging.DEBUG)
     run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone})

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ocsight.watch")
 MAX_BACKOFF = 60.0
 STOP_WITHIN = 2.0  # seconds from SIGTERM or SIGINT to the process's end, in every state
+STOP_POLL = 0.2  # seconds between looks for a stop: a part of STOP_WITHIN
 BATCH = 512
 CHUNK_SESSIONS = 250
 # SQLite's memory in the whole process beyond which it recycles cache pages rather than allocate more:
@@ -280,7 +281,11 @@ class Sidecar:
         stopping_at = 0.0
         worker.start()
         try:
-            self._stop.wait()  # set by a signal, `stop()`, or the cycles' end
+            # set by a signal, `stop()`, or the cycles' end. Waited for in short steps: the kernel may
+            # deliver a signal to another thread, and Python runs its handler only once this thread
+            # is back in the interpreter, which a wait without a timeout would never be
+            while not self._stop.wait(STOP_POLL):
+                pass
             stopping_at = time.monotonic()
             self._stop.set()
             self._close_spans()
