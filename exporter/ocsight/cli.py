@@ -9,6 +9,7 @@ session); 2 bad usage (unknown flag, bad value, bad setting); 70 internal error;
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ocsight.index import Index
+    from ocsight.settings import Settings
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -66,6 +68,16 @@ def _json_option(fn: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON (fields documented in the README).")(fn)
 
 
+def _setting_source(st: Settings, name: str, flag: str) -> str:
+    """Where a setting's value came from, as an error message names it: the flag, the variable or the file."""
+    src = st.source(name)
+    if src == "flag":
+        return flag
+    if src.startswith("env "):
+        return src.removeprefix("env ")
+    return f"{name} in {src}"
+
+
 class Run:
     """What a command reads, with what filters, after settings and flags are merged."""
 
@@ -77,6 +89,10 @@ class Run:
             timezone=kw.get("timezone"), cache=False if kw.get("no_cache") else None,
             color=False if kw.get("no_color") else None,
         )
+        if self.settings.timezone and self.settings.timezone.lower() != "local":
+            where = _setting_source(self.settings, "timezone", "--timezone")
+            self.settings = dataclasses.replace(self.settings,
+                                                timezone=filters.zone_name(self.settings.timezone, where))
         st = self.settings
         self.demo = bool(kw.get("demo"))
         self.filters = filters.make_filters(
@@ -90,6 +106,7 @@ class Run:
             data_dirs=tuple(st.data_dirs), demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
             prices=st.prices,
         )
+        self._checked = False  # the filters' names were found in the store (checked once: `live` reopens)
 
     def console(self) -> Console:
         from rich.console import Console
@@ -97,8 +114,34 @@ class Run:
         plain = not self.settings.color or bool(os.environ.get("NO_COLOR"))
         return Console(color_system=None, highlight=False) if plain else Console(highlight=False)
 
+    @property
+    def window(self) -> str:
+        """The window and filters in a few words ("last 20 days · provider mockai")."""
+        from ocsight import filters
+
+        return filters.describe(self.filters.description)
+
     def index(self) -> Index:
-        """The refreshed index; while a refresh reads, a transient progress line on a terminal's stderr."""
+        """The refreshed index, once the names the filters ask for are known to it (else a usage
+        error naming the flag); while a refresh reads, a transient progress line on a terminal's stderr."""
+        idx = self._open_index()
+        if self._checked:
+            return idx
+        from ocsight import filters
+        from ocsight.errors import EXIT_USAGE, OcsightError
+
+        try:
+            unknown = filters.unknown_names(self.filters, idx.reader.known_values)
+        except BaseException:
+            idx.close()
+            raise
+        if unknown:
+            idx.close()
+            raise OcsightError(f"--{unknown[0]}: {unknown[1]}", EXIT_USAGE)
+        self._checked = True
+        return idx
+
+    def _open_index(self) -> Index:
         from ocsight import reading
 
         if not sys.stderr.isatty():
@@ -537,6 +580,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("ocsight: interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        if not (sys.argv[1:] if argv is None else argv):
+            e.show()  # `ocsight` alone: the help
+            sys.exit(e.exit_code)
+        # one line, as every other error; click's own form is three (usage, hint, error)
+        command = e.ctx.command_path if e.ctx else "ocsight"
+        message = " ".join(e.format_message().split())
+        click.echo(f"ocsight: error: {message} (see '{command} --help')", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ def load() -> Settings:
     file_values = _read_file(path) if path.is_file() else {}
     try:
         values = _model(path)().model_dump()
+    except OcsightError:
+        raise
     except Exception as e:  # pydantic's ValidationError, without importing it up front
         raise OcsightError(_one_line(e, path), EXIT_USAGE) from None
     sources = {n: f"env {env_name(n)}" if n in in_env else str(path) for n in NAMES
@@ -134,8 +137,10 @@ def _model(path: Path) -> type[BaseSettings]:
     from typing import Literal
 
     from pydantic import Field
+    from pydantic.fields import FieldInfo
     from pydantic_settings import (
         BaseSettings,
+        EnvSettingsSource,
         PydanticBaseSettingsSource,
         SettingsConfigDict,
         TomlConfigSettingsSource,
@@ -166,14 +171,42 @@ def _model(path: Path) -> type[BaseSettings]:
             env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+            return (init_settings, _Env(settings_cls), TomlConfigSettingsSource(settings_cls))
+
+    class _Env(EnvSettingsSource):
+        """The `OCSIGHT_*` variables; OCSIGHT_DATA_DIRS also as a list like $PATH (or with commas)."""
+
+        def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool) -> Any:
+            if field_name == "data_dirs" and isinstance(value, str):
+                return split_dirs(value, env_name(field_name))
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
 
     return OcsightSettings
+
+
+def split_dirs(text: str, where: str) -> list[str]:
+    """Directories written as a JSON list, or separated by the OS path separator (`:`) or commas."""
+    import json
+
+    if text.lstrip().startswith("["):
+        try:
+            dirs = json.loads(text)
+        except ValueError:
+            dirs = None
+        if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+            raise OcsightError(f"{where}: expected directories separated by '{os.pathsep}' or ',' "
+                               f"(or a JSON list of strings), got {text!r}", EXIT_USAGE)
+        return dirs
+    return [d.strip() for chunk in text.split(os.pathsep) for d in chunk.split(",") if d.strip()]
 
 
 def _one_line(e: Exception, path: Path) -> str:
     errors = getattr(e, "errors", None)
     if not callable(errors):
+        # pydantic-settings' SettingsError: a variable holding a list or table that is not JSON
+        named = re.search(r'field "(\w+)"', str(e))
+        if named and env_name(named.group(1)) in os.environ:
+            return f"bad setting {env_name(named.group(1))}: expected JSON ({e.__cause__ or e})"
         return f"bad settings: {e}"
     first = errors()[0]
     name = str(first["loc"][0]) if first.get("loc") else "?"

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ocsight.filters import Filters
+from ocsight.filters import Filters, fold
 from ocsight.model import BUCKET_MS, Project, Session, Tokens
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.pricing.rates import PriceRow
@@ -141,17 +141,18 @@ def where(f: Filters) -> tuple[str, Args]:
     for col, values in (("c.provider", f.providers), ("c.agent", f.agents)):
         if values:
             terms.append(f"lower({col}) IN ({', '.join('?' * len(values))})")
-            args += [v.lower() for v in values]
+            args += [fold(v) for v in values]
     if f.models:
         # a model matches by its ID, or as provider/model
         terms.append(
             "(" + " OR ".join("(lower(c.model) = ? OR lower(c.provider || '/' || c.model) = ?)" for _ in f.models) + ")"
         )
         for v in f.models:
-            args += [v.lower(), v.lower()]
+            args += [fold(v), fold(v)]
     if f.projects:
-        terms.append("(" + " OR ".join(f"instr({PROJECT_SQL}, ?) > 0" for _ in f.projects) + ")")
-        args += list(f.projects)
+        # lower() and `fold` fold the same letters (ASCII), so this and `message_filter` agree
+        terms.append("(" + " OR ".join(f"instr(lower({PROJECT_SQL}), ?) > 0" for _ in f.projects) + ")")
+        args += [fold(v) for v in f.projects]
     if f.sessions is not None:
         terms.append("c.session_id IN (SELECT value FROM json_each(?))")
         args.append(json.dumps(sorted(f.sessions)))

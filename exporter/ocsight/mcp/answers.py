@@ -16,7 +16,7 @@ from typing import Any
 
 from ocsight import __version__
 from ocsight.errors import EXIT_USAGE, OcsightError
-from ocsight.filters import Filters, make_filters, parse_date, resolve_timezone
+from ocsight.filters import Filters, make_filters, parse_date, resolve_timezone, unknown_names
 from ocsight.index import Index, IndexReader
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.reports import documents
@@ -75,24 +75,14 @@ def filters(reader: IndexReader, w: Window, timezone: str | None) -> Filters:
                                agents=_split(w.agent))
     except OcsightError as e:
         raise bad_argument(re.sub(r"--(\w+)", r"\1", str(e))) from None
-    for dim, values in (("provider", f.providers), ("model", f.models), ("agent", f.agents),
-                        ("project", f.projects)):
-        if values:
-            _check_known(reader, dim, values)
+    _check_known(reader, f)
     return f
 
 
-def _check_known(reader: IndexReader, dim: str, values: tuple[str, ...]) -> None:
-    known = reader.known_values(dim)
-    for v in values:
-        if dim == "project":
-            found = any(v in p for p in known)
-        else:
-            found = v.lower() in {k.lower() for k in known}
-        if not found:
-            shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
-            what = "no project path contains" if dim == "project" else f"unknown {dim}"
-            raise NotFound(f"{what} {v!r} (known: {shown or 'none'})")
+def _check_known(reader: IndexReader, f: Filters) -> None:
+    unknown = unknown_names(f, reader.known_values)
+    if unknown:
+        raise NotFound(unknown[1])
 
 
 def trend_window(w: Window, days: int = 30) -> Window:
@@ -131,8 +121,9 @@ def providers(idx: Index, mode: str, timezone: str | None) -> Doc:
 
 def provider(idx: Index, name: str, mode: str, timezone: str | None) -> Doc:
     """`stats --json --provider NAME`, all time; an unknown provider is not found."""
-    _check_known(idx.reader, "provider", (name,))
-    return documents.stats_json(idx, make_filters(timezone=timezone, providers=(name,)), mode)
+    f = make_filters(timezone=timezone, providers=(name,))
+    _check_known(idx.reader, f)
+    return documents.stats_json(idx, f, mode)
 
 
 def top_sessions(idx: Index, f: Filters, mode: str, limit: int, by: str,
