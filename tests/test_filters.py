@@ -107,7 +107,7 @@ def mixed_store(tmp_path: Path) -> Path:
         (("--project", "/home/dev/app"), 11),
         (("--agent", "plan"), 10),
         (("--provider", "openai", "--project", "app"), 10),
-        (("--provider", "nobody"), 0),
+        (("--provider", "anthropic", "--agent", "plan"), 0),
     ],
 )
 def test_filters_select_matching_messages(cli, mixed_store, args, inputs):
@@ -131,7 +131,7 @@ def test_tool_calls_follow_the_project_and_provider_filters(cli, tmp_path: Path)
 
 
 def test_an_empty_selection_gives_zeros_not_an_error(cli, mixed_store):
-    doc = stats(cli, "--provider", "nobody", "--data-dir", str(mixed_store))
+    doc = stats(cli, "--provider", "anthropic", "--agent", "plan", "--data-dir", str(mixed_store))
     assert doc["totals"]["sessions"] == 0
     assert doc["totals"]["cost"] == {"usd": 0.0, "stored_usd": 0.0, "estimated_usd": 0.0, "unpriced_messages": 0}
     assert doc["by_model"] == [] and doc["by_tool"] == []
@@ -154,5 +154,129 @@ def test_bad_flags_are_a_one_line_error_with_exit_code_2(cli, mixed_store, args)
     r = cli("stats", "--json", *args, "--data-dir", str(mixed_store))
     assert r.code == 2, r
     assert r.out == ""
-    assert "Traceback" not in r.err
-    assert len([line for line in r.err.splitlines() if line.strip() and not line.startswith(("Usage:", "Try "))]) == 1
+    assert r.err.startswith("ocsight: error: ") and r.err.count("\n") == 1, r.err
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (("--days", "x"), "'--days'"),
+    (("--cost-mode", "cheapest"), "'--cost-mode'"),
+    (("--no-such-flag",), "'--no-such-flag'"),
+    (("--limit", "0"), "'--limit'"),
+])
+def test_a_usage_error_names_the_option_and_points_at_the_commands_help(cli, mixed_store, args, names):
+    r = cli("session", *args, "--data-dir", str(mixed_store))
+    assert r.code == 2
+    assert r.err.startswith("ocsight: error: ") and names in r.err and "'ocsight session --help'" in r.err, r.err
+
+
+def test_ocsight_alone_shows_the_help(cli):
+    r = cli()
+    assert "Commands:" in r.out + r.err and "ocsight: error" not in r.err
+
+
+# -- names the store does not know -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--provider", "nobody"), "--provider: unknown provider 'nobody' (known: anthropic, openai)"),
+    (("--model", "gpt-6"), "--model: unknown model 'gpt-6' (known: anthropic/claude-sonnet-4-5, openai/gpt-5, "),
+    (("--agent", "nobody"), "--agent: unknown agent 'nobody' (known: build, plan)"),
+    (("--project", "nonexistent"), "--project: no project path contains 'nonexistent' "
+                                   "(known: /home/dev/app, /home/dev/lib)"),
+    (("--provider", "openai,nobody"), "unknown provider 'nobody'"),
+])
+def test_a_name_the_store_never_used_is_a_usage_error_listing_the_known_ones(cli, mixed_store, args, says):
+    r = cli("stats", "--json", *args, "--data-dir", str(mixed_store))
+    assert (r.code, r.out) == (2, "")
+    assert says in r.err and r.err.count("\n") == 1, r.err
+
+
+@pytest.mark.parametrize("command", [
+    ("analyze",), ("stats",), ("daily",), ("weekly",), ("monthly",), ("session",),
+    ("export", "--level", "message"), ("export", "--level", "day"), ("live", "--once"),
+])
+def test_every_command_that_filters_rejects_an_unknown_name(cli, mixed_store, command):
+    r = cli(*command, "--provider", "nobody", "--data-dir", str(mixed_store))
+    assert r.code == 2 and "unknown provider 'nobody'" in r.err, r.err
+
+
+def test_a_known_name_without_usage_in_the_window_gives_zeros(cli, mixed_store):
+    day = dt.datetime.fromtimestamp(storegen.BASE_MS / 1000, dt.timezone.utc).date()
+    doc = stats(cli, "--provider", "anthropic", "--until", (day - dt.timedelta(days=1)).isoformat(), "-z", "UTC",
+                "--data-dir", str(mixed_store))
+    assert doc["totals"]["messages"]["assistant"] == 0
+
+
+@pytest.mark.parametrize(("args", "inputs"), [
+    (("--provider", "OPENAI"), 110),
+    (("--model", "OpenAI/GPT-5"), 10),
+    (("--agent", "PLAN"), 10),
+    (("--project", "LIB"), 100),
+    (("--project", "/HOME/Dev/App"), 11),
+])
+def test_every_filter_matches_in_any_case(cli, mixed_store, args, inputs):
+    assert _inputs(stats(cli, *args, "--data-dir", str(mixed_store))) == inputs
+
+
+def test_message_records_and_totals_select_the_same_project_in_any_case(cli, mixed_store):
+    import json
+
+    r = cli("export", "--format", "json", "--level", "message", "--project", "LIB", "--data-dir", str(mixed_store))
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)["rows"]
+    assert sum(row["tokens_input"] for row in rows) == 100
+
+
+# -- windows at the edges of the calendar ----------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ("--days", "99999999"),
+    ("--days", str(10**30)),
+    ("--since", "0001-01-01"),
+    ("--until", "9999-12-31"),
+    ("--since", "0001-01-01", "--until", "9999-12-31"),
+    ("--since", "0001-01-01", "--until", "9999-12-31", "-z", "Pacific/Kiritimati"),
+    ("--since", "0001-01-01", "--until", "9999-12-31", "-z", "America/Adak"),
+])
+def test_a_window_past_the_calendars_ends_holds_all_history(cli, mixed_store, args):
+    assert _inputs(stats(cli, *args, "--data-dir", str(mixed_store))) == 111
+
+
+def test_until_before_the_first_of_the_last_days_is_a_usage_error(cli, mixed_store):
+    r = cli("stats", "--days", "3", "--until", "2001-01-01", "--data-dir", str(mixed_store))
+    assert r.code == 2 and "--until is before --days 3" in r.err and r.err.count("\n") == 1, r.err
+
+
+@pytest.mark.parametrize(("given", "name"), [("utc", "UTC"), ("europe/paris", "Europe/Paris"),
+                                             ("AMERICA/ST_JOHNS", "America/St_Johns")])
+def test_time_zone_names_are_read_in_any_case(cli, timed_store, given, name):
+    spelled = stats(cli, "--since", "2026-11-24", "-z", given, "--data-dir", str(timed_store))
+    canonical = stats(cli, "--since", "2026-11-24", "-z", name, "--data-dir", str(timed_store))
+    assert _inputs(spelled) == _inputs(canonical)
+    assert spelled["filters"]["timezone"] == name
+
+
+# -- the window and filters are shown --------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["analyze", "stats", "daily", "weekly", "monthly", "session"])
+def test_reports_show_their_window_and_filters(cli, mixed_store, command):
+    r = cli(command, "--days", "100000", "--provider", "openai", "--data-dir", str(mixed_store))
+    assert r.code == 0, r.err
+    assert "last 100,000 days · provider openai" in r.out
+
+
+@pytest.mark.parametrize("command", ["analyze", "stats", "daily", "session"])
+def test_an_unfiltered_report_says_it_covers_all_history(cli, mixed_store, command):
+    assert "all history" in cli(command, "--data-dir", str(mixed_store)).out
+
+
+def test_export_to_a_file_says_what_it_selected(cli, mixed_store, tmp_path: Path):
+    r = cli("export", "--project", "lib", "-o", str(tmp_path / "out.csv"), "--data-dir", str(mixed_store))
+    assert r.code == 0 and "all history · project lib" in r.err, r.err
+
+
+@pytest.mark.parametrize("command", ["analyze", "stats", "daily", "weekly", "monthly", "session"])
+def test_a_window_without_usage_is_one_line_instead_of_empty_tables(cli, mixed_store, command):
+    r = cli(command, "--until", "2001-01-01", "--provider", "openai", "--data-dir", str(mixed_store))
+    assert r.code == 0, r.err
+    assert r.out.strip().splitlines()[-1] == "No usage (up to 2001-01-01 · provider openai)."
+    assert not any(box in r.out for box in "┏│━"), r.out

@@ -121,6 +121,13 @@ class Run:
 
         return filters.describe(self.filters.description)
 
+    @property
+    def no_usage(self) -> str:
+        """What a report prints instead of empty tables."""
+        from ocsight import filters
+
+        return filters.no_usage(self.filters.description)
+
     def index(self) -> Index:
         """The refreshed index, once the names the filters ask for are known to it (else a usage
         error naming the flag); while a refresh reads, a transient progress line on a terminal's stderr."""
@@ -285,6 +292,10 @@ def _period_command(grain: str, name: str, example: str) -> None:
         from ocsight.reports import tables
 
         console = run.console()
+        if not rows:
+            console.print(run.no_usage, markup=False)
+            return
+        console.print(run.window, style="dim", markup=False)
         console.print(tables.periods_table(rows, grain, breakdown, console.width))
 
 
@@ -327,7 +338,12 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
         return
     from ocsight.reports import tables
 
-    run.console().print(tables.sessions_tree(roots, limit or run.settings.session_limit))
+    console = run.console()
+    if not roots:
+        console.print(run.no_usage, markup=False)
+        return
+    console.print(run.window, style="dim", markup=False)
+    console.print(tables.sessions_tree(roots, limit or run.settings.session_limit))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -370,7 +386,7 @@ def export(fmt: str, level: str, output: str, **kw: Any) -> None:
     meta = {"ocsight": version, "filters": run.filters.description, "cost_mode": run.cost_mode}
     ex.write_atomically(output, ex.render(fmt, level, rows, meta))
     if output != "-":
-        click.echo(f"wrote {len(rows):,} {level} rows to {output}", err=True)
+        click.echo(f"wrote {len(rows):,} {level} rows to {output} ({run.window})", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -543,10 +559,10 @@ def config_command(as_json: bool) -> None:
     from ocsight import settings
 
     st = settings.load()
-    values = st.values()
+    effective = _effective_settings(st)
     doc: dict[str, Any] = {"file": str(settings.config_file()), "file_exists": settings.config_file().is_file(),
-           "settings": {name: {"value": list(values[name]) if name == "data_dirs" else values[name],
-                               "source": st.source(name), "help": help, "env": settings.env_name(name)}
+           "settings": {name: {"value": effective[name][0], "source": effective[name][1], "help": help,
+                               "env": settings.env_name(name)}
                         for name, help in settings.HELP.items()}}
     if as_json:
         _emit_json(doc)
@@ -554,13 +570,53 @@ def config_command(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    # values and sources wrap rather than being cut: a path is read whole at any width; the
+    # variables are OCSIGHT_<SETTING> (said once below, rather than a column that cannot fit at 80)
     table = Table(title=f"Settings (file: {doc['file']}{'' if doc['file_exists'] else ', absent'})",
-                  title_justify="left")
-    for col in ("Setting", "Value", "Source", "Variable"):
-        table.add_column(col)
+                  title_justify="left", caption="Each setting's variable: OCSIGHT_<SETTING> in capitals, "
+                  "e.g. OCSIGHT_COST_MODE.", caption_justify="left")
+    table.add_column("Setting", no_wrap=True)
+    table.add_column("Value", overflow="fold")
+    table.add_column("Source", overflow="fold")
     for name, s in doc["settings"].items():
-        table.add_row(name, repr(s["value"]), s["source"], s["env"])
-    Console(highlight=False).print(table)
+        table.add_row(name, _plain(s["value"]), s["source"])
+    Console(highlight=False).print(table, markup=False)
+
+
+def _effective_settings(st: Settings) -> dict[str, tuple[Any, str]]:
+    """Each setting's value as commands use it, and where it came from: an unset time zone is the
+    machine's, unset data directories are those OpenCode's variable or its default location names."""
+    from ocsight import filters
+    from ocsight.sources import locate
+
+    found: dict[str, tuple[Any, str]] = {name: (value, st.source(name)) for name, value in st.values().items()}
+    if st.timezone and st.timezone.lower() != "local":
+        found["timezone"] = (filters.zone_name(st.timezone, _setting_source(st, "timezone", "--timezone")),
+                             st.source("timezone"))
+    else:
+        found["timezone"] = (filters.local_zone_name(), "default: this machine's time zone")
+    if st.data_dirs:
+        found["data_dirs"] = (list(st.data_dirs), st.source("data_dirs"))
+    else:
+        dirs, named = locate.requested_data_dirs()
+        found["data_dirs"] = ([str(d) for d in dirs],
+                              "env OPENCODE_DATA_DIR" if named else "default: OpenCode's data directory")
+    found["project_budgets_monthly_usd"] = (dict(st.project_budgets_monthly_usd),
+                                            st.source("project_budgets_monthly_usd"))
+    return found
+
+
+def _plain(value: Any) -> str:
+    """A setting's value as the config file would spell it, without Python's quotes."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {v}" for k, v in value.items()) or "none"
+    return str(value)
 
 
 def entry() -> None:

@@ -240,3 +240,8 @@ def describe(d: dict[str, Any]) -> str:
     if zone and zone != "local" and (days or since or until):
         when += f" ({zone})"
     return " · ".join([when, *(f"{k} {', '.join(d[k])}" for k in NAMED if d.get(k))])
+
+
+def no_usage(d: dict[str, Any]) -> str:
+    """The line a report prints instead of empty tables: "No usage (last 7 days · provider mockai)."."""
+    return f"No usage ({describe(d)})."

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from ocsight.filters import describe, no_usage
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.reports.format import COMPACT_NOTE, FULL, WIDE, money, short_path, token_kinds, tokens
 
@@ -47,6 +48,11 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
     if src["demo"]:
         console.print("[yellow]Demo store[/yellow] (bundled with ocsight)")
     console.print(f"[bold]OpenCode usage[/bold]  {', '.join(src['databases'] + src['legacy_dirs'])}", soft_wrap=True)
+    if not t["messages"]["assistant"]:
+        console.print(no_usage(doc["filters"]), markup=False)
+        _source_lines(src, console)
+        return
+    console.print(describe(doc["filters"]), style="dim", markup=False)
     tok = t["tokens"]
     cached = tok["cache_read"]
     prompt = tok["input"] + tok["cache_read"] + tok["cache_write"]
@@ -96,6 +102,11 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
         console.print(tools)
     if doc.get("by_error"):
         console.print("[bold]Errors[/bold]  " + ", ".join(f"{e['error']}: {e['messages']:,}" for e in doc["by_error"]))
+    _source_lines(src, console)
+
+
+def _source_lines(src: dict, console: Console) -> None:
+    """What the reading skipped, and notes on the sources."""
     skipped = src["skipped"]
     if skipped["total"]:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped["by_reason"].items())
