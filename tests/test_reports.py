@@ -282,6 +282,10 @@ def test_settings_apply_to_commands_and_flags_override_them(cli, tmp_path: Path,
     {"file": "cost_mode = 3\n", "says": "cost_mode in"},
     {"file": "colour = false\n", "says": "unknown setting 'colour'"},
     {"file": "timezone = \n", "says": "bad config file"},
+    {"env": {"OCSIGHT_TIMEZONE": "Mars/Olympus"}, "says": "OCSIGHT_TIMEZONE: unknown time zone 'Mars/Olympus'"},
+    {"file": 'timezone = "Mars/Olympus"\n', "says": "timezone in "},
+    {"env": {"OCSIGHT_DATA_DIRS": "[1, 2]"}, "says": "OCSIGHT_DATA_DIRS: expected directories separated by"},
+    {"env": {"OCSIGHT_PROJECT_BUDGETS_MONTHLY_USD": "app=3"}, "says": "OCSIGHT_PROJECT_BUDGETS_MONTHLY_USD"},
 ])
 def test_a_bad_setting_is_a_one_line_usage_error(cli, tmp_path: Path, monkeypatch, setup: dict):
     for k, v in setup.get("env", {}).items():
@@ -290,6 +294,48 @@ def test_a_bad_setting_is_a_one_line_usage_error(cli, tmp_path: Path, monkeypatc
         _config(tmp_path, setup["file"])
     r = cli("stats", "--json", *data())
     assert r.code == 2 and setup["says"] in r.err and r.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("separator", [",", os.pathsep])
+def test_the_data_dirs_variable_takes_a_list_of_directories(cli, monkeypatch, separator):
+    both = stats(cli, "--data-dir", str(store_dir(CORPUS)), "--data-dir", str(store_dir("opencode-1.1")))
+    monkeypatch.setenv("OCSIGHT_DATA_DIRS", separator.join([str(store_dir(CORPUS)), str(store_dir("opencode-1.1"))]))
+    assert stats(cli)["totals"] == both["totals"]
+
+
+def test_the_time_zone_setting_is_read_in_any_case(cli, monkeypatch):
+    monkeypatch.setenv("OCSIGHT_TIMEZONE", "asia/tokyo")
+    assert stats(cli, *data())["filters"]["timezone"] == "Asia/Tokyo"
+
+
+def test_config_shows_the_effective_time_zone_and_data_directories(cli, monkeypatch):
+    monkeypatch.setenv("OPENCODE_DATA_DIR", f"/srv/a{os.pathsep}/srv/b")
+    s = run_json(cli, "config")["settings"]
+    assert s["timezone"]["value"] == "UTC"  # the test's machine zone (TZ=UTC)
+    assert (s["data_dirs"]["value"], s["data_dirs"]["source"]) == (["/srv/a", "/srv/b"], "env OPENCODE_DATA_DIR")
+
+
+def test_config_without_any_setting_names_opencodes_default_data_directory(cli):
+    s = run_json(cli, "config")["settings"]
+    assert s["data_dirs"]["value"] == [str(Path(os.environ["XDG_DATA_HOME"]) / "opencode")]
+
+
+def test_config_prints_values_as_the_file_spells_them(cli, tmp_path: Path):
+    _config(tmp_path, 'cost_mode = "stored"\ncache = false\n')
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in cli("config").out.splitlines()
+             if line.count("│") == 4 and line.split("│")[1].strip()}
+    assert (lines["cost_mode"], lines["cache"], lines["color"], lines["prices"]) == ("stored", "false", "true", "unset")
+    assert lines["timezone"] == "UTC"
+
+
+def test_config_wraps_long_values_instead_of_cutting_them(cli, monkeypatch, tmp_path: Path):
+    long_dir = tmp_path / ("very-long-directory-name-" * 4) / "opencode-data-end"
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("OCSIGHT_DATA_DIRS", str(long_dir))
+    out = cli("config").out
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    cells = "".join(line.split("│")[2].strip() for line in out.splitlines() if line.count("│") == 4)
+    assert str(long_dir) in cells
 
 
 # -- output -----------------------------------------------------------------------------------------
