@@ -586,3 +586,16 @@ def test_refresh_index_says_what_the_refresh_read(tmp_path):
     assert "read everything afresh" in first.text
     assert (again.doc["read"], again.doc["changed_sessions"]) == ("unchanged", 0)
     assert "found nothing new" in again.text and f"{again.doc['records']['sessions']} sessions" in again.text
+
+
+def test_a_project_name_matches_in_any_case_as_on_the_command_line(tmp_path: Path):
+    b = storegen.Builder()
+    billing, web = b.session(b.project("/home/dev/Billing")), b.session(b.project("/home/dev/web"))
+    b.assistant(billing, storegen.BASE_MS, storegen.tokens(7, total=7))
+    b.assistant(web, storegen.BASE_MS + 1, storegen.tokens(100, total=100))
+    root = tmp_path / "store"
+    root.mkdir()
+    storegen.write_sqlite(b.plan, root / "opencode.db")
+    with open_index(root) as idx:
+        f = answers.filters(idx.reader, answers.Window(project="BILLING"), "UTC")
+        assert answers.usage_summary(idx, f, "auto").doc["totals"]["tokens"]["input"] == 7
