@@ -162,9 +162,10 @@ def test_bad_flags_are_a_one_line_error_with_exit_code_2(cli, mixed_store, args)
     (("--cost-mode", "cheapest"), "'--cost-mode'"),
     (("--no-such-flag",), "'--no-such-flag'"),
     (("--limit", "0"), "'--limit'"),
+    (("-z",), "'-z'"),
 ])
 def test_a_usage_error_names_the_option_and_points_at_the_commands_help(cli, mixed_store, args, names):
-    r = cli("session", *args, "--data-dir", str(mixed_store))
+    r = cli("session", "--data-dir", str(mixed_store), *args)
     assert r.code == 2
     assert r.err.startswith("ocsight: error: ") and names in r.err and "'ocsight session --help'" in r.err, r.err
 

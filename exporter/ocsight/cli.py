@@ -637,11 +637,14 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("ocsight: interrupted", err=True)
         sys.exit(130)
     except click.UsageError as e:
-        if not (sys.argv[1:] if argv is None else argv):
+        args = sys.argv[1:] if argv is None else argv
+        if not args:
             e.show()  # `ocsight` alone: the help
             sys.exit(e.exit_code)
-        # one line, as every other error; click's own form is three (usage, hint, error)
-        command = e.ctx.command_path if e.ctx else "ocsight"
+        # one line, as every other error; click's own form is three (usage, hint, error). Errors of
+        # the option parser come without a context: the command is the first argument naming one
+        named = next((a for a in args if a in cli.commands), None)
+        command = e.ctx.command_path if e.ctx else f"ocsight {named}" if named else "ocsight"
         message = " ".join(e.format_message().split())
         click.echo(f"ocsight: error: {message} (see '{command} --help')", err=True)
         sys.exit(e.exit_code)
