@@ -71,16 +71,16 @@ def needed(columns: list[Column], compacted: bool = False) -> int:
     return sum(natural(c, compacted) for c in columns) + BORDERS * len(columns) + 1
 
 
-def fit(columns: list[Column], width: int, compact_after: int = 1) -> Fitted:
+def fit(columns: list[Column], width: int, compact_at: int = 1) -> Fitted:
     """The columns that fit `width` with their names whole, after as few steps as possible: drop the
-    columns of step 1, 2, ... in turn; from step `compact_after` on, compact counts too. Below
+    columns of step 1, 2, ... in turn; from step `compact_at` on, compact counts too. Below
     `FULL_NAMES` a path counts as `PATH_ROOM` characters at most: its tail is enough there."""
     full = needed(columns)
-    last = max([compact_after, *(c.drop for c in columns)])
+    last = max([compact_at, *(c.drop for c in columns)])
     shown, compacted = list(columns), False
     for step in range(last + 1):
         shown = [c for c in columns if not c.drop or c.drop > step]
-        compacted = step >= compact_after
+        compacted = step >= compact_at
         if _needed_here(shown, compacted, width) <= width:
             break
     dropped = [c.header for c in columns if c not in shown]

@@ -17,10 +17,12 @@ from ocsight.reports.format import (
 )
 from ocsight.reports.layout import Column, costs, counts, notes
 
-# the step at which each column goes when a table is too wide (compaction comes after step 1)
-DETAILED_DROPS = {"share": 1, "cache_write": 2, "reasoning": 3, "cache_read": 4, "sessions": 5, "output": 6,
-                  "input": 7}
-OVERVIEW_DROPS = {"share": 1, "sessions": 2}
+# the step at which each column goes when a table is too wide; counts turn compact at COMPACT_AT
+DETAILED_DROPS = {"share": 1, "cache_write": 2, "reasoning": 3, "cache_read": 4, "sessions": 6, "output": 7,
+                  "input": 8}
+DETAILED_COMPACT_AT = 5
+OVERVIEW_DROPS = {"share": 1, "sessions": 3}
+OVERVIEW_COMPACT_AT = 2
 
 
 def _share(cost: dict, total_usd: float) -> str:
@@ -43,7 +45,7 @@ def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float
     columns += [counts("Tokens", [r["tokens"]["total"] for r in shown]),
                 costs([r["cost"] for r in shown]),
                 Column("Share", [_share(r["cost"], total_usd) for r in shown], drop=drops["share"])]
-    fitted = layout.fit(columns, width)
+    fitted = layout.fit(columns, width, DETAILED_COMPACT_AT if detailed else OVERVIEW_COMPACT_AT)
     table = layout.table(fitted, title)
     for cells in layout.rows(fitted):
         table.add_row(*cells)

@@ -14,8 +14,9 @@ from ocsight.reports.format import PARTIAL, counted, home_path, money, short_pat
 from ocsight.reports.layout import FULL_NAMES, Column, costs, counts, notes
 
 PERIOD_TITLES = {"day": "Daily usage", "week": "Weekly usage (weeks start on Monday)", "month": "Monthly usage"}
-# the step at which each column goes when the table is too wide (compaction comes after step 1)
-DROPS = {"cache_write": 1, "reasoning": 2, "cache_read": 3, "sessions": 4, "output": 5, "input": 6}
+# the step at which each column goes when the table is too wide; counts turn compact at COMPACT_AT
+DROPS = {"cache_write": 1, "reasoning": 2, "cache_read": 3, "sessions": 5, "output": 6, "input": 7}
+COMPACT_AT = 4
 
 
 def periods_table(rows: list[dict], grain: str, breakdown: bool, width: int, unpriced_note: str | None = None) -> Table:
@@ -34,7 +35,7 @@ def periods_table(rows: list[dict], grain: str, breakdown: bool, width: int, unp
     columns += [counts(k.replace("_", " ").capitalize(), [u["tokens"][k] for u in usage], DROPS[k])
                 for k in TOKEN_KEYS]
     columns += [counts("Total", [u["tokens"]["total"] for u in usage]), costs([u["cost"] for u in usage])]
-    fitted = layout.fit(columns, width)
+    fitted = layout.fit(columns, width, COMPACT_AT)
     table = layout.table(fitted, PERIOD_TITLES[grain])
     for (_period, _model, _usage, model_line), cells, nxt in zip(lines, layout.rows(fitted), [*lines[1:], None]):
         # a rule under each period's line and under its last model
