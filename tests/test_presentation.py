@@ -21,7 +21,7 @@ import storegen
 from conftest import stats, write_store
 from ocsight import paths
 
-WIDTHS = (80, 100, 120, 160)
+WIDTHS = (80, 100, 120, 140, 160)  # 140: inside the range where the wide layout used to cut names
 FULL_NAMES = 100  # from this width up every name is whole
 MIN_TAIL = 12
 

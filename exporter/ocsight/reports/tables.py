@@ -76,7 +76,8 @@ def _label(node: dict, width: int) -> str:
 
 def sessions_tree(roots: list[dict], limit: int, width: int = FULL_NAMES) -> Tree:
     n = len(roots)
-    heading = ("1, with its subagents" if n == 1 else f"{n:,}, newest first, each with its subagents" if n <= limit
+    heading = ("none with usage in this window" if n == 0 else "1, with its subagents" if n == 1
+               else f"{n:,}, newest first, each with its subagents" if n <= limit
                else f"the newest {limit:,} of {n:,}, each with its subagents")
     tree = Tree(f"[bold]Sessions[/bold]: {heading}")
 
