@@ -93,8 +93,10 @@ def readable(shown: list[str], names: list[str], width: int, path: bool) -> None
             tails = [c for c in shown if c == name or (c.startswith("…") and name.endswith(c[1:]))]
             assert tails, f"{name!r} has no tail at {width} columns: {shown}"
             assert all(len(t) - 1 >= MIN_TAIL or t == name for t in tails)
-    if path:
-        assert len(set(shown)) == len(shown), f"paths read the same at {width} columns: {shown}"
+    if path:  # a tail tells its project from every other: it is the end of no other path
+        for c in shown:
+            assert [n for n in names if n == c or (c.startswith("…") and n.endswith(c[1:]))] != [] and len(
+                [n for n in names if n == c or (c.startswith("…") and n.endswith(c[1:]))]) == 1, c
 
 
 def fits(out: str, width: int) -> bool:

@@ -84,15 +84,18 @@ def tail(text: str, width: int) -> str:
     return "…" + end
 
 
-def distinct_tails(paths: list[str], width: int) -> list[str]:
-    """Each path's tail in `width` characters, or longer where two paths would read the same."""
-    out = [tail(p, width) for p in paths]
-    for w in range(width + 1, max(map(len, paths), default=0) + 1):
-        seen: dict[str, set[str]] = {}
-        for p, t in zip(paths, out):
-            seen.setdefault(t, set()).add(p)
-        clashing = {t for t, ps in seen.items() if len(ps) > 1}
-        if not clashing:
-            break
-        out = [tail(p, w) if t in clashing else t for p, t in zip(paths, out)]
-    return out
+def distinct_tails(paths: list[str], width: int, known: tuple[str, ...] = ()) -> list[str]:
+    """Each path's tail in `width` characters, or longer where it would also be the end of another
+    path of `paths` or `known` (`…/services/api` for both `/a/services/api` and `/b/services/api`):
+    no tail is ambiguous."""
+    unique = set(paths) | set(known)
+    out: dict[str, str] = {}
+    for p in set(paths):
+        others = [q for q in unique if q != p]
+        shown = p
+        for w in range(min(width, len(p)), len(p) + 1):
+            shown = tail(p, w)
+            if not shown.startswith("…") or not any(q.endswith(shown[1:]) for q in others):
+                break
+        out[p] = shown
+    return [out[p] for p in paths]

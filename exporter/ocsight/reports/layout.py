@@ -10,7 +10,7 @@ name stays readable); below it a project path becomes its tail of at least `MIN_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.markup import escape
 from rich.table import Table
@@ -40,6 +40,7 @@ class Column:
     kind: str = "number"
     drop: int = 0
     compact: list[str] | None = None
+    known: tuple[str, ...] = ()  # of a path column: other paths its tails must not be the end of
 
     @property
     def plain(self) -> bool:
@@ -99,7 +100,7 @@ def _needed_here(columns: list[Column], compacted: bool, width: int) -> int:
 
 def _settle(col: Column, compacted: bool) -> Column:
     if compacted and col.compact is not None:
-        return Column(col.header, col.compact, col.kind, col.drop)
+        return replace(col, cells=col.compact, compact=None)
     return col
 
 
@@ -109,8 +110,7 @@ def _shorten_paths(columns: list[Column], width: int) -> list[Column]:
     if not paths:
         return columns
     room = max(MIN_TAIL + 1, (width - _others(columns)) // len(paths))
-    return [Column(c.header, distinct_tails(c.cells, room), c.kind, c.drop) if c.kind == "path" else c
-            for c in columns]
+    return [replace(c, cells=distinct_tails(c.cells, room, c.known)) if c.kind == "path" else c for c in columns]
 
 
 def _others(columns: list[Column]) -> int:

@@ -36,8 +36,9 @@ def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float
     """A breakdown; `detailed` names the token types shown in their own columns (as the width allows)."""
     shown = rows if limit is None else rows[:limit]
     drops = DETAILED_DROPS if detailed else OVERVIEW_DROPS
-    columns = [Column(k.capitalize(), [(home_path(r[k]) if k == "project" else str(r[k])) or "-" for r in shown],
-                      "path" if k == "project" else "name") for k in keys]
+    columns = [Column("Project", [home_path(r[k]) or "-" for r in shown], "path",
+                      known=tuple(home_path(r[k]) for r in rows)) if k == "project"
+               else Column(k.capitalize(), [str(r[k]) or "-" for r in shown], "name") for k in keys]
     columns += [counts("Sessions", [r["sessions"] for r in shown], drops["sessions"]),
                 counts("Messages", [r["messages"] for r in shown])]
     columns += [counts(k.replace("_", " ").capitalize(), [r["tokens"][k] for r in shown], drops[k])
@@ -118,7 +119,7 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
         console.print(f"[dim]{unpriced_note(doc['unpriced_models'], doc.get('pricing', {}).get('cost_mode', 'auto'))}"
                       "[/dim]")
     if top_sessions:
-        console.print(_top_sessions(top_sessions, width))
+        console.print(_top_sessions(top_sessions, width, tuple(home_path(r["project"]) for r in doc["by_project"])))
     if doc["by_tool"]:
         tools = doc["by_tool"] if detailed else doc["by_tool"][:15]
         fitted = layout.fit([
@@ -142,14 +143,14 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
         console.print(f"[yellow]Note:[/yellow] {note}")
 
 
-def _top_sessions(nodes: list[dict], width: int) -> Table:
+def _top_sessions(nodes: list[dict], width: int, projects: tuple[str, ...]) -> Table:
     titles = []
     for n in nodes:
         more = n["rollup"]["sessions"] - 1
         titles.append(f"{n['title'] or '(untitled)'}" + (f" (+{counted(more, 'subagent')})" if more else ""))
     fitted = layout.fit([
         Column("Session", titles, "name"),
-        Column("Project", [home_path(n["project"] or "") for n in nodes], "path"),
+        Column("Project", [home_path(n["project"] or "") for n in nodes], "path", known=projects),
         counts("Calls", [n["rollup"]["messages"] for n in nodes]),
         counts("Tokens", [n["rollup"]["tokens"]["total"] for n in nodes]),
         costs([n["rollup"]["cost"] for n in nodes]),
