@@ -143,6 +143,15 @@ def test_monthly_breakdown_shows_whole_model_names(cli, monkeypatch, long_store:
     assert fits(r.out, width)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_session_tree_shows_projects_readably(cli, monkeypatch, long_store: Path, width: int):
+    out = run_at(cli, monkeypatch, width, "session", "--limit", "100", "--data-dir", str(long_store)).out
+    words = out.split()
+    shown = sorted({w for w in words if w.startswith(("/", "…/"))})
+    readable(shown, [p for p in PROJECTS if any(w == p or p.endswith(w[1:]) for w in shown)], width, True)
+    assert len(shown) == len(PROJECTS)
+
+
 def test_a_wide_terminal_shows_every_token_type_and_a_narrow_one_says_what_it_left_out(cli, monkeypatch,
                                                                                         long_store: Path):
     wide = run_at(cli, monkeypatch, 200, "stats", "--data-dir", str(long_store)).out

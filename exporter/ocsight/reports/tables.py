@@ -10,7 +10,7 @@ from rich.tree import Tree
 
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.reports import layout
-from ocsight.reports.format import PARTIAL, counted, home_path, money, short_path
+from ocsight.reports.format import PARTIAL, counted, distinct_tails, home_path, money
 from ocsight.reports.layout import FULL_NAMES, Column, costs, counts, notes
 
 PERIOD_TITLES = {"day": "Daily usage", "week": "Weekly usage (weeks start on Monday)", "month": "Monthly usage"}
@@ -59,14 +59,11 @@ def _when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def _label(node: dict, width: int) -> str:
+def _label(node: dict, project: str) -> str:
     r = node["rollup"]
     own = money(node["cost"])
     rolled = f", with subagents {money(r['cost'])}, {counted(r['tokens']['total'], 'token')}" if node["children"] else ""
     title = escape(node["title"] or "(untitled)")
-    project = home_path(node["project"] or "")
-    if width < FULL_NAMES:
-        project = short_path(project, max(layout.MIN_TAIL + 1, width // 2))
     errors = node["errors"]
     return (f"[bold]{title}[/bold] [dim]{node['id']} {_when(node['time_created'])} {escape(project)}[/dim]\n"
             f"{counted(node['messages'], 'call')}, {counted(node['tokens']['total'], 'token')}, {own}{rolled}; "
@@ -80,9 +77,13 @@ def sessions_tree(roots: list[dict], limit: int, width: int = FULL_NAMES) -> Tre
                else f"{n:,}, newest first, each with its subagents" if n <= limit
                else f"the newest {limit:,} of {n:,}, each with its subagents")
     tree = Tree(f"[bold]Sessions[/bold]: {heading}")
+    projects = sorted({home_path(n["project"] or "") for n in _nodes(roots)})
+    # below FULL_NAMES a project is its tail, in half the width, and the end of no other project's path
+    shown = (distinct_tails(projects, max(layout.MIN_TAIL + 1, width // 2)) if width < FULL_NAMES else projects)
+    as_shown = dict(zip(projects, shown))
 
     def add(parent: Tree, node: dict) -> None:
-        branch = parent.add(_label(node, width))
+        branch = parent.add(_label(node, as_shown[home_path(node["project"] or "")]))
         for child in node["children"]:
             add(branch, child)
 
@@ -91,10 +92,11 @@ def sessions_tree(roots: list[dict], limit: int, width: int = FULL_NAMES) -> Tre
     return tree
 
 
+def _nodes(nodes: list[dict]) -> list[dict]:
+    """Every session of these trees."""
+    return [x for n in nodes for x in (n, *_nodes(n["children"]))]
+
+
 def models_in(nodes: list[dict]) -> set[str]:
     """The `provider/model` names used in these session trees."""
-    out: set[str] = set()
-    for n in nodes:
-        out.update(n["models"])
-        out |= models_in(n["children"])
-    return out
+    return {m for n in _nodes(nodes) for m in n["models"]}
