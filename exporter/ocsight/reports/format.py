@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ocsight.normalise import TOKEN_KEYS
-
-FULL = TOKEN_KEYS
-COMPACT = ("input", "output")  # the live view's token columns below WIDE
-WIDE = 120
+MIN_TAIL = 12  # the characters of a path's tail kept at least (behind `…`)
 UNKNOWN = "—"  # a cost no price source knows
 PARTIAL = "≥"  # a cost that leaves out unpriced messages: the true cost is at least this
 
@@ -74,12 +70,12 @@ def short_path(path: str, width: int = 28) -> str:
 
 def tail(text: str, width: int) -> str:
     """The end of `text` in `width` characters behind `…`, starting at a `/` when that keeps at least
-    12 of them."""
+    `MIN_TAIL` of them."""
     if len(text) <= width:
         return text
     end = text[-(width - 1):]
     cut = end.find("/", 1)
-    if cut != -1 and len(end) - cut >= 12:
+    if cut != -1 and len(end) - cut >= MIN_TAIL:
         end = end[cut:]
     return "…" + end
 

@@ -2,10 +2,10 @@
 
 Names (providers, models, agents, project paths) are what a reader looks a row up by, so they give
 way last. While a table is wider than the terminal, it drops its least important columns and
-writes its token counts compactly (12.3k, 1.23M), in the order the caller gives. When that is not
-enough, names are shortened: from `FULL_NAMES` columns up they wrap onto a second line (the full
-name stays readable); below it a project path becomes its tail of at least `MIN_TAIL` characters
-(distinct between rows), and an ID wraps.
+writes its counts compactly (123k, 1.23M), in the order the caller gives. When that is not enough,
+names are shortened: from `FULL_NAMES` columns up they wrap onto a second line (the full name
+stays readable); below it a project path becomes its tail of at least `MIN_TAIL` characters (the
+end of no other project's path), and an ID wraps.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ocsight.reports.format import compact_number, distinct_tails, money, tokens
+from ocsight.reports.format import MIN_TAIL, compact_number, distinct_tails, money, tokens
 
 FULL_NAMES = 100  # from this width up, names are never shortened
-MIN_TAIL = 12  # the characters of a path's tail kept at least (behind `…`)
 PATH_ROOM = 25  # below FULL_NAMES, a path's tail of this many characters is enough
 NAME_ROOM = 16  # a name that wraps keeps at least this many characters a line
 BORDERS = 3  # a column's padding and its border, in a box table
@@ -49,7 +48,7 @@ class Column:
 
 @dataclass(frozen=True)
 class Fitted:
-    """The columns shown and how: which went, whether counts are compact, the width all would need."""
+    """The columns shown and how: which went, which are compact, the width all would need."""
 
     columns: list[Column]
     dropped: list[str] = field(default_factory=list)
@@ -119,9 +118,9 @@ def _others(columns: list[Column]) -> int:
             + sum(min(natural(c), NAME_ROOM) for c in columns if c.kind == "name"))
 
 
-def table(fitted: Fitted, title: str | None = None, **options: object) -> Table:
+def table(fitted: Fitted, title: str) -> Table:
     """A rich table of fitted columns: numbers right-aligned on one line, names wrapping whole."""
-    t = Table(title=title, title_justify="left", title_style="bold", **options)  # type: ignore[arg-type]
+    t = Table(title=title, title_justify="left", title_style="bold")
     paths = [c for c in fitted.columns if c.kind == "path"]
     path_room = (fitted.width - _others(fitted.columns)) // len(paths) if paths else 0
     for c in fitted.columns:

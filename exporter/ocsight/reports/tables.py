@@ -10,7 +10,7 @@ from rich.tree import Tree
 
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.reports import layout
-from ocsight.reports.format import PARTIAL, counted, distinct_tails, home_path, money
+from ocsight.reports.format import MIN_TAIL, PARTIAL, counted, distinct_tails, home_path, money
 from ocsight.reports.layout import FULL_NAMES, Column, costs, counts, notes
 
 PERIOD_TITLES = {"day": "Daily usage", "week": "Weekly usage (weeks start on Monday)", "month": "Monthly usage"}
@@ -79,7 +79,7 @@ def sessions_tree(roots: list[dict], limit: int, width: int = FULL_NAMES) -> Tre
     tree = Tree(f"[bold]Sessions[/bold]: {heading}")
     projects = sorted({home_path(n["project"] or "") for n in _nodes(roots)})
     # below FULL_NAMES a project is its tail, in half the width, and the end of no other project's path
-    shown = (distinct_tails(projects, max(layout.MIN_TAIL + 1, width // 2)) if width < FULL_NAMES else projects)
+    shown = (distinct_tails(projects, max(MIN_TAIL + 1, width // 2)) if width < FULL_NAMES else projects)
     as_shown = dict(zip(projects, shown))
 
     def add(parent: Tree, node: dict) -> None:
