@@ -289,3 +289,24 @@ def test_the_demo_shows_its_projects_as_home_paths_and_names_no_file(cli, monkey
         assert "the bundled demo store" in out.splitlines()[1]
         projects = cells(out, "By project", "Project")
         readable(projects, ["/home/dev/webshop", "/home/dev/api-server"], width, True)
+
+
+@pytest.mark.parametrize("corpus", ["opencode-1.18", "opencode-1.1"])
+def test_moving_a_recorded_store_out_of_its_sandbox_changes_its_paths_and_no_number(cli, tmp_path: Path,
+                                                                                    corpus: str):
+    """What `tests/record.py` does to the demo store after recording it, on a database and on a legacy tree."""
+    import shutil
+
+    import record
+    from corpus import store_dir
+
+    store = tmp_path / "store"
+    shutil.copytree(store_dir(corpus), store)
+    before = stats(cli, "--data-dir", str(store), "--no-cache")
+    assert record.relocate(store, "/tmp/ocsight-record/home/", "/home/") > 0
+    after = stats(cli, "--data-dir", str(store), "--no-cache")
+    moved = json.loads(json.dumps(before).replace("/tmp/ocsight-record/home/", "/home/"))
+    assert {k: v for k, v in after.items() if k != "source"} == {k: v for k, v in moved.items() if k != "source"}
+    assert after["source"]["records"] == before["source"]["records"]
+    assert after["source"]["skipped"] == before["source"]["skipped"]
+    assert {p["project"] for p in after["by_project"]} == {"/home/dev/webshop", "/home/dev/api-server"}
