@@ -143,6 +143,16 @@ def test_monthly_breakdown_shows_whole_model_names(cli, monkeypatch, long_store:
     assert fits(r.out, width)
 
 
+def test_piped_output_is_fitted_to_80_columns(monkeypatch, long_store: Path):
+    from conftest import run_ocsight
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    r = run_ocsight("stats", "--data-dir", str(long_store))  # stdout is a pipe: rich assumes 80 columns
+    assert r.code == 0, r.err
+    assert fits(r.out, 80) and not fits(r.out, 79)
+    readable(cells(r.out, "By project", "Project"), PROJECTS, 80, True)
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_the_session_tree_shows_projects_readably(cli, monkeypatch, long_store: Path, width: int):
     out = run_at(cli, monkeypatch, width, "session", "--limit", "100", "--data-dir", str(long_store)).out
