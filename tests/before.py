@@ -18,7 +18,9 @@ points, and the resource's `service.instance.id`, `service.version`, `host.name`
 `telemetry.sdk.version` (the OpenTelemetry SDK installed).
 This is a one-time check for the redesign; later issues that change numbers on purpose update or
 retire it. Issue 26 updated it once: the generated store's turns cut off mid-stream are now sent as
-interrupted spans (68 spans more; nothing else changed).
+interrupted spans (68 spans more; nothing else changed). Issue 28 updated it again: the message
+export's new `unpriced` column (with an empty cost for those messages), Markdown totals that say
+what no price covers, and the demo store's paths moved out of the recording sandbox; no number changed.
 """
 
 from __future__ import annotations

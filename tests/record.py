@@ -11,7 +11,8 @@ A corpus directory holds `store/` (the data directory: `opencode.db` and/or `sto
 `requests.jsonl` (the mock's log of every request, tagged with the OpenCode version that sent it),
 `opencode.json` (the config OpenCode ran with: providers, models, prices) and `manifest.json`.
 The `upgrade-1.1-1.15` store is written to the package's demo directory instead (with the config,
-whose custom providers price it): it is the demo store `ocsight analyze --demo` shows.
+whose custom providers price it): it is the demo store `ocsight analyze --demo` shows, its paths
+moved out of the recording sandbox (`/home/dev/webshop`, see `relocate`).
 
 Usage: `python tests/record.py [CORPUS ...] [--out DIR]`.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -89,6 +91,33 @@ def first_session(store: Path) -> str:
     return roots[0]["id"]
 
 
+def relocate(store: Path, old: str, new: str) -> int:
+    """Rewrites a path prefix in every string of a store (the database's text values and the legacy
+    tree's JSON files), so that the demo's projects read `/home/dev/webshop`, not the recording
+    sandbox's `/tmp/ocsight-record/home/dev/webshop`. Only strings change: every token count, cost
+    and time stays as OpenCode wrote it. Returns the values and files changed."""
+    changed = 0
+    db = store / "opencode.db"
+    if db.exists():
+        con = sqlite3.connect(db)
+        with con:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                "AND name NOT LIKE 'sqlite_%'")]
+            for table in tables:
+                for col in [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]:
+                    changed += con.execute(
+                        f'UPDATE "{table}" SET "{col}" = replace("{col}", ?, ?) '
+                        f'WHERE typeof("{col}") = \'text\' AND instr("{col}", ?) > 0', (old, new, old)).rowcount
+        con.execute("VACUUM")  # no copy of the old strings left in free pages
+        con.close()
+    for path in sorted((store / "storage").rglob("*.json")) if (store / "storage").is_dir() else []:
+        text = path.read_text()
+        if old in text:
+            path.write_text(text.replace(old, new))
+            changed += 1
+    return changed
+
+
 def record(name: str, out: Path) -> Path:
     target = out / name
     store = store_dir(name) if out == CORPORA_DIR else target / "store"
@@ -127,6 +156,7 @@ def record(name: str, out: Path) -> Path:
     (target / "opencode.json").write_text(config_text + "\n")
     if name == DEMO_CORPUS:
         (store / "opencode.json").write_text(config_text + "\n")
+        relocate(store, f"{root / 'home'}/", "/home/")
     manifest = {"corpus": name, "phases": [{"phase": p, "opencode": harness.VERSIONS[p.split("-")[0]]}
                                             for p in CORPORA[name]],
                 "script": SCRIPT, "api_script": API_SCRIPT,

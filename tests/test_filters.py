@@ -279,5 +279,5 @@ def test_export_to_a_file_says_what_it_selected(cli, mixed_store, tmp_path: Path
 def test_a_window_without_usage_is_one_line_instead_of_empty_tables(cli, mixed_store, command):
     r = cli(command, "--until", "2001-01-01", "--provider", "openai", "--data-dir", str(mixed_store))
     assert r.code == 0, r.err
-    assert r.out.strip().splitlines()[-1] == "No usage (up to 2001-01-01 · provider openai)."
+    assert r.out.strip().splitlines()[-1] == "No usage: up to 2001-01-01 · provider openai."
     assert not any(box in r.out for box in "┏│━"), r.out

@@ -285,18 +285,22 @@ def _period_command(grain: str, name: str, example: str) -> None:
         run = Run(kw)
         with run.index() as idx:
             rows = documents.periods_json(idx.reader.periods(run.filters, run.cost_mode, grain, run.tz, breakdown))
+            unpriced = (documents.unpriced_json(idx.reader, run.filters, run.cost_mode)
+                        if not as_json and any(p["cost"]["unpriced_messages"] for p in rows) else [])
         if as_json:
             _emit_json({"period": grain, "filters": run.filters.description, "cost_mode": run.cost_mode,
                         "periods": rows})
             return
         from ocsight.reports import tables
+        from ocsight.reports.format import unpriced_note
 
         console = run.console()
         if not rows:
             console.print(run.no_usage, markup=False)
             return
         console.print(run.window, style="dim", markup=False)
-        console.print(tables.periods_table(rows, grain, breakdown, console.width))
+        note = unpriced_note(unpriced, run.cost_mode) if unpriced else None
+        console.print(tables.periods_table(rows, grain, breakdown, console.width, note))
 
 
 _period_command("day", "daily", "ocsight daily --days 14")
@@ -326,6 +330,8 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
     run = Run(kw)
     with run.index() as idx:
         roots = documents.session_trees(idx.reader.sessions(run.filters, run.cost_mode))
+        unpriced = (documents.unpriced_json(idx.reader, run.filters, run.cost_mode)
+                    if not as_json and any(r["rollup"]["cost"]["unpriced_messages"] for r in roots) else [])
     if session_id:
         found = documents.find_session(roots, session_id)
         if found is None:
@@ -337,13 +343,18 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
                     "total_sessions": len(roots)})
         return
     from ocsight.reports import tables
+    from ocsight.reports.format import unpriced_note
 
     console = run.console()
     if not roots:
         console.print(run.no_usage, markup=False)
         return
     console.print(run.window, style="dim", markup=False)
-    console.print(tables.sessions_tree(roots, limit or run.settings.session_limit))
+    console.print(tables.sessions_tree(roots, limit or run.settings.session_limit, console.width))
+    models = tables.models_in(shown)
+    unpriced = [u for u in unpriced if f"{u['provider']}/{u['model']}" in models]
+    if unpriced:
+        console.print(f"[dim]{unpriced_note(unpriced, run.cost_mode)}[/dim]")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -243,5 +243,5 @@ def describe(d: dict[str, Any]) -> str:
 
 
 def no_usage(d: dict[str, Any]) -> str:
-    """The line a report prints instead of empty tables: "No usage (last 7 days · provider mockai)."."""
-    return f"No usage ({describe(d)})."
+    """The line a report prints instead of empty tables: "No usage: last 7 days · provider mockai."."""
+    return f"No usage: {describe(d)}."

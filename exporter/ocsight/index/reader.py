@@ -263,6 +263,13 @@ class IndexReader:
                          [(r["error"], r["n"]) for r in errors],
                          unpriced)
 
+    def unpriced_models(self, f: Filters, mode: str) -> list[tuple[str, str, int]]:
+        """(provider, model, messages) of the models whose cost the mode needed but no price source knows,
+        the most messages first (`Breakdown.unpriced` without the rest of a breakdown)."""
+        by_model = self._grouped(f, mode, {"provider": "c.provider", "model": "c.model"})
+        return sorted(((g.key[0], g.key[1], g.usage.unpriced) for g in by_model if g.usage.unpriced > 0),
+                      key=lambda u: (-u[2], u[0], u[1]))
+
     def _grouped(self, f: Filters, mode: str, keys: dict[str, str], joined: bool = False) -> list[Grouped]:
         """Assistant usage grouped by `keys` (name: SQL over a cube row `c`, and with `joined` its
         session `s` and project `p`), the costliest first."""

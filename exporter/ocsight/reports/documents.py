@@ -64,6 +64,11 @@ def breakdown_json(b: Breakdown) -> Doc:
     }
 
 
+def unpriced_json(reader: IndexReader, filters: Filters, mode: str) -> list[Doc]:
+    """The `unpriced_models` block alone (for reports that show no breakdown by model)."""
+    return [{"provider": p, "model": m, "messages": n} for p, m, n in reader.unpriced_models(filters, mode)]
+
+
 def source_json(idx: Index) -> Doc:
     """Where the records came from and what was skipped (the `source` block)."""
     reader = idx.reader
@@ -75,7 +80,8 @@ def source_json(idx: Index) -> Doc:
     notes = list(dict.fromkeys(idx.notes))
     orphans = reader.messages_without_session()
     if orphans:
-        notes.append(f"{orphans} messages have no session record; they are counted under project '(unknown)'")
+        notes.append(f"{orphans:,} message{' has' if orphans == 1 else 's have'} no session record; "
+                     "counted under project '(unknown)'")
     return {
         "data_dirs": [str(p) for p in idx.sources.data_dirs],
         "databases": [str(p) for p in idx.sources.databases],

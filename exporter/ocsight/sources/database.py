@@ -194,7 +194,8 @@ class OpenCodeDatabase:
             ).fetchone()[0]
             if v2_rows:
                 out.problems.append(("opencode-2.x-tables",
-                                     f"{v2_rows} rows with usage in OpenCode 2.x tables (not read by this ocsight)"))
+                                     f"{v2_rows:,} row{'' if v2_rows == 1 else 's'} with usage in OpenCode 2.x "
+                                     "tables (not read by this ocsight)"))
         if not self.readable:
             missing = ", ".join(sorted(REQUIRED_TABLES - self.tables))
             reason = f"not an OpenCode 1.x database (no table {missing})"

@@ -237,7 +237,7 @@ class Sidecar:
                     raise
                 if not acknowledged:
                     self.failures += 1
-                    raise ExportFailed(f"{self.endpoint} did not acknowledge {len(todo) - i} spans")
+                    raise ExportFailed(f"{self.endpoint} did not acknowledge {_counted(len(todo) - i, 'span')}")
                 self.checkpoint.mark([(s.record, session_of.get(s.record, "")) for s in batch])
             by_id = {m.id: m for m in recs.messages}
             tools = {t.id: t for t in recs.tool_calls}
@@ -325,7 +325,7 @@ class Sidecar:
                         backoff = 0.0
                         due = False
                         if n:
-                            log.info("sent %d spans (%d in all)", n, self.exported)
+                            log.info("sent %s (%s in all)", _counted(n, "span"), f"{self.exported:,}")
                     except Stopping:
                         break
                     except (ExportFailed, OcsightError) as e:
@@ -451,7 +451,11 @@ def _chunks(family: set[str], parent: dict[str, str | None], size: int) -> Itera
 
 
 def _records(n: int) -> str:
-    return f"{n:,} record{'' if n == 1 else 's'}"
+    return _counted(n, "record")
+
+
+def _counted(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def _metric_interval() -> float:
