@@ -38,6 +38,9 @@ _COST_MODE = click.option("--cost-mode", type=click.Choice(["auto", "stored", "c
                                "stored costs; calculate: estimate every message from prices.")
 _PRICES = click.option("--prices", metavar="FILE", help="Price overrides (TOML or JSON, models.dev cost keys).")
 _TIMEZONE = click.option("--timezone", "-z", metavar="TZ", help="IANA time zone for day boundaries (default: local).")
+_FORK_COPIES = click.option("--include-fork-copies", is_flag=True,
+                            help="Count the messages a fork copied from its source session again, as OpenCode "
+                                 "does (default: once, where they were made).")
 
 
 def _source_options(fn: Callable) -> Callable:
@@ -48,6 +51,7 @@ def _source_options(fn: Callable) -> Callable:
                      help="Read everything afresh; do not use or write the index."),
         _COST_MODE,
         _PRICES,
+        _FORK_COPIES,
         click.option("--days", type=click.IntRange(min=1), help="Only the last N days (today included)."),
         click.option("--since", metavar="DATE", help="From this day (YYYY-MM-DD), inclusive."),
         click.option("--until", metavar="DATE", help="Up to this day (YYYY-MM-DD), inclusive."),
@@ -104,7 +108,7 @@ class Run:
         self.cost_mode: str = st.cost_mode
         self.options = reading.ReadOptions(
             data_dirs=tuple(st.data_dirs), demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
-            prices=st.prices,
+            prices=st.prices, fork_copies=bool(kw.get("include_fork_copies")),
         )
         self._checked = False  # the filters' names were found in the store (checked once: `live` reopens)
 
@@ -449,6 +453,7 @@ def live(interval: float | None, once: bool, **kw: Any) -> None:
               help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf).")
 @click.option("--include-content", is_flag=True, help="Also send tool error texts (never sent by default).")
 @_COST_MODE
+@_FORK_COPIES
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Longest wait between reads while nothing changes (seconds).")
 @click.option("--once", is_flag=True, help="One cycle (backfill and what is finished), then exit.")
@@ -457,8 +462,8 @@ def live(interval: float | None, once: bool, **kw: Any) -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="Also say when each cycle runs, and the OTLP exporters' own errors.")
 def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | None, timezone: str | None,
-          protocol: str | None, include_content: bool, cost_mode: str | None, interval: float, once: bool,
-          prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
+          protocol: str | None, include_content: bool, cost_mode: str | None, include_fork_copies: bool,
+          interval: float, once: bool, prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
     variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured. User, host and instance
@@ -489,7 +494,8 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR if verbose else logging.CRITICAL)
     if verbose:
         logging.getLogger("ocsight.watch").setLevel(logging.DEBUG)
-    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone})
+    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone,
+               "include_fork_copies": include_fork_copies})
     since_ms = filters.make_filters(since=since, timezone=run.settings.timezone).since_ms if since else None
     st = run.settings
     opts = WatchOptions(read=run.options, protocol=otlp.protocol(protocol), backfill=backfill or since is not None,
@@ -520,12 +526,13 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
 @_COST_MODE
 @_PRICES
 @_TIMEZONE
+@_FORK_COPIES
 @click.option("--http", is_flag=True, help="Serve streamable HTTP instead of stdio.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --http: the address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True,
               help="With --http: the port to listen on.")
 def mcp(data_dirs: tuple[str, ...], demo: bool, cost_mode: str | None, prices: str | None, timezone: str | None,
-        http: bool, host: str, port: int) -> None:
+        include_fork_copies: bool, http: bool, host: str, port: int) -> None:
     """An MCP server that answers usage questions (tokens, cost, sessions) for OpenCode or any MCP client.
 
     Tools: usage_summary, top_sessions, provider_trends, session_details, refresh_index. Resources:
@@ -543,7 +550,8 @@ def mcp(data_dirs: tuple[str, ...], demo: bool, cost_mode: str | None, prices: s
     from ocsight.mcp.service import Config
     from ocsight.sources import locate
 
-    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "prices": prices, "timezone": timezone})
+    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "prices": prices, "timezone": timezone,
+               "include_fork_copies": include_fork_copies})
     try:
         locate.locate(run.options.data_dirs, demo=run.demo)
     except NoData:

@@ -86,6 +86,7 @@ class Message:
     estimated_usd: float | None  # from prices; None when no price source knows the model
     steps: int  # its step records read (every session's, or OpenCode 0.x sessions' alone)
     time_updated: int | None = None  # OpenCode's last write of it (a database's; unknown in a legacy tree)
+    fork_copy: bool = False  # a copy a fork made of another session's message (`ocsight.normalise`)
 
     def is_estimated(self, mode: str = "auto") -> bool:
         """Whether the cost mode takes ocsight's estimate rather than OpenCode's stored cost."""

@@ -148,3 +148,39 @@ def cost_pico(value: object) -> int | None:
     pico = float(number) * 1e12
     whole = pico if pico >= _WHOLE else math.floor(pico + 0.5)
     return min(int(whole), MAX_COUNT)
+
+
+# -- fork copies --------------------------------------------------------------------------------------
+#
+# OpenCode's fork (`opencode run --fork`, the TUI's fork, `POST /session/{id}/fork`) copies the source
+# session's messages into a new session under new IDs, keeping everything else: `time.created`,
+# tokens, cost. The provider billed that usage once. A message ID is `msg_` and 12 hex digits of
+# (milliseconds * 0x1000 + counter) modulo 2**48, made when the message is: an original's ID time is
+# within a few milliseconds of its `time.created`, a copy's is when the fork was made. The rule: among
+# messages alike in everything a copy keeps (`FORK_PRINT`), the one whose ID was made soonest after its
+# creation counts (the original, or the earliest copy when the original is gone); the others are fork
+# copies, set aside. A message whose ID is that close to its creation time is never a copy.
+
+ID_TIME_MODULUS_MS = 1 << 36  # the milliseconds an ID's 48 bits hold beside the 12-bit counter
+COPY_LAG_MS = 100  # an ID made later than this after the message's creation: perhaps a copy
+_ASCENDING_ID = re.compile(r"msg_[0-9a-f]{12}")
+# What a copy keeps of its original's message (its ID, session and, for answers, parentID change).
+FORK_PRINT = ("$.role", "$.time.created", "$.time.completed", "$.providerID", "$.modelID", "$.model.providerID",
+              "$.model.modelID", "$.agent", "$.mode", "$.cost", "$.tokens.input", "$.tokens.output",
+              "$.tokens.reasoning", "$.tokens.cache.read", "$.tokens.cache.write", "$.tokens.total",
+              "$.error.name", "$.finish", "$.summary")
+
+
+def id_lag(message_id: str, time_created: object) -> int | None:
+    """Milliseconds from a message's creation to the making of its ID (negative: made just before);
+    None for an ID not of OpenCode's ascending shape or a creation time that is not an integer."""
+    if not _ASCENDING_ID.match(message_id) or type(time_created) is not int:
+        return None
+    lag = ((int(message_id[4:16], 16) >> 12) - time_created) % ID_TIME_MODULUS_MS
+    return lag - ID_TIME_MODULUS_MS if lag >= ID_TIME_MODULUS_MS // 2 else lag
+
+
+def counted_among(alike: list[tuple[int | None, str]]) -> tuple[int | None, str]:
+    """Of messages alike in `FORK_PRINT`, as (ID lag, session ID), the one that counts: the least lag
+    (an ID of another shape as lag 0), then the least session ID."""
+    return min(alike, key=lambda m: (0 if m[0] is None else m[0], m[1]))

@@ -30,6 +30,7 @@ class ReadOptions:
     lean_memory: bool = False  # long-running consumers: a refresh's staged rows spill to temporary files
     cost_mode: str = "auto"
     prices: str | None = None
+    fork_copies: bool = False  # count the copies a fork made as OpenCode does (`--include-fork-copies`)
 
 
 def catalogue_for(opts: ReadOptions) -> Catalogue:
@@ -47,7 +48,8 @@ def open_index(opts: ReadOptions, catalogue: Catalogue | None = None,
     `catalogue`: the price sources (by default those the options name)."""
     catalogue = catalogue or catalogue_for(opts)
     sources = locate.locate(opts.data_dirs, demo=opts.demo)
-    idx = Index.open(sources, use_cache=opts.use_cache, name=opts.index_name, lean=opts.lean_memory)
+    idx = Index.open(sources, use_cache=opts.use_cache, name=opts.index_name, lean=opts.lean_memory,
+                     fork_copies=opts.fork_copies)
     try:
         idx.refresh(catalogue, progress)
     except sqlite3.DatabaseError as e:
@@ -64,7 +66,9 @@ def read_records(idx: Index, sessions: Iterable[str] | None = None, every_step: 
     the session and project records the index holds.
 
     Without `every_step`, model calls are read only where they make their message's tokens
-    (OpenCode 0.x sessions): since 1.0 a message holds its one step's tokens."""
+    (OpenCode 0.x sessions): since 1.0 a message holds its one step's tokens. The copies a fork
+    made of other sessions' messages, with their steps and tool calls, are left out unless the
+    index's readers count them (`Index.fork_copies`): they were no model call."""
     from ocsight.sources import staging  # records are read by few commands
 
     wanted = None if sessions is None else tuple(sorted(set(sessions)))
@@ -92,6 +96,12 @@ def read_records(idx: Index, sessions: Iterable[str] | None = None, every_step: 
         time.sleep(0.05)
     else:
         raise OcsightError("OpenCode's database kept changing while being read; try again")
+    if not idx.fork_copies:
+        copies = {m.id for m in messages if m.fork_copy}
+        if copies:
+            messages = [m for m in messages if not m.fork_copy]
+            steps = [s for s in steps if s.message_id not in copies]
+            tools = [t for t in tools if t.message_id not in copies]
     problems = [s for s in skipped if s[0] == "index"]  # messages that could not be used, by ID
     from_sources = sorted([*idx.reader.source_problems(), *(s for s in skipped if s[0] != "index")])
     return Records(idx.reader.project_records(wanted), idx.reader.session_records(wanted), messages, steps, tools,

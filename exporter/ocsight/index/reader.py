@@ -7,6 +7,8 @@ none of them names a table. Counting rules (documented in the README under `stat
 - `sessions` are distinct sessions with at least one counted message; a subagent session is one with
   a parent session;
 - tokens are the normalised disjoint counts (`ocsight.normalise`);
+- a copy a fork made of another session's message is set aside (counted once, where it was
+  made), unless the reader is asked to count fork copies as OpenCode does (`ocsight.normalise`);
 - cost follows the cost mode: `stored` is what OpenCode recorded, `estimated` what ocsight calculated
   from prices, both in integer picodollars; `unpriced` counts messages with tokens whose cost the
   mode needed but no price source knows.
@@ -229,8 +231,13 @@ def period_of(grain: str, tz: dt.tzinfo | None) -> Callable[[int], str]:
 class IndexReader:
     """Typed queries over the index (on its connection; the index refreshes before they are asked)."""
 
-    def __init__(self, con: sqlite3.Connection) -> None:
+    def __init__(self, con: sqlite3.Connection, fork_copies: bool = False) -> None:
+        """`fork_copies`: count the copies a fork made as OpenCode does, rather than set them aside."""
         self.con = con
+        self.fork_copies = fork_copies
+        # the cubes' rows that count (a subquery SQLite flattens into each query)
+        self._usage = "usage_cube" if fork_copies else "(SELECT * FROM usage_cube WHERE NOT fork_copy)"
+        self._tools = "tool_cube" if fork_copies else "(SELECT * FROM tool_cube WHERE NOT fork_copy)"
 
     def close(self) -> None:
         self.con.close()
@@ -280,7 +287,7 @@ class IndexReader:
         numbers = ", ".join(str(n + 1) for n in range(len(keys)))
         rows = self._rows(
             f"SELECT {cols}, {usage_columns(mode)} "
-            f"{CUBE_FROM.format(cube='usage_cube') if joined else 'FROM usage_cube c'} "
+            f"{CUBE_FROM.format(cube=self._usage) if joined else f'FROM {self._usage} c'} "
             f"WHERE {clause} AND c.role = 'assistant' GROUP BY {numbers} "
             f"ORDER BY {stored} + {est} DESC, sum(c.input + c.output + c.reasoning + c.cache_read + c.cache_write) "
             f"DESC, {numbers}", args)
@@ -289,7 +296,7 @@ class IndexReader:
     def _usage_by(self, f: Filters, mode: str) -> tuple[Usage, list[Grouped], list[Grouped], list[Grouped]]:
         """All assistant usage, by provider, by model and by agent."""
         clause, args = where(f)
-        cube = _from_filtered("usage_cube", f)
+        cube = _from_filtered(self._usage, f)
         (everything,) = self._rows(f"SELECT {usage_columns(mode, empty=0)} {cube} WHERE {clause} "
                                    "AND c.role = 'assistant'", args)
         return (
@@ -303,10 +310,10 @@ class IndexReader:
         """Usage by project, tool calls, errors, and the session and message counts."""
         clause, args = where(f)
         tools = self._rows(
-            f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_from_filtered('tool_cube', f)} "
+            f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_from_filtered(self._tools, f)} "
             f"WHERE {clause} GROUP BY c.tool ORDER BY calls DESC, c.tool", args)
         errors = self._rows(
-            f"SELECT c.error, sum(c.messages) AS n {_from_filtered('usage_cube', f)} WHERE {clause} "
+            f"SELECT c.error, sum(c.messages) AS n {_from_filtered(self._usage, f)} WHERE {clause} "
             f"AND c.role = 'assistant' AND c.error IS NOT NULL GROUP BY c.error ORDER BY n DESC, c.error", args)
         (counts,) = self._rows(
             "SELECT count(DISTINCT c.session_id) AS sessions, "
@@ -314,7 +321,7 @@ class IndexReader:
             "coalesce(sum(CASE WHEN c.role = 'user' THEN c.messages END), 0) AS user, "
             "coalesce(sum(CASE WHEN c.role = 'assistant' THEN c.messages END), 0) AS assistant, "
             "coalesce(sum(CASE WHEN c.role = 'assistant' AND c.error IS NOT NULL THEN c.messages END), 0) AS errors "
-            f"{CUBE_FROM.format(cube='usage_cube')} WHERE {clause}", args)
+            f"{CUBE_FROM.format(cube=self._usage)} WHERE {clause}", args)
         return self._grouped(f, mode, {"project": PROJECT_SQL}, joined=True), tools, errors, counts
 
     def periods(self, f: Filters, mode: str, grain: str, tz: dt.tzinfo | None,
@@ -325,7 +332,7 @@ class IndexReader:
         self.con.create_function("ocsight_period", 1, period_of(grain, tz), deterministic=True)
         clause, args = where(f)
         usage = usage_columns(mode)
-        base = f"{CUBE_FROM.format(cube='usage_cube')} WHERE {clause} AND c.role = 'assistant'"
+        base = f"{CUBE_FROM.format(cube=self._usage)} WHERE {clause} AND c.role = 'assistant'"
         rows = self._rows(f"SELECT ocsight_period(c.bucket) AS period, {usage} {base} GROUP BY 1 ORDER BY 1", args)
         models: dict[str, list[Grouped]] = {}
         if breakdown:
@@ -344,10 +351,10 @@ class IndexReader:
                 sum(CASE WHEN c.error IS NOT NULL THEN c.messages ELSE 0 END) AS errors,
                 group_concat(DISTINCT c.provider || '/' || c.model) AS models,
                 group_concat(DISTINCT c.agent) AS agents
-            {CUBE_FROM.format(cube='usage_cube')} WHERE {clause} AND c.role = 'assistant'
+            {CUBE_FROM.format(cube=self._usage)} WHERE {clause} AND c.role = 'assistant'
             GROUP BY c.session_id""", args)
         tools = dict(self.con.execute(
-            f"SELECT c.session_id, sum(c.calls) {_from_filtered('tool_cube', f)} WHERE {clause} GROUP BY 1", args
+            f"SELECT c.session_id, sum(c.calls) {_from_filtered(self._tools, f)} WHERE {clause} GROUP BY 1", args
         ).fetchall())
         return [SessionUsage(r["id"], bool(r["has_record"]), r["parent_id"], r["title"], r["version"],
                              r["time_created"], r["project"],
@@ -374,7 +381,7 @@ class IndexReader:
             con.execute(
                 f"""INSERT INTO temp.ocsight_node SELECT c.session_id, s.parent_id, s.id IS NOT NULL, s.time_created,
                     {stored} + {est}, sum({tokens}), NULL
-                {CUBE_FROM.format(cube='usage_cube')} WHERE {clause} AND c.role = 'assistant' GROUP BY c.session_id""",
+                {CUBE_FROM.format(cube=self._usage)} WHERE {clause} AND c.role = 'assistant' GROUP BY c.session_id""",
                 args)
             con.execute("UPDATE temp.ocsight_node SET up = parent WHERE parent IN "
                         "(SELECT id FROM temp.ocsight_node WHERE known)")
@@ -397,7 +404,7 @@ class IndexReader:
 
     def latest_session(self) -> str | None:
         """The session of the most recent model call or message (the one a live view follows)."""
-        row = self.con.execute("SELECT s.id FROM session s JOIN usage_cube c ON c.session_id = s.id "
+        row = self.con.execute(f"SELECT s.id FROM session s JOIN {self._usage} c ON c.session_id = s.id "
                                "ORDER BY c.bucket DESC, s.time_updated DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
@@ -408,7 +415,7 @@ class IndexReader:
 
         Models are listed as `provider/model`, then as bare IDs. Sessions are the newest first; the
         rest are sorted. Projects match `prefix` anywhere in their path, the rest at the start."""
-        usage = ("FROM usage_cube c LEFT JOIN session s ON s.id = c.session_id "
+        usage = (f"FROM {self._usage} c LEFT JOIN session s ON s.id = c.session_id "
                  "LEFT JOIN project p ON p.id = s.project_id WHERE c.role = 'assistant'")
         values: list[str]
         if dim == "provider":
@@ -423,7 +430,7 @@ class IndexReader:
         elif dim == "session":
             escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             values = [r[0] for r in self.con.execute(
-                "SELECT c.session_id FROM usage_cube c LEFT JOIN session s ON s.id = c.session_id "
+                f"SELECT c.session_id FROM {self._usage} c LEFT JOIN session s ON s.id = c.session_id "
                 "WHERE c.role = 'assistant' AND c.session_id LIKE ? ESCAPE '\\' GROUP BY c.session_id "
                 "ORDER BY max(s.time_created) DESC, c.session_id LIMIT ?", (escaped, limit or -1))]
         else:
@@ -475,9 +482,14 @@ class IndexReader:
         return RecordCounts(
             con.execute("SELECT count(*) FROM project").fetchone()[0],
             con.execute("SELECT count(*) FROM session").fetchone()[0],
-            con.execute("SELECT coalesce(sum(messages), 0) FROM usage_cube").fetchone()[0],
-            con.execute("SELECT coalesce(sum(calls), 0) FROM tool_cube").fetchone()[0],
+            con.execute(f"SELECT coalesce(sum(messages), 0) FROM {self._usage}").fetchone()[0],
+            con.execute(f"SELECT coalesce(sum(calls), 0) FROM {self._tools}").fetchone()[0],
         )
+
+    def fork_copies_found(self) -> int:
+        """Messages that are copies a fork made of another session's (counted only with `fork_copies`)."""
+        return int(self.con.execute(
+            "SELECT coalesce(sum(messages), 0) FROM usage_cube WHERE fork_copy").fetchone()[0])
 
     def skipped(self) -> list[tuple[str, str, str]]:
         """Every record a source could not give: (source, reference, reason), sorted."""
@@ -496,14 +508,14 @@ class IndexReader:
 
     def messages_without_session(self) -> int:
         return int(self.con.execute(
-            "SELECT coalesce(sum(messages), 0) FROM usage_cube c WHERE NOT EXISTS (SELECT 1 FROM session s "
+            f"SELECT coalesce(sum(messages), 0) FROM {self._usage} c WHERE NOT EXISTS (SELECT 1 FROM session s "
             "WHERE s.id = c.session_id)").fetchone()[0])
 
     def price_sources(self) -> list[tuple[str, str, str | None]]:
         """(provider, model, where its price came from, None: unpriced) of every model with usage."""
         return [(p, m, s) for p, m, s in self.con.execute(
             "SELECT ps.provider, ps.model, ps.source FROM price_source ps WHERE (ps.provider, ps.model) IN "
-            "(SELECT c.provider, c.model FROM usage_cube c WHERE c.role = 'assistant') ORDER BY 1, 2")]
+            f"(SELECT c.provider, c.model FROM {self._usage} c WHERE c.role = 'assistant') ORDER BY 1, 2")]
 
     def priced_models(self) -> set[tuple[str, str]]:
         """Every model the index has looked a price up for (priced or not)."""
@@ -523,12 +535,12 @@ class IndexReader:
         stored, est, _unpriced = cost_columns(mode)
         return self.con.execute(
             f"SELECT {_LABELS}, sum(c.messages), {', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est} "
-            f"{CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5").fetchall()
+            f"{CUBE_FROM.format(cube=self._usage)} WHERE c.role = 'assistant' GROUP BY 1, 2, 3, 4, 5").fetchall()
 
     def errors_by_labels(self) -> list[tuple[object, ...]]:
         """(provider, model, agent, project, subagent, error type, failed calls)."""
         return self.con.execute(
-            f"SELECT {_LABELS}, c.error, sum(c.messages) {CUBE_FROM.format(cube='usage_cube')} "
+            f"SELECT {_LABELS}, c.error, sum(c.messages) {CUBE_FROM.format(cube=self._usage)} "
             f"WHERE c.role = 'assistant' AND c.error IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6").fetchall()
 
     def sessions_by_labels(self) -> list[tuple[object, ...]]:
@@ -539,19 +551,19 @@ class IndexReader:
                 SELECT c.provider, c.model, c.agent, {PROJECT_SQL} AS project, s.parent_id IS NOT NULL AS subagent,
                     row_number() OVER (PARTITION BY c.session_id
                         ORDER BY c.bucket, c.provider, c.model, c.agent, c.error) AS n
-                {CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant')
+                {CUBE_FROM.format(cube=self._usage)} WHERE c.role = 'assistant')
             WHERE n = 1 GROUP BY 1, 2, 3, 4, 5""").fetchall()
 
     def tools_by_labels(self) -> list[tuple[object, ...]]:
         """(provider, model, project, tool, calls, errors)."""
         return self.con.execute(
             f"SELECT c.provider, c.model, {PROJECT_SQL}, c.tool, sum(c.calls), sum(c.errors) "
-            f"{CUBE_FROM.format(cube='tool_cube')} GROUP BY 1, 2, 3, 4").fetchall()
+            f"{CUBE_FROM.format(cube=self._tools)} GROUP BY 1, 2, 3, 4").fetchall()
 
     def unpriced_by_model(self, mode: str) -> list[tuple[object, ...]]:
         """(provider, model, unpriced calls) of every model with usage."""
         _stored, _est, unpriced = cost_columns(mode)
-        return self.con.execute(f"SELECT c.provider, c.model, {unpriced} FROM usage_cube c "
+        return self.con.execute(f"SELECT c.provider, c.model, {unpriced} FROM {self._usage} c "
                                 "WHERE c.role = 'assistant' GROUP BY 1, 2").fetchall()
 
     def spend_by_project(self, mode: str, since_ms: int) -> list[tuple[str, int]]:
@@ -559,7 +571,7 @@ class IndexReader:
         midnight is one, so day, week and month sums are exact)."""
         stored, est, _unpriced = cost_columns(mode)
         return [(str(p), int(pico or 0)) for p, pico in self.con.execute(
-            f"SELECT {PROJECT_SQL}, {stored} + {est} {CUBE_FROM.format(cube='usage_cube')} "
+            f"SELECT {PROJECT_SQL}, {stored} + {est} {CUBE_FROM.format(cube=self._usage)} "
             "WHERE c.role = 'assistant' AND c.bucket >= ? GROUP BY 1", (since_ms // BUCKET_MS,))]
 
 

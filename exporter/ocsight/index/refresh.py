@@ -101,13 +101,15 @@ class Index:
     """The index for one set of sources; `refresh()` brings it up to date with them."""
 
     def __init__(self, sources: locate.Sources, path: Path | None, lean: bool = False,
-                 workers: int | None = None) -> None:
-        """`workers`: the most stagings a read runs at once (default: one per core)."""
+                 workers: int | None = None, fork_copies: bool = False) -> None:
+        """`workers`: the most stagings a read runs at once (default: one per core); `fork_copies`:
+        its readers count the copies a fork made, as OpenCode does (the index holds them either way)."""
         require_sqlite()
         self.sources = sources
         self.path = path
         self.lean = lean
         self.workers = workers
+        self.fork_copies = fork_copies
         self.notes: list[str] = []
         # What the last refresh found changed: None when it read everything.
         self.touched: set[str] | None = None
@@ -115,13 +117,13 @@ class Index:
         self._scratch: TemporaryDirectory[str] | None = None  # a refresh's staging databases
         self._wal_pending = False
         self.con = self._open()
-        self.reader = IndexReader(self.con)
+        self.reader = IndexReader(self.con, fork_copies)
 
     @classmethod
     def open(cls, sources: locate.Sources, use_cache: bool = True, name: str = "", lean: bool = False,
-             workers: int | None = None) -> Index:
+             workers: int | None = None, fork_copies: bool = False) -> Index:
         if not use_cache:
-            return cls(sources, None, lean, workers)
+            return cls(sources, None, lean, workers, fork_copies)
         path = index_path(sources, name)
         for d in sources.data_dirs:
             if path.resolve().is_relative_to(d.resolve()):
@@ -130,7 +132,7 @@ class Index:
             paths.private_dir(path.parent)  # the index holds session titles: the user's alone
         except OSError as e:
             raise OcsightError(f"cannot create ocsight's cache directory {path.parent}: {e.strerror}") from None
-        return cls(sources, path, lean, workers)
+        return cls(sources, path, lean, workers, fork_copies)
 
     def _open(self) -> sqlite3.Connection:
         if self.path is not None and self.path.exists():
@@ -162,7 +164,7 @@ class Index:
             return None
         con = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=30,
                               check_same_thread=False)
-        return IndexReader(con)
+        return IndexReader(con, self.fork_copies)
 
     @property
     def is_new(self) -> bool:

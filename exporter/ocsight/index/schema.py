@@ -1,13 +1,14 @@
 """The index's tables. The index is a cache: a file of another schema version is rebuilt, not migrated.
 
 It holds sessions, projects and two cubes: valid messages and tool calls summed per session,
-15-minute bucket and dimension (role, provider, model, agent, error; tool). Every real time zone's
+15-minute bucket and dimension (role, provider, model, agent, error; tool), and whether they are
+copies a fork made (`fork_copy`, 1: set aside unless asked for; `ocsight.normalise`). Every real time zone's
 midnight falls on a 15-minute boundary, so day windows in any zone are exact.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = "7"  # bump on any change below
+SCHEMA_VERSION = "8"  # bump on any change below
 
 SCHEMA = [
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID",
@@ -19,9 +20,9 @@ SCHEMA = [
     """CREATE TABLE usage_cube (session_id TEXT, bucket INTEGER, role TEXT, provider TEXT, model TEXT, agent TEXT,
         error TEXT, messages INTEGER, input INTEGER, output INTEGER, reasoning INTEGER, cache_read INTEGER,
         cache_write INTEGER, stored_pico INTEGER, est_zero_pico INTEGER, est_all_pico INTEGER,
-        unpriced_zero INTEGER, unpriced_all INTEGER)""",
+        unpriced_zero INTEGER, unpriced_all INTEGER, fork_copy INTEGER)""",
     """CREATE TABLE tool_cube (session_id TEXT, bucket INTEGER, provider TEXT, model TEXT, agent TEXT, tool TEXT,
-        calls INTEGER, errors INTEGER)""",
+        calls INTEGER, errors INTEGER, fork_copy INTEGER)""",
     # Records a source could not give us: counted and shown; those of a session are redone with it.
     """CREATE TABLE skipped (source TEXT NOT NULL, ref TEXT NOT NULL, reason TEXT NOT NULL, session_id TEXT,
         PRIMARY KEY (source, ref)) WITHOUT ROWID""",

@@ -90,6 +90,10 @@ def source_json(idx: Index) -> Doc:
         "index": str(idx.path) if idx.path else None,
         "records": {"projects": counts.projects, "sessions": counts.sessions, "messages": counts.messages,
                     "tool_calls": counts.tool_calls},
+        # messages a fork copied from another session: set aside (counted once, where they were made)
+        # unless counted as OpenCode counts them (`--include-fork-copies`)
+        "fork_copies": reader.fork_copies_found(),
+        "fork_copies_counted": reader.fork_copies,
         "skipped": {
             "total": len(skipped),
             "by_reason": dict(sorted(by_reason.items())),

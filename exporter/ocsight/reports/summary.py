@@ -116,6 +116,11 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
     summary.add_row("Tokens total", f"[bold]{tokens(tok['total'])}[/bold]")
     summary.add_row("Cache hit ratio", f"{cached / prompt * 100:.1f}%" if prompt else "-")
     _cost_rows(summary, doc)
+    copies = src.get("fork_copies", 0)
+    if copies:
+        # messages a fork copied from its source session: their spend is counted where it was made
+        summary.add_row("Fork copies", f"{counted(copies, 'message')}, "
+                        + ("counted again" if src.get("fork_copies_counted") else "set aside"))
     console.print(summary)
     total = t["cost"]["usd"]
     for title, key, keys in (("By provider", "by_provider", ["provider"]), ("By model", "by_model", ["provider", "model"]),

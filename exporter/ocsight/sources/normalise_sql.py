@@ -7,7 +7,14 @@ before every text, so `x < ''` holds for numbers alone (NULL aside) without a fu
 
 from __future__ import annotations
 
-from ocsight.normalise import CACHE_EXCLUSIVE_PROVIDERS, CACHED_IN_INPUT, DISJOINT, REASONING_IN_OUTPUT, TOKEN_KEYS
+from ocsight.normalise import (
+    CACHE_EXCLUSIVE_PROVIDERS,
+    CACHED_IN_INPUT,
+    DISJOINT,
+    ID_TIME_MODULUS_MS,
+    REASONING_IN_OUTPUT,
+    TOKEN_KEYS,
+)
 
 
 def is_number(expr: str) -> str:
@@ -61,3 +68,13 @@ def cost_pico(expr: str) -> str:
         f"(CASE WHEN {expr} IS NULL THEN 0 "
         f"WHEN {is_number(expr)} AND {expr} >= 0 THEN CAST(round({expr} * 1e12) AS INTEGER) END)"
     )
+
+
+def id_lag(id_expr: str, time_expr: str) -> str:
+    """`normalise.id_lag` over a message ID and its creation time."""
+    hex_digits = " + ".join(f"((instr('0123456789abcdef', substr({id_expr}, {5 + n}, 1)) - 1) << {4 * (11 - n)})"
+                            for n in range(12))
+    mod = ID_TIME_MODULUS_MS
+    raw = f"((((({hex_digits}) >> 12) - {time_expr}) % {mod} + {mod}) % {mod})"
+    shaped = f"{id_expr} GLOB 'msg_{'[0-9a-f]' * 12}*' AND typeof({time_expr}) = 'integer'"
+    return f"(CASE WHEN {shaped} THEN (CASE WHEN {raw} >= {mod // 2} THEN {raw} - {mod} ELSE {raw} END) END)"

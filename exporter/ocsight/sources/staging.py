@@ -97,8 +97,9 @@ TOOL_FILTER = (
 )
 
 USAGE_COLUMNS = ("session_id", "bucket", "role", "provider", "model", "agent", "error", "messages",
-                 *normalise.TOKEN_KEYS, "stored_pico", "est_zero_pico", "est_all_pico", "unpriced_zero", "unpriced_all")
-TOOL_COLUMNS = ("session_id", "bucket", "provider", "model", "agent", "tool", "calls", "errors")
+                 *normalise.TOKEN_KEYS, "stored_pico", "est_zero_pico", "est_all_pico", "unpriced_zero", "unpriced_all",
+                 "fork_copy")
+TOOL_COLUMNS = ("session_id", "bucket", "provider", "model", "agent", "tool", "calls", "errors", "fork_copy")
 
 # What `summarise` leaves in the staging's database for the index: the two cubes' rows (in
 # `USAGE_COLUMNS` and `TOOL_COLUMNS` order), the records that could not be used (source, ref,
@@ -322,7 +323,9 @@ class Staging:
         for kind, columns in (("message", message_columns(job.detail)),
                               ("step", [c for c, _ in self.fields["step"]]),
                               ("tool", [c for c, _ in self.fields["tool"]])):
-            con.execute(f"CREATE TABLE stage_{kind} (rank INTEGER, {', '.join(columns)})")
+            # a message's `fork_copy` is set once every source is staged (`_mark_fork_copies`)
+            extra = ", fork_copy INTEGER NOT NULL DEFAULT 0" if kind == "message" else ""
+            con.execute(f"CREATE TABLE stage_{kind} (rank INTEGER, {', '.join(columns)}{extra})")
         # each session's version, as the index merges them (a database's first), and what it implies
         con.execute("CREATE TABLE session_era (id TEXT PRIMARY KEY, version TEXT, era TEXT, many_steps INTEGER) "
                     "WITHOUT ROWID")
@@ -382,12 +385,48 @@ class Staging:
             for tree in self.job.trees:
                 if self._stage_tree(tree, first):
                     first = False
+            self._mark_fork_copies()
         except sqlite3.DatabaseError as e:
             where = ", ".join(db.path for db in self.job.databases) or "OpenCode's data"
             raise OcsightError(f"cannot read {where}: {explain(e)}") from None
         finally:
             con.execute("COMMIT")
         self._apply_steps()
+
+    def _mark_fork_copies(self) -> None:
+        """Sets `fork_copy` on the staged messages that are copies a fork made (`normalise`'s rule).
+
+        A message whose ID was made well after its creation is looked for in every database, not
+        only in the scope: its original lives in another session, perhaps read long ago. Those alike
+        in `FORK_PRINT` and created in the same millisecond are compared; one scan of each database's
+        messages, and only when the scope holds such a message. Legacy trees (OpenCode <= 1.1) are
+        not looked into."""
+        con = self.con
+        lag = normalise_sql.id_lag("m.id", "m.time_created")
+        con.execute(f"""CREATE TEMP TABLE fork_candidate AS SELECT * FROM (SELECT m.id, m.rank, m.session_id,
+                m.time_created, {lag} AS lag FROM stage_message m LIMIT -1) WHERE lag > {normalise.COPY_LAG_MS}""")
+        if con.execute("SELECT 1 FROM temp.fork_candidate LIMIT 1").fetchone() is None:
+            return
+        paths = ", ".join(f"'{p}'" for p in normalise.FORK_PRINT)
+        con.execute("CREATE TEMP TABLE fork_match (id TEXT, session_id TEXT, lag INTEGER)")
+        for db, alias in self._attached:
+            if not self._has_tables(alias):
+                continue
+            con.execute(
+                f"""INSERT INTO temp.fork_match WITH
+                    cand AS (SELECT c.id, c.time_created, json_extract(r.data, {paths}) AS print
+                        FROM temp.fork_candidate c JOIN {alias}.message r ON r.id = c.id
+                        WHERE c.rank = :rank AND json_valid(r.data)),
+                    near AS (SELECT r.id, r.session_id, r.time_created, r.data FROM {alias}.message r
+                        WHERE r.time_created IN (SELECT time_created FROM cand) AND json_valid(r.data))
+                SELECT cand.id, near.session_id, {normalise_sql.id_lag("near.id", "near.time_created")}
+                FROM cand JOIN near ON near.time_created = cand.time_created AND near.id != cand.id
+                WHERE json_extract(near.data, {paths}) = cand.print""", {"rank": db.rank})
+        # the rule of `normalise.counted_among`: set aside when one alike was made sooner
+        con.execute(
+            """UPDATE stage_message SET fork_copy = 1 WHERE id IN (SELECT c.id FROM temp.fork_candidate c
+                JOIN temp.fork_match f ON f.id = c.id
+                WHERE coalesce(f.lag, 0) < c.lag OR (coalesce(f.lag, 0) = c.lag AND f.session_id < c.session_id))""")
 
     def _has_tables(self, alias: str) -> bool:
         names = {r[0] for r in self.con.execute(f"SELECT name FROM {alias}.sqlite_master WHERE type = 'table'")}
@@ -559,7 +598,7 @@ class Staging:
         con.execute(
             f"""CREATE TEMP VIEW priced_message AS SELECT m.id, m.rank, m.session_id, m.time_created, m.bucket,
                 m.time_completed, m.role, m.provider, m.model, m.agent, m.error, m.era, m.steps,
-                {', '.join(f"m.{k}" for k in normalise.TOKEN_KEYS)}, m.cost_pico, m.problem,
+                {', '.join(f"m.{k}" for k in normalise.TOKEN_KEYS)}, m.cost_pico, m.problem, m.fork_copy,
                 CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN {estimate} END AS est_pico,
                 CASE WHEN m.role = 'assistant' AND m.problem IS NULL THEN b.provider IS NOT NULL END AS priced
                 {detail}
@@ -584,9 +623,10 @@ class Staging:
         con.executemany("INSERT INTO open_session VALUES (?, ?)", self.open_sessions)
         con.execute(
             """CREATE TABLE cube_tool AS SELECT m.session_id, m.bucket, m.provider, m.model, m.agent,
-                coalesce(t.tool, '(unknown)') AS tool, count(*) AS calls, sum(t.status = 'error') AS errors
+                coalesce(t.tool, '(unknown)') AS tool, count(*) AS calls, sum(t.status = 'error') AS errors,
+                m.fork_copy
             FROM stage_tool t JOIN stage_message m ON m.id = t.message_id
-            WHERE m.problem IS NULL AND t.shape_ok GROUP BY 1, 2, 3, 4, 5, 6"""
+            WHERE m.problem IS NULL AND t.shape_ok GROUP BY 1, 2, 3, 4, 5, 6, 9"""
         )
         # `priced` is 0 or 1 for assistant messages, NULL for the others
         unpriced = ("CASE WHEN priced = 0 AND input + output + reasoning + cache_read + cache_write > 0 "
@@ -596,11 +636,12 @@ class Staging:
                 count(*) AS messages, sum(input) AS input, sum(output) AS output, sum(reasoning) AS reasoning,
                 sum(cache_read) AS cache_read, sum(cache_write) AS cache_write, sum(cost_pico) AS stored_pico,
                 sum(CASE WHEN cost_pico = 0 THEN est ELSE 0 END) AS est_zero_pico, sum(est) AS est_all_pico,
-                sum(CASE WHEN cost_pico = 0 THEN unpriced ELSE 0 END) AS unpriced_zero, sum(unpriced) AS unpriced_all
+                sum(CASE WHEN cost_pico = 0 THEN unpriced ELSE 0 END) AS unpriced_zero, sum(unpriced) AS unpriced_all,
+                fork_copy
             FROM (SELECT session_id, bucket, role, provider, model, agent, error, input, output, reasoning,
-                    cache_read, cache_write, cost_pico, coalesce(est_pico, 0) AS est, {unpriced} AS unpriced
+                    cache_read, cache_write, cost_pico, coalesce(est_pico, 0) AS est, {unpriced} AS unpriced, fork_copy
                 FROM priced_message WHERE problem IS NULL LIMIT -1)  -- not flattened: one estimate a row
-            GROUP BY 1, 2, 3, 4, 5, 6, 7"""
+            GROUP BY 1, 2, 3, 4, 5, 6, 7, fork_copy"""
         )
 
     # -- records ------------------------------------------------------------------------------------
@@ -614,11 +655,12 @@ class Staging:
             Message(id=r[0], session_id=r[1], role=r[2], time_created=r[3], time_completed=r[4], parent_id=r[5],
                     provider=r[6], model=r[7], agent=r[8], finish=r[9], error=r[10], era=r[11],
                     tokens=Tokens(*r[12:17]), cost_usd=r[17] / PICO,
-                    estimated_usd=None if r[18] is None else r[18] / PICO, steps=r[19], time_updated=r[20])
+                    estimated_usd=None if r[18] is None else r[18] / PICO, steps=r[19], time_updated=r[20],
+                    fork_copy=bool(r[21]))
             for r in con.execute(
                 """SELECT id, session_id, role, time_created, time_completed, parent_id, provider, model, agent,
                     finish, error, era, input, output, reasoning, cache_read, cache_write, cost_pico, est_pico, steps,
-                    time_updated
+                    time_updated, fork_copy
                 FROM priced_message WHERE problem IS NULL ORDER BY time_created, id""")
         ]
         steps = [

@@ -72,8 +72,9 @@ class Totals:
     """Reads the index's cumulative totals for the index-derived instruments (on a read-only
     connection of its own, opened for each reading: the metric reader runs on its own thread)."""
 
-    def __init__(self, index_path: Callable[[], Path | None], cost_mode: str, tz: dt.tzinfo | None = None) -> None:
-        self.path, self.mode, self.tz = index_path, cost_mode, tz
+    def __init__(self, index_path: Callable[[], Path | None], cost_mode: str, tz: dt.tzinfo | None = None,
+                 fork_copies: bool = False) -> None:
+        self.path, self.mode, self.tz, self.fork_copies = index_path, cost_mode, tz, fork_copies
 
     def _read(self, query: Callable[[IndexReader], Rows]) -> Rows:
         path = self.path()
@@ -81,7 +82,7 @@ class Totals:
             return []
         con = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=10)
         try:
-            return query(IndexReader(con))
+            return query(IndexReader(con, self.fork_copies))
         except sqlite3.DatabaseError:
             return []  # not built yet
         finally:

@@ -98,7 +98,8 @@ class Sidecar:
         from ocsight.filters import resolve_timezone
         from ocsight.telemetry import collected, meters, metrics, observed
 
-        self.totals = metrics.Totals(self._index_path, opts.read.cost_mode, resolve_timezone(opts.timezone))
+        self.totals = metrics.Totals(self._index_path, opts.read.cost_mode, resolve_timezone(opts.timezone),
+                                     opts.read.fork_copies)
         self.snapshot = observed.Snapshot(observed.sources(self.totals, lambda: list(opts.budgets)))
         self.identity = otlp.identity(self.resource)
         # OTLP: the index's metrics built at each export, never kept in the SDK (`telemetry.collected`)
