@@ -2,7 +2,9 @@
 
 `expected_from_log` reads the mock model's own request log; `raw_store` reads what OpenCode wrote
 with plain `sqlite3` and `json`, normalising tokens by the rule in OpenCode's docs, not by
-ocsight's code.
+ocsight's code, and telling a fork's copies by its own rule: a message whose content (all but its
+IDs and the answered message's ID) equals one in a session created earlier is a copy; the one in the
+earliest session counts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from ocsight import paths
 
 CORPORA = Path(__file__).parent / "fixtures" / "corpora"
-NAMES = ("opencode-1.18", "opencode-1.1", "upgrade-1.1-1.15")
+NAMES = ("opencode-1.19", "opencode-1.18", "opencode-1.1", "upgrade-1.1-1.15")
+FORKED = "opencode-1.19"  # the corpus with forks (a fork, and a fork of the fork)
 # The upgraded store is also the demo store: recorded once, shipped in the package, tested here.
 DEMO_CORPUS = "upgrade-1.1-1.15"
 DEMO_DIR = paths.DEMO_DIR  # the package's own copy: the one the package under test ships
@@ -76,6 +79,7 @@ class Raw:
     sessions: dict[str, dict]
     db_message_ids: set[str]
     json_message_ids: set[str]
+    copies: set[str] = field(default_factory=set)  # messages a fork copied (left out of `messages`)
 
     def assistant(self) -> list[dict]:
         return [m for m in self.messages.values() if m["role"] == "assistant"]
@@ -98,8 +102,24 @@ class Raw:
         return Counter((p["tool"], p["state"]["status"]) for p in self.parts.values() if p["type"] == "tool")
 
 
-def raw_store(store: Path) -> Raw:
-    """What OpenCode wrote: database rows win over legacy files with the same ID."""
+def fork_copies(messages: dict[str, dict], session_created: dict[str, int]) -> set[str]:
+    """The messages that are copies a fork made: alike in everything but their IDs and `parentID`
+    to a message of a session created earlier."""
+    alike: dict[str, list[str]] = {}
+    for mid, m in messages.items():
+        content = {k: v for k, v in m.items() if k not in ("id", "sessionID", "parentID")}
+        alike.setdefault(json.dumps(content, sort_keys=True), []).append(mid)
+    copies: set[str] = set()
+    for ids in alike.values():
+        if len(ids) > 1:
+            first = min(ids, key=lambda i: (session_created.get(messages[i]["sessionID"], 0), i))
+            copies.update(i for i in ids if i != first)
+    return copies
+
+
+def raw_store(store: Path, fork_copies_counted: bool = False) -> Raw:
+    """What OpenCode wrote: database rows win over legacy files with the same ID; the copies a
+    fork made are left out (`fork_copies`) unless `fork_copies_counted`."""
     messages: dict[str, dict] = {}
     parts: dict[str, dict] = {}
     sessions: dict[str, dict] = {}
@@ -112,8 +132,9 @@ def raw_store(store: Path) -> Raw:
         db_ids = set(messages)
         for pid, mid, data in con.execute("SELECT id, message_id, data FROM part"):
             parts[pid] = {**json.loads(data), "id": pid, "messageID": mid}
-        for sid, parent, version in con.execute("SELECT id, parent_id, version FROM session"):
-            sessions[sid] = {"parent": parent, "version": version}
+        for sid, parent, version, created in con.execute(
+                "SELECT id, parent_id, version, time_created FROM session"):
+            sessions[sid] = {"parent": parent, "version": version, "created": created}
         con.close()
     json_ids: set[str] = set()
     storage = store / "storage"
@@ -126,5 +147,10 @@ def raw_store(store: Path) -> Raw:
         parts.setdefault(p["id"], p)
     for f in sorted(storage.glob("session/*/*.json")):
         s = json.loads(f.read_text())
-        sessions.setdefault(s["id"], {"parent": s.get("parentID"), "version": s["version"]})
-    return Raw(messages, parts, sessions, db_ids, json_ids)
+        sessions.setdefault(s["id"], {"parent": s.get("parentID"), "version": s["version"],
+                                      "created": s["time"]["created"]})
+    copies = fork_copies(messages, {sid: s["created"] for sid, s in sessions.items()})
+    if copies and not fork_copies_counted:
+        messages = {k: m for k, m in messages.items() if k not in copies}
+        parts = {k: p for k, p in parts.items() if p["messageID"] not in copies}
+    return Raw(messages, parts, sessions, db_ids, json_ids, copies)

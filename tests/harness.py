@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 CACHE = Path(os.environ.get("OCSIGHT_TEST_CACHE", Path.home() / ".cache" / "ocsight-tests"))
-VERSIONS = {"1.18": "1.18.33", "1.15": "1.15.13", "1.1": "1.1.65"}
+VERSIONS = {"1.19": "1.19.5", "1.18": "1.18.33", "1.15": "1.15.13", "1.1": "1.1.65"}
 
 # USD per 1M tokens, as OpenCode's config takes them.
 MODELS = {
@@ -139,7 +139,7 @@ class OpenCode:
         return self.data_dir / "opencode.db"
 
     def _run_command(self, prompt: str, model: str | None, agent: str | None, session: str | None,
-                     project: str) -> tuple[list[str], Path]:
+                     project: str, fork: bool = False) -> tuple[list[str], Path]:
         cwd = self.workdir(project or DEFAULT_PROJECT)
         cmd = [str(self.binary), "run"]
         if model:
@@ -148,19 +148,35 @@ class OpenCode:
             cmd += ["--agent", agent]
         if session:
             cmd += ["--session", session]
+        if fork:
+            cmd.append("--fork")  # 1.19: a new session with copies of the session's messages first
         cmd.append(prompt)
         return cmd, cwd
 
     def run(self, prompt: str, model: str | None = None, agent: str | None = None,
-            session: str | None = None, project: str = "", timeout: float = 180) -> subprocess.CompletedProcess:
-        """One turn with `opencode run`, which exits when the turn is over."""
-        cmd, cwd = self._run_command(prompt, model, agent, session, project)
+            session: str | None = None, project: str = "", timeout: float = 180,
+            fork: bool = False) -> subprocess.CompletedProcess:
+        """One turn with `opencode run`, which exits when the turn is over; with `fork` (1.19), in a
+        fork of `session`."""
+        cmd, cwd = self._run_command(prompt, model, agent, session, project, fork)
         p = subprocess.run(cmd, cwd=cwd, env=self._env_in(cwd), capture_output=True, text=True, timeout=timeout,
                            stdin=subprocess.DEVNULL)
         if p.returncode != 0 and not any(k in prompt for k in FAILING):
             raise HarnessError(f"opencode {self.version} run {prompt!r} failed ({p.returncode}): "
                                f"{p.stderr[-2000:]}")
         return p
+
+    def session_of_prompt(self, prompt: str) -> str:
+        """The newest session whose user asked `prompt` (read-only), from the database (1.19's `run`
+        stores the prompt in quotes)."""
+        with closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10)) as con:
+            row = con.execute(
+                "SELECT p.session_id FROM part p JOIN session s ON s.id = p.session_id"
+                " WHERE json_extract(p.data, '$.type') = 'text' AND json_extract(p.data, '$.text') IN (?1, json_quote(?1))"
+                " ORDER BY s.time_created DESC LIMIT 1", (prompt,)).fetchone()
+        if row is None:
+            raise HarnessError(f"no session asked {prompt!r}")
+        return row[0]
 
     def unfinished_messages(self) -> list[tuple[str, str, list[str]]]:
         """(session, message, its part types) of every assistant message without `time.completed`,

@@ -2,6 +2,8 @@
 
 Each corpus is what real OpenCode versions wrote while the mock model answered one script:
 
+- `opencode-1.19`: OpenCode 1.19.5, a SQLite store, then forks (`opencode run --fork`): a fork of
+  a session, a turn in it, a fork of that fork and a turn in it (the copies count once);
 - `opencode-1.18`: OpenCode 1.18.33, a SQLite store;
 - `opencode-1.1`: OpenCode 1.1.65, a legacy JSON store;
 - `upgrade-1.1-1.15`: the 1.1.65 store, then OpenCode 1.15.13 started on it (copying it into its
@@ -53,7 +55,12 @@ CONTINUED = ("[bash] after the upgrade", None, "webshop")
 AFTER_UPGRADE = [("[reason] new after the upgrade", "mock/mock-small", "api-server"),
                  ("[task] delegate again", None, "webshop")]
 
+# 1.19: forks of the session that asked FORKED, each followed by a turn: (prompt, model).
+FORKED = SCRIPT[1][0]
+FORKS = [("[reason] a turn in the fork", None), ("[todo] a turn in the fork of the fork", "mock/mock-small")]
+
 CORPORA = {
+    "opencode-1.19": ["1.19"],
     "opencode-1.18": ["1.18"],
     "opencode-1.1": ["1.1"],
     "upgrade-1.1-1.15": ["1.1", "1.15-upgrade"],
@@ -82,6 +89,14 @@ def play_script(oc: harness.OpenCode, mock: mockmodel.MockModel) -> None:
         session = server.new_session()
         for prompt, model in API_SCRIPT:
             server.prompt(session, prompt, model)
+
+
+def play_forks(oc: harness.OpenCode) -> None:
+    """A fork of the FORKED session with a turn, then a fork of that fork with a turn."""
+    source = oc.session_of_prompt(FORKED)
+    for prompt, model in FORKS:
+        oc.run(prompt, model, session=source, project="webshop", fork=True)
+        source = oc.session_of_prompt(prompt)
 
 
 def first_session(store: Path) -> str:
@@ -142,6 +157,8 @@ def record(name: str, out: Path) -> Path:
                         turn(oc, mock, prompt, model, project)
                 else:
                     play_script(oc, mock)
+                    if era == "1.19":
+                        play_forks(oc)
             config = harness.config(mock.url)
         shutil.rmtree(target, ignore_errors=True)
         shutil.rmtree(store, ignore_errors=True)
@@ -160,7 +177,8 @@ def record(name: str, out: Path) -> Path:
     manifest = {"corpus": name, "phases": [{"phase": p, "opencode": harness.VERSIONS[p.split("-")[0]]}
                                             for p in CORPORA[name]],
                 "script": SCRIPT, "api_script": API_SCRIPT,
-                "after_upgrade": [CONTINUED, *AFTER_UPGRADE] if "upgrade" in name else []}
+                "after_upgrade": [CONTINUED, *AFTER_UPGRADE] if "upgrade" in name else [],
+                "forks": {"of": FORKED, "turns": FORKS} if "1.19" in CORPORA[name] else {}}
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return target
 
