@@ -131,3 +131,32 @@ def test_a_stored_value_is_a_count_or_a_cost_only_when_it_is_a_non_negative_numb
     doc = {"input": value, "cost": value}
     got = _sql(f"json_array({normalise_sql.count('x.t_input')}, {normalise_sql.cost_pico('x.cost')})", doc)
     assert json.loads(got) == [count, pico]
+
+
+def _ascending_id(ms: int, counter: int, tail: str = "AbCdEfGhIjKlMn") -> str:
+    """An OpenCode message ID made at `ms` (`Identifier.create`: ms * 0x1000 + counter, in 48 bits)."""
+    return f"msg_{(ms * 0x1000 + counter) % (1 << 48):012x}{tail}"
+
+
+@given(st.integers(0, 1 << 42), st.integers(1, 4095), st.integers(-10**4, 10**11),
+       st.one_of(st.none(), st.floats(0, 1e13, allow_nan=False), st.text(max_size=3)))  # SQLite has no booleans
+def test_the_sql_reads_a_message_ids_lag_as_the_rule_does(ms, counter, lag, odd):
+    con = sqlite3.connect(":memory:")
+    expr = normalise_sql.id_lag("?1", "?2")
+    for mid, created in ((_ascending_id(ms + lag, counter), ms), (_ascending_id(ms, counter), odd),
+                         (f"prt_{ms:012x}", ms), ("msg_notanid", ms)):
+        assert con.execute(f"SELECT {expr}", (mid, created)).fetchone()[0] == normalise.id_lag(mid, created)
+
+
+def test_an_original_ids_lag_is_its_few_milliseconds_and_a_copys_the_time_until_the_fork():
+    created = 1796676603458  # near the edge of the ID's 2**36 ms: the lag is taken modulo it
+    assert normalise.id_lag(_ascending_id(created, 1), created) == 0
+    assert normalise.id_lag(_ascending_id(created - 2, 3), created) == -2
+    assert normalise.id_lag(_ascending_id(created + 90_000, 1), created) == 90_000
+    assert normalise.id_lag("msg_hello", created) is None and normalise.id_lag(_ascending_id(created, 1), None) is None
+
+
+def test_among_alike_messages_the_one_whose_id_was_made_soonest_counts():
+    assert normalise.counted_among([(90_000, "ses_b"), (0, "ses_c"), (120_000, "ses_a")]) == (0, "ses_c")
+    assert normalise.counted_among([(90_000, "ses_b"), (120_000, "ses_a")]) == (90_000, "ses_b")  # source gone
+    assert normalise.counted_among([(None, "ses_b"), (90_000, "ses_a")]) == (None, "ses_b")

@@ -1,0 +1,192 @@
+"""Forked sessions (OpenCode 1.19's `run --fork`, the TUI's fork): the copies a fork made count once.
+
+The `opencode-1.19` corpus holds a session, a fork of it with a turn of its own, and a fork of that
+fork with a turn of its own, as the real OpenCode 1.19.5 wrote them. Independent accounts: the mock
+model's log (each model call once, as the provider billed it), the raw store read with its own rule
+for copies (`corpus.fork_copies`), and OpenCode's own per-session rollups (which count copies again).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+import harness
+from conftest import stats
+from corpus import CORPORA, FORKED, expected_from_log, raw_store, read_log, store_dir
+from otlp_receiver import Receiver
+from test_watch import by_name, labels, sidecar
+
+TOKEN_KEYS = ("input", "output", "reasoning", "cache_read", "cache_write")
+MANIFEST = json.loads((CORPORA / FORKED / "manifest.json").read_text())["forks"]
+FORKED_PROMPT = MANIFEST["of"]  # what the session the first fork was made of asked
+FORK_PROMPTS = tuple(prompt for prompt, _model in MANIFEST["turns"])  # the fork's turn, then its fork's
+
+
+@pytest.fixture
+def forked(tmp_path: Path) -> Path:
+    """A copy of the store with forks, free to change."""
+    target = tmp_path / "forked"
+    shutil.copytree(store_dir(FORKED), target)
+    return target
+
+
+def sessions_asking(store: Path, prompt: str) -> list[str]:
+    """The sessions holding a user message that asked `prompt` (copies too), oldest first."""
+    with closing(sqlite3.connect(f"file:{store / 'opencode.db'}?mode=ro", uri=True)) as con:
+        return [r[0] for r in con.execute(
+            "SELECT DISTINCT p.session_id FROM part p JOIN session s ON s.id = p.session_id "
+            "WHERE json_extract(p.data, '$.type') = 'text' AND json_extract(p.data, '$.text') IN (?1, json_quote(?1)) "
+            "ORDER BY s.time_created", (prompt,))]
+
+
+def the_source(store: Path) -> str:
+    """The session the first fork was made of: the oldest holding the forked prompt."""
+    return sessions_asking(store, FORKED_PROMPT)[0]
+
+
+def opencode_rollups(store: Path) -> dict[str, float]:
+    """OpenCode's own totals: its per-session cost and token columns, summed (they count copies again)."""
+    with closing(sqlite3.connect(f"file:{store / 'opencode.db'}?mode=ro", uri=True)) as con:
+        row = con.execute("SELECT sum(cost), sum(tokens_input), sum(tokens_output), sum(tokens_reasoning), "
+                          "sum(tokens_cache_read), sum(tokens_cache_write) FROM session").fetchone()
+    return dict(zip(("cost", *TOKEN_KEYS), row))
+
+
+def totals_of(doc: dict) -> dict[str, float]:
+    t = doc["totals"]
+    return {"cost": t["cost"]["stored_usd"], **{k: t["tokens"][k] for k in TOKEN_KEYS}}
+
+
+def raw_totals(store: Path, counted: bool = False) -> dict[str, float]:
+    raw = raw_store(store, fork_copies_counted=counted)
+    out: dict[str, float] = {"cost": sum(m["cost"] for m in raw.assistant())}
+    for i, k in enumerate(TOKEN_KEYS):
+        out[k] = sum(raw.tokens(m)[i] for m in raw.assistant())
+    return out
+
+
+def delete_session_with_opencode(store: Path, session_id: str, root: Path) -> None:
+    """`opencode session delete` of the real OpenCode 1.19.5 on the store (its database in a sandbox)."""
+    oc = harness.OpenCode(harness.VERSIONS["1.19"], root, "http://127.0.0.1:9/v1")
+    oc.data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store / "opencode.db", oc.database)
+    cwd = oc.workdir()
+    p = subprocess.run([str(oc.binary), "session", "delete", session_id], cwd=cwd, env={**oc.env, "PWD": str(cwd)},
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    oc.copy_store(store)  # the database with its WAL folded in, over the old one
+
+
+def test_stats_counts_fork_copies_once_and_reports_how_many_were_set_aside(cli, forked):
+    doc = stats(cli, "--data-dir", str(forked))
+    raw, expected = raw_store(forked), expected_from_log(read_log(FORKED))
+    # the fork copied the source's three messages; the fork of the fork those three and the fork's two
+    assert doc["source"]["fork_copies"] == len(raw.copies) == 8
+    assert doc["source"]["fork_copies_counted"] is False
+    assert [doc["totals"]["tokens"][k] for k in TOKEN_KEYS] == [sum(t[i] for t in expected.tokens) for i in range(5)]
+    assert totals_of(doc) == pytest.approx(raw_totals(forked), abs=1e-9)
+    assert doc["totals"]["messages"]["user"] == sum(m["role"] == "user" for m in raw.messages.values())
+    assert doc["totals"]["messages"]["assistant"] == sum(expected.calls_by_model.values())
+
+
+def test_include_fork_copies_counts_them_again_as_opencode_does(cli, forked):
+    doc = stats(cli, "--data-dir", str(forked), "--include-fork-copies")
+    assert doc["source"]["fork_copies"] == 8 and doc["source"]["fork_copies_counted"] is True
+    assert totals_of(doc) == pytest.approx(opencode_rollups(forked), abs=1e-9)
+    assert totals_of(doc) == pytest.approx(raw_totals(forked, counted=True), abs=1e-9)
+    assert totals_of(doc)["cost"] > totals_of(stats(cli, "--data-dir", str(forked)))["cost"]
+
+
+def test_a_fork_shows_its_own_spend_and_its_source_keeps_the_copied_spend(cli, forked):
+    doc = cli("session", "--json", "--limit", "100", "--data-dir", str(forked)).json()
+    by_id = {s["id"]: s for s in doc["sessions"]}
+    log = read_log(FORKED)
+    for prompt in FORK_PROMPTS:
+        own = [e for e in log if e.get("prompt") == prompt and e["scenario"] != "title"]
+        fork = sessions_asking(forked, prompt)[0]  # the fork that asked it (the fork of the fork copies it)
+        assert by_id[fork]["messages"] == len(own)
+        assert by_id[fork]["tokens"]["input"] == sum(e["usage"]["prompt_tokens"] - e["usage"]["cached_tokens"]
+                                                     for e in own)
+    source = the_source(forked)
+    asked = [e for e in log if e.get("prompt") == FORKED_PROMPT and e["scenario"] != "title"]
+    assert by_id[source]["messages"] == len(asked)
+
+
+def test_the_copies_of_a_deleted_source_are_the_only_record_and_count(cli, forked, tmp_path):
+    before = stats(cli, "--data-dir", str(forked))
+    source = the_source(forked)
+    delete_session_with_opencode(forked, source, tmp_path / "opencode")
+    doc = stats(cli, "--data-dir", str(forked))
+    raw = raw_store(forked)
+    assert source not in raw.sessions
+    # the fork's three copies now count; the fork of the fork still copies the fork's five
+    assert doc["source"]["fork_copies"] == len(raw.copies) == 5
+    assert totals_of(doc) == pytest.approx(raw_totals(forked), abs=1e-9)
+    assert totals_of(doc) == pytest.approx(totals_of(before), abs=1e-9)  # the spend was billed all the same
+
+
+def test_the_index_follows_a_fork_made_later_and_a_source_deleted_later(cli, forked, tmp_path):
+    """The index kept between runs: the forks appear after it was built, then their source goes."""
+    forks = [s for p in FORK_PROMPTS for s in sessions_asking(forked, p)[:1]]
+    full = tmp_path / "full.db"
+    shutil.copyfile(forked / "opencode.db", full)
+    db = forked / "opencode.db"
+    with closing(sqlite3.connect(db)) as con, con:
+        for table in ("part", "message", "session"):
+            column = "id" if table == "session" else "session_id"
+            con.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(s,) for s in forks])
+    assert stats(cli, "--data-dir", str(forked))["source"]["fork_copies"] == 0
+    with closing(sqlite3.connect(db)) as con, con:
+        con.execute("ATTACH DATABASE ? AS full", (str(full),))
+        for table in ("session", "message", "part"):
+            column = "id" if table == "session" else "session_id"
+            con.executemany(f"INSERT INTO {table} SELECT * FROM full.{table} WHERE {column} = ?",
+                            [(s,) for s in forks])
+    later = stats(cli, "--data-dir", str(forked))
+    assert later["source"]["fork_copies"] == 8
+    assert totals_of(later) == pytest.approx(raw_totals(forked), abs=1e-9)
+    source = the_source(forked)
+    with closing(sqlite3.connect(db)) as con, con:
+        for table in ("part", "message", "session"):
+            column = "id" if table == "session" else "session_id"
+            con.execute(f"DELETE FROM {table} WHERE {column} = ?", (source,))
+    gone = stats(cli, "--data-dir", str(forked))
+    assert gone["source"]["fork_copies"] == 5
+    assert totals_of(gone) == pytest.approx(raw_totals(forked), abs=1e-9)
+    assert gone["totals"] == stats(cli, "--data-dir", str(forked), "--no-cache")["totals"]
+
+
+def test_the_sidecar_sends_no_chat_span_and_no_metric_for_a_copy(forked, receiver: Receiver, monkeypatch, cli):
+    receiver.start_grpc()
+    s = sidecar(forked, receiver, monkeypatch, backfill=True)
+    s.baseline_ms = 0  # every call live: in the histograms too
+    s.cycle()
+    s.close()
+    raw, expected = raw_store(forked), expected_from_log(read_log(FORKED))
+    got = by_name(receiver.spans())
+    assert len(got["chat"]) == len(raw.assistant()) == sum(expected.calls_by_model.values())
+    assert len(got["invoke_agent"]) == sum(1 for m in raw.messages.values() if m["role"] == "user")
+    assert len(got["execute_tool"]) == sum(1 for p in raw.parts.values() if p["type"] == "tool")
+    doc = stats(cli, "--data-dir", str(forked))
+    (_kind, points), *_ = receiver.metric_points("ocsight.tokens")[-1:]
+    sums: dict[str, int] = {}
+    for p in points:
+        kind = labels(p)["gen_ai.token.type"]
+        sums[kind] = sums.get(kind, 0) + p.as_int
+    assert sums == {k: doc["totals"]["tokens"][k] for k in TOKEN_KEYS}
+    (_kind, points), *_ = receiver.metric_points("gen_ai.client.token.usage")[-1:]
+    assert sum(p.count for p in points) == 2 * doc["totals"]["messages"]["assistant"]
+
+
+def test_a_store_without_forks_is_unchanged_by_include_fork_copies(cli):
+    for name in ("opencode-1.18", "opencode-1.1", "upgrade-1.1-1.15"):
+        plain = stats(cli, "--data-dir", str(store_dir(name)))
+        assert plain["source"]["fork_copies"] == 0
+        assert stats(cli, "--data-dir", str(store_dir(name)), "--include-fork-copies")["totals"] == plain["totals"]
