@@ -327,8 +327,9 @@ class Staging:
             extra = ", fork_copy INTEGER NOT NULL DEFAULT 0" if kind == "message" else ""
             con.execute(f"CREATE TABLE stage_{kind} (rank INTEGER, {', '.join(columns)}{extra})")
         # each session's version, as the index merges them (a database's first), and what it implies
-        con.execute("CREATE TABLE session_era (id TEXT PRIMARY KEY, version TEXT, era TEXT, many_steps INTEGER) "
-                    "WITHOUT ROWID")
+        # (`created`: a database's session creation time, which a fork's copies predate)
+        con.execute("CREATE TABLE session_era (id TEXT PRIMARY KEY, version TEXT, era TEXT, many_steps INTEGER, "
+                    "created INTEGER) WITHOUT ROWID")
         con.execute("CREATE TABLE scope_session (id TEXT PRIMARY KEY) WITHOUT ROWID")
         if job.scope.sessions is not None:
             con.executemany("INSERT OR IGNORE INTO scope_session VALUES (?)", [(s,) for s in job.scope.sessions])
@@ -359,8 +360,10 @@ class Staging:
         scope = scope.replace("r.session_id", "r.id")
         for _db, alias in self._attached:
             if self._has_tables(alias):
-                con.execute(f"INSERT OR IGNORE INTO session_era (id, version) SELECT r.id, r.version "
-                            f"FROM {alias}.session r WHERE {scope}", params)
+                columns = {r[1] for r in con.execute(f"PRAGMA {alias}.table_info(session)")}
+                created = "r.time_created" if "time_created" in columns else "NULL"
+                con.execute(f"INSERT OR IGNORE INTO session_era (id, version, created) SELECT r.id, r.version, "
+                            f"{created} FROM {alias}.session r WHERE {scope}", params)
         for tree in self.job.trees:
             known = {r[0] for r in con.execute("SELECT id FROM session_era")}
             wanted = legacy.session_versions(tree.root, partial(_new_in_scope, self.job.scope, known))
@@ -396,15 +399,19 @@ class Staging:
     def _mark_fork_copies(self) -> None:
         """Sets `fork_copy` on the staged messages that are copies a fork made (`normalise`'s rule).
 
-        A message whose ID was made well after its creation is looked for in every database, not
-        only in the scope: its original lives in another session, perhaps read long ago. Those alike
-        in `FORK_PRINT` and created in the same millisecond are compared; one scan of each database's
-        messages, and only when the scope holds such a message. Legacy trees (OpenCode <= 1.1) are
-        not looked into."""
+        A copy keeps its original's creation time, so it predates the session holding it: only the
+        messages of sessions holding such a message are looked at (the rest cost a sum). One whose
+        ID was made well after its creation is looked for in every database, not only in the scope:
+        its original lives in another session, perhaps read long ago. Those alike in `FORK_PRINT`
+        and created in the same millisecond are compared; one scan of each database's messages, and
+        only when the scope holds such a message. Legacy trees (OpenCode <= 1.1) are not looked into."""
         con = self.con
         lag = normalise_sql.id_lag("m.id", "m.time_created")
         con.execute(f"""CREATE TEMP TABLE fork_candidate AS SELECT * FROM (SELECT m.id, m.rank, m.session_id,
-                m.time_created, {lag} AS lag FROM stage_message m LIMIT -1) WHERE lag > {normalise.COPY_LAG_MS}""")
+                m.time_created, {lag} AS lag FROM stage_message m WHERE m.session_id IN (
+                    SELECT e.session_id FROM (SELECT session_id, min(time_created) AS first FROM stage_message
+                        GROUP BY session_id) e JOIN session_era se ON se.id = e.session_id WHERE e.first < se.created)
+                LIMIT -1) WHERE lag > {normalise.COPY_LAG_MS}""")
         if con.execute("SELECT 1 FROM temp.fork_candidate LIMIT 1").fetchone() is None:
             return
         paths = ", ".join(f"'{p}'" for p in normalise.FORK_PRINT)
@@ -412,16 +419,19 @@ class Staging:
         for db, alias in self._attached:
             if not self._has_tables(alias):
                 continue
+            # messages created in the same millisecond as a candidate (one scan, no JSON read), then
+            # of those the alike: few, but for copies
+            con.execute("DROP TABLE IF EXISTS temp.fork_near")
+            con.execute(f"""CREATE TEMP TABLE fork_near AS SELECT r.id, r.session_id, r.time_created
+                FROM {alias}.message r WHERE r.time_created IN (SELECT time_created FROM temp.fork_candidate
+                    WHERE rank = ?)""", (db.rank,))
             con.execute(
-                f"""INSERT INTO temp.fork_match WITH
-                    cand AS (SELECT c.id, c.time_created, json_extract(r.data, {paths}) AS print
-                        FROM temp.fork_candidate c JOIN {alias}.message r ON r.id = c.id
-                        WHERE c.rank = :rank AND json_valid(r.data)),
-                    near AS (SELECT r.id, r.session_id, r.time_created, r.data FROM {alias}.message r
-                        WHERE r.time_created IN (SELECT time_created FROM cand) AND json_valid(r.data))
-                SELECT cand.id, near.session_id, {normalise_sql.id_lag("near.id", "near.time_created")}
-                FROM cand JOIN near ON near.time_created = cand.time_created AND near.id != cand.id
-                WHERE json_extract(near.data, {paths}) = cand.print""", {"rank": db.rank})
+                f"""INSERT INTO temp.fork_match SELECT c.id, n.session_id,
+                    {normalise_sql.id_lag("n.id", "n.time_created")}
+                FROM temp.fork_candidate c JOIN temp.fork_near n ON n.time_created = c.time_created AND n.id != c.id
+                JOIN {alias}.message cm ON cm.id = c.id JOIN {alias}.message nm ON nm.id = n.id
+                WHERE c.rank = ? AND json_valid(cm.data) AND json_valid(nm.data)
+                    AND json_extract(nm.data, {paths}) = json_extract(cm.data, {paths})""", (db.rank,))
         # the rule of `normalise.counted_among`: set aside when one alike was made sooner
         con.execute(
             """UPDATE stage_message SET fork_copy = 1 WHERE id IN (SELECT c.id FROM temp.fork_candidate c
