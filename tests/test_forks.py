@@ -190,3 +190,30 @@ def test_a_store_without_forks_is_unchanged_by_include_fork_copies(cli):
         plain = stats(cli, "--data-dir", str(store_dir(name)))
         assert plain["source"]["fork_copies"] == 0
         assert stats(cli, "--data-dir", str(store_dir(name)), "--include-fork-copies")["totals"] == plain["totals"]
+
+
+def test_a_message_export_leaves_the_copies_out_unless_asked(cli, forked):
+    def exported(*flags: str) -> list[str]:
+        doc = cli("export", "--format", "json", "--level", "message", "--data-dir", str(forked), *flags).json()
+        return sorted(r["id"] for r in doc["rows"])
+
+    assert exported() == sorted(raw_store(forked).messages)
+    assert exported("--include-fork-copies") == sorted(raw_store(forked, fork_copies_counted=True).messages)
+
+
+def test_mcp_answers_count_fork_copies_once_unless_asked(forked, tmp_path):
+    from test_mcp import connect, stdio
+
+    for flags, counted in (((), False), (("--include-fork-copies",), True)):
+        with connect(stdio(forked, tmp_path, *flags), mode="legacy") as session:
+            doc = session.doc("usage_summary")
+        assert totals_of(doc) == pytest.approx(raw_totals(forked, counted), abs=1e-9)
+        assert doc["source"]["fork_copies"] == 8
+
+
+def test_analyze_says_how_many_copies_were_set_aside(cli, forked):
+    line = next(x for x in cli("analyze", "--data-dir", str(forked)).out.splitlines() if "Fork copies" in x)
+    assert "8 messages, set aside" in line
+    again = cli("analyze", "--data-dir", str(forked), "--include-fork-copies").out
+    assert "8 messages, counted again" in again
+    assert "Fork copies" not in cli("analyze", "--data-dir", str(store_dir("opencode-1.18"))).out

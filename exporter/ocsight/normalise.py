@@ -159,7 +159,8 @@ def cost_pico(value: object) -> int | None:
 # within a few milliseconds of its `time.created`, a copy's is when the fork was made. The rule: among
 # messages alike in everything a copy keeps (`FORK_PRINT`), the one whose ID was made soonest after its
 # creation counts (the original, or the earliest copy when the original is gone); the others are fork
-# copies, set aside. A message whose ID is that close to its creation time is never a copy.
+# copies, set aside. A message whose ID is that close to its creation time is never a copy, nor is
+# one created after its own session was (a copy keeps its original's time, from before the fork).
 
 ID_TIME_MODULUS_MS = 1 << 36  # the milliseconds an ID's 48 bits hold beside the 12-bit counter
 COPY_LAG_MS = 100  # an ID made later than this after the message's creation: perhaps a copy
