@@ -404,7 +404,9 @@ class Staging:
         ID was made well after its creation is looked for in every database, not only in the scope:
         its original lives in another session, perhaps read long ago. Those alike in `FORK_PRINT`
         and created in the same millisecond are compared; one scan of each database's messages, and
-        only when the scope holds such a message. Legacy trees (OpenCode <= 1.1) are not looked into."""
+        only when the scope holds such a message. Legacy trees (OpenCode <= 1.1) are not looked into.
+        A fork made later is read as a changed session, and looks its originals up then; a deleted
+        source makes the index read everything again (`OpenCodeDatabase.changes`), so its copies count."""
         con = self.con
         lag = normalise_sql.id_lag("m.id", "m.time_created")
         con.execute(f"""CREATE TEMP TABLE fork_candidate AS SELECT * FROM (SELECT m.id, m.rank, m.session_id,
