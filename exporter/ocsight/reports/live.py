@@ -24,7 +24,7 @@ from rich.text import Text
 from ocsight.index.reader import RecentSession
 from ocsight.model import Message, Session, ToolCall
 from ocsight.reports.documents import usage_json
-from ocsight.reports.format import money, short_path, tokens
+from ocsight.reports.format import short_path, tokens
 
 RECENT = 8
 RATE_WINDOW_MS = 10 * 60_000
@@ -100,9 +100,19 @@ def _call_cost(m: Message, mode: str) -> str:
     return "unpriced" if _unpriced(m, mode) else f"${sum(m.cost_parts(mode)):,.4f}"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def spend(usd: float, unpriced: int, decimals: int = 2) -> str:
+    """A cost with its unpriced calls named: never a bare $0 for calls no price source knows."""
+    if unpriced and usd == 0:
+        return f"unknown ({unpriced:,} unpriced)"
+    return f"${usd:,.{decimals}f}" + (f" + {unpriced:,} unpriced" if unpriced else "")
+
+
 def _spend(cost: dict[str, Any]) -> str:
-    n = cost["unpriced_messages"]
-    return money(cost) + (f" + {n:,} unpriced" if n else "")
+    return spend(cost["usd"], cost["unpriced_messages"])
 
 
 def context_line(c: Context | None) -> str:
@@ -125,7 +135,7 @@ def render(f: Frame, hints: bool = False) -> Panel:
     t = f.totals
     facts = _facts()
     facts.add_row("Today", f"{f.today} · [bold green]{_spend(t['cost'])}[/bold green] · "
-                           f"{t['messages']['assistant']:,} model calls · {t['tokens']['total']:,} tokens")
+                           f"{plural(t['messages']['assistant'], 'model call')} · {t['tokens']['total']:,} tokens")
     parts: list[Any] = [facts]
     if f.session_id is None:
         parts.append(Text("No sessions yet.", style="dim"))
@@ -148,9 +158,8 @@ def _session_parts(f: Frame, facts: Table) -> list[Any]:
     facts.add_row("Session", Text.assemble(title, (f" ({how})", "dim")))
     facts.add_row("", Text(f"{f.session_id} {where}", style="dim"))
     facts.add_row("Started", when(session.time_created, f.tz, f.today) if session else "-")
-    facts.add_row("Usage", f"{len(calls):,} calls · {sum(m.tokens.total for m in calls):,} tokens · ${cost:,.4f}"
-                  + (f" + {unpriced:,} unpriced" if unpriced else "")
-                  + f" · {recent_tokens / (RATE_WINDOW_MS / 60_000):,.0f} tokens/min (last 10 min)")
+    facts.add_row("Usage", f"{plural(len(calls), 'call')} · {sum(m.tokens.total for m in calls):,} tokens · "
+                  f"{spend(cost, unpriced, 4)} · {recent_tokens / (RATE_WINDOW_MS / 60_000):,.0f} tokens/min (last 10 min)")
     facts.add_row("Context", context_line(f.context))
     models = _table("Latest model calls", (("Time", "right", True), ("Model", "left", False),
                                            ("Agent", "left", False), ("Tokens", "right", True),
@@ -165,7 +174,7 @@ def _session_parts(f: Frame, facts: Table) -> list[Any]:
         took = f"{(c.time_end - c.time_start) / 1000:,.1f}" if c.time_start and c.time_end else "-"
         tools.add_row(when(c.time_start, f.tz, f.today), c.tool, c.status or "-", took,
                       style="red" if c.status == "error" else None)
-    return [models, tools]
+    return [Text(), models, Text(), tools if f.tool_calls else Text("Latest tool calls: none")]
 
 
 # -- the session picker ---------------------------------------------------------------------------
@@ -185,23 +194,42 @@ class Picker:
         return None if row == 0 else self.sessions[row - 1].id
 
 
-def render_picker(p: Picker, tz: dt.tzinfo | None, today: str) -> Panel:
-    table = _table("", (("", "left", True), ("#", "right", True), ("Session", "left", False),
-                        ("Project", "left", False), ("Last activity", "right", True), ("Spend", "right", True)))
-    table.add_row(">" if p.cursor == 0 else "", "0", "follow the newest session", "", "", "",
-                  style="reverse" if p.cursor == 0 else None)
+def open_picker(sessions: Sequence[RecentSession], following: str | None, height: int) -> Picker:
+    """A picker of as many sessions as the terminal's height shows, its cursor on the one followed."""
+    shown = tuple(sessions[:max(1, min(PICKER_SIZE, height - 7))])
+    rows = [s.id for s in shown]
+    return Picker(shown, rows.index(following) + 1 if following in rows else 0)
+
+
+def render_picker(p: Picker, tz: dt.tzinfo | None, today: str, width: int) -> Panel:
+    """One line a session; when the terminal is narrow, titles end in "…" and project paths keep their
+    tail, while times and spend stay whole."""
+    lasts = [when(s.last_ms, tz, today) for s in p.sessions]
+    spends = [_spend(usage_json(s.usage)["cost"]) for s in p.sessions]
+    titles = [(s.title or "(untitled)") + (" (subagent)" if s.parent_id else "") for s in p.sessions]
+    projects = [s.project for s in p.sessions]
+    # the panel's frame (4), the gaps between the six columns (2 each) and the whole columns
+    whole = 4 + 10 + 1 + len(str(len(p.sessions))) + max(map(len, ["Last activity", *lasts])) \
+        + max(map(len, ["Spend", *spends]))
+    room = max(20, width - whole)
+    title_w = min(max(map(len, ["the newest", *titles])), max(14, room * 11 // 20))
+    project_w = max(8, min(max(map(len, ["Project", *projects])), room - title_w))
+    table = _table("", (("", "left", True), ("#", "right", True), ("Session", "left", True),
+                        ("Project", "left", True), ("Last activity", "right", True), ("Spend", "right", True)))
+    table.columns[2].max_width = title_w
+    table.columns[3].max_width = project_w
+    table.add_row(">" if p.cursor == 0 else "", "0", Text("the newest", overflow="ellipsis"),
+                  "", "", "", style="reverse" if p.cursor == 0 else None)
     for n, s in enumerate(p.sessions, 1):
-        title = (s.title or "(untitled)") + (" (subagent)" if s.parent_id else "")
-        table.add_row(">" if p.cursor == n else "", str(n),
-                      Text.assemble(title, " ", (s.id, "dim")), short_path(s.project),
-                      when(s.last_ms, tz, today), _spend(usage_json(s.usage)["cost"]),
+        table.add_row(">" if p.cursor == n else "", str(n), Text(titles[n - 1], overflow="ellipsis"),
+                      short_path(projects[n - 1], project_w), lasts[n - 1], spends[n - 1],
                       style="reverse" if p.cursor == n else None)
     return Panel(Group(table, Text(PICKER_HINTS, style="dim")), title="ocsight live: pick a session",
                  expand=False)
 
 
 def pick_key(p: Picker, key: str) -> tuple[Picker, bool, str | None]:
-    """The picker after a key: (picker, done, chosen row's session); done with no choice is a way back."""
+    """The picker after a key: (picker, done, chosen row's session); done with "" is a way back."""
     if key in ("up", "k"):
         return p.moved(-1), False, None
     if key in ("down", "j"):
@@ -217,89 +245,58 @@ def pick_key(p: Picker, key: str) -> tuple[Picker, bool, str | None]:
 
 # -- the loop -------------------------------------------------------------------------------------
 
-Frames = Callable[[str | None, bool], Frame]  # (session chosen or None for the newest, chosen) -> Frame
+Frames = Callable[[str | None, bool], Frame]  # (the session chosen, None for the newest; chosen) -> Frame
 Recent = Callable[[], list[RecentSession]]
-
-
-@dataclass
-class _Following:
-    session: str | None = None  # None: the newest
 
 
 def run(frame: Frames, console: Console, interval: float, once: bool, session: str | None = None,
         recent: Recent | None = None, pick: bool = False) -> None:
-    """Draws the view once (`once`), or every `interval` seconds until q or Ctrl-C; with `recent` and a
-    terminal on both ends, keys open the session picker (at once with `pick`)."""
+    """Draws the view once (`once`), or every `interval` seconds until q or Ctrl-C. With `recent` and a
+    terminal on both ends, keys open the session picker (at once with `pick`); without, no key is read."""
     from ocsight.reports import keys
 
-    following = _Following(session)
-    if once:
-        if pick and recent is not None:
-            probe = frame(None, False)
-            chosen = pick_once(recent, console, probe.tz, probe.today)
-            if chosen is False:
-                return
-            session = chosen if isinstance(chosen, str) else None
-        console.print(render(frame(session, session is not None)))
-        return
-    interactive = recent is not None and keys.available(sys.stdin, sys.stdout)
-    if not interactive or recent is None:
-        _redraw(frame, following, console, interval)
-        return
+    interactive = recent is not None and (pick or not once) and keys.available(sys.stdin, sys.stdout)
     try:
-        with keys.Keys(sys.stdin.fileno()) as k:
-            _interactive(frame, recent, following, console, interval, k, pick)
+        if interactive and recent is not None:
+            with keys.Keys(sys.stdin.fileno()) as k:
+                _interactive(frame, recent, session, console, interval, once, k, pick)
+        elif once:
+            console.print(render(frame(session, session is not None)))
+        else:
+            _redraw(frame, session, console, interval)
     except (KeyboardInterrupt, EOFError):
         pass  # quitting the view is its normal end
 
 
-def pick_once(recent: Recent, console: Console, tz: dt.tzinfo | None, today: str) -> str | None | bool:
-    """Shows the picker until a choice: the session chosen (None: the newest), or False when backed out."""
-    from rich.live import Live
-
-    from ocsight.reports import keys
-
-    p = Picker(tuple(recent()))
-    with keys.Keys(sys.stdin.fileno()) as k, Live(render_picker(p, tz, today), console=console,
-                                                    auto_refresh=False) as view:
-        while True:
-            for key in k.read(None):
-                p, done, chosen = pick_key(p, key)
-                if done:
-                    return False if chosen == "" else chosen
-            view.update(render_picker(p, tz, today), refresh=True)
-
-
-def _redraw(frame: Frames, following: _Following, console: Console, interval: float) -> None:
+def _redraw(frame: Frames, session: str | None, console: Console, interval: float) -> None:
     from rich.live import Live
 
     def draw() -> Panel:
-        return render(frame(following.session, following.session is not None))
+        return render(frame(session, session is not None))
 
-    try:
-        with Live(draw(), console=console, auto_refresh=False) as view:
-            while True:
-                time.sleep(interval)
-                view.update(draw(), refresh=True)
-    except KeyboardInterrupt:
-        pass  # quitting the view is its normal end
+    with Live(draw(), console=console, auto_refresh=False) as view:
+        while True:
+            time.sleep(interval)
+            view.update(draw(), refresh=True)
 
 
-def _interactive(frame: Frames, recent: Recent, following: _Following, console: Console, interval: float,
-                 k: Any, pick: bool) -> None:
+def _interactive(frame: Frames, recent: Recent, session: str | None, console: Console, interval: float,
+                 once: bool, k: Any, pick: bool) -> None:
+    """The view with keys: s opens the picker, n follows the newest, q quits; `once` with `pick`: the
+    picker, then one frame of the session chosen."""
     from rich.live import Live
 
-    current = frame(following.session, following.session is not None)
-    picker: Picker | None = None
-    if pick:
-        picker = _open_picker(recent, following)
-    with Live(console=console, auto_refresh=False) as view:
+    current = frame(session, session is not None)
+    picker = open_picker(recent(), session, console.height) if pick else None
+    with Live(console=console, auto_refresh=False, transient=once) as view:
         due = 0.0
         while True:
             if picker is not None:
-                view.update(render_picker(picker, current.tz, current.today), refresh=True)
+                view.update(render_picker(picker, current.tz, current.today, console.width), refresh=True)
+            elif once:
+                break
             elif time.monotonic() >= due:
-                current = frame(following.session, following.session is not None)
+                current = frame(session, session is not None)
                 view.update(render(current, hints=True), refresh=True)
                 due = time.monotonic() + interval
             for key in k.read(None if picker is not None else max(0.0, due - time.monotonic())):
@@ -307,22 +304,19 @@ def _interactive(frame: Frames, recent: Recent, following: _Following, console: 
                     if key == "q":
                         return
                     if key in ("s", "p"):
-                        picker = _open_picker(recent, following)
+                        picker = open_picker(recent(), session, console.height)
                     elif key == "n":
-                        following.session, due = None, 0.0
+                        session, due = None, 0.0
                     continue
                 picker, done, chosen = pick_key(picker, key)
                 if done:
+                    if chosen == "" and once:
+                        return
                     if chosen != "":
-                        following.session = chosen
+                        session = chosen
                     picker, due = None, 0.0
                     break
-
-
-def _open_picker(recent: Recent, following: _Following) -> Picker:
-    sessions = tuple(recent())
-    rows = [s.id for s in sessions]
-    return Picker(sessions, rows.index(following.session) + 1 if following.session in rows else 0)
+    console.print(render(frame(session, session is not None)))
 
 
 def now_ms() -> int:
