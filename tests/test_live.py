@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_store
-from corpus import store_dir
+from corpus import raw_store, store_dir
 from storegen import Builder, tokens
 
 DAY_MS = 86_400_000
@@ -149,8 +149,11 @@ def test_context_fill_of_a_recorded_session_uses_the_config_opencode_ran_with(cl
     monkeypatch.setenv("OPENCODE_CONFIG", str(store_dir("opencode-1.18").parent / "opencode.json"))
     monkeypatch.setenv("COLUMNS", "120")
     r = cli("live", "--once", "--data-dir", str(store_dir("opencode-1.18")))
+    last = max(raw_store(store_dir("opencode-1.18")).assistant(), key=lambda m: m["time"]["created"])
+    t = last["tokens"]
+    sent = t["input"] + t["cache"]["read"] + t["cache"]["write"]
     assert r.code == 0, r.err
-    assert " / 200,000 (" in r.out
+    assert f"{sent:,} / 200,000 ({sent / 200_000:.0%})" in r.out
 
 
 # -- the keyboard, through a real terminal ----------------------------------------------------------
@@ -162,13 +165,16 @@ needs_tmux = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (mak
 class Terminal:
     """A tmux server of its own with one pane of a given size, running a command."""
 
-    def __init__(self, tmp_path: Path, command: list[str], width: int = 80, height: int = 30) -> None:
+    def __init__(self, tmp_path: Path, command: list[str], width: int = 80, height: int = 30,
+                 output: Path | None = None) -> None:
         self.socket = str(tmp_path / "tmux.sock")
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in os.environ.items()
-                       if k in ("PATH", "PYTHONPATH", "HOME", "TZ", "PYTHONDONTWRITEBYTECODE") or k.startswith("XDG_"))
-        # after the command, the terminal's modes, so a test can see that the view restored them; the
-        # shell outlives a Ctrl-C (a trap with a handler, unlike an ignored signal, is not inherited)
-        shell = f"trap : INT; env {env} {shlex.join(command)}; echo EXIT=$?; stty -a; sleep 600"
+        # the tmux server, started here, hands the pane this process's environment (PYTHONPATH, the
+        # isolated XDG directories, an old SQLite's LD_LIBRARY_PATH); the pane's own size, not a COLUMNS
+        # set here, must decide the width. After the command, the terminal's modes, so a test can see
+        # that the view restored them; the shell outlives a Ctrl-C (a trap with a handler, unlike an
+        # ignored signal, is not inherited by the command).
+        run = shlex.join(command) + (f" > {shlex.quote(str(output))}" if output else "")
+        shell = f"trap : INT; env -u COLUMNS -u LINES {run}; echo EXIT=$?; stty -a; sleep 600"
         self._tmux("new-session", "-d", "-x", str(width), "-y", str(height), "sh", "-c", shell)
 
     def _tmux(self, *args: str) -> str:
@@ -178,6 +184,12 @@ class Terminal:
 
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-J")
+
+    def modes(self) -> list[str]:
+        """The pane's terminal modes now (`stty -a` of its tty, read from outside)."""
+        tty = self._tmux("display-message", "-p", "#{pane_tty}").strip()
+        return subprocess.run(["stty", "-a", "-F", tty], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.split()
 
     def keys(self, *keys: str) -> None:
         self._tmux("send-keys", *keys)
@@ -200,8 +212,9 @@ class Terminal:
 def terminal(tmp_path: Path):
     opened: list[Terminal] = []
 
-    def open_(*args: str, width: int = 80) -> Terminal:
-        t = Terminal(tmp_path, [sys.executable, "-m", "ocsight", "live", "--interval", "0.5", *args], width)
+    def open_(*args: str, width: int = 80, output: Path | None = None) -> Terminal:
+        t = Terminal(tmp_path, [sys.executable, "-m", "ocsight", "live", "--interval", "0.5", *args], width,
+                     output=output)
         opened.append(t)
         return t
 
@@ -270,3 +283,44 @@ def test_leaving_the_view_restores_the_terminal(terminal, tmp_path: Path, quit_k
     screen = t.wait(lambda s: "EXIT=" in s and "speed" in s, "exit and terminal modes")
     modes = screen[screen.index("EXIT="):].split()
     assert "EXIT=0" in modes and "icanon" in modes and "echo" in modes
+
+
+@needs_tmux
+def test_the_picker_lists_recent_sessions_newest_first_with_project_activity_and_spend(terminal, tmp_path: Path):
+    old, new = two_sessions(tmp_path / "data")
+    t = terminal("--pick", "--data-dir", str(tmp_path / "data"))
+    lines = t.wait(_picker_open, "session picker").splitlines()
+    newer = next(i for i, line in enumerate(lines) if "Fix login" in line)
+    older = next(i for i, line in enumerate(lines) if "Refactor billing" in line)
+    assert newer < older
+    old_day = dt.datetime.fromtimestamp(old["time"]["updated"] / 1000)
+    assert "/home/dev/shop" in lines[older] and f"{old_day:%m-%d %H:%M:%S}" in lines[older] \
+        and "$0.01" in lines[older]
+    assert "/home/dev/shop" in lines[newer] and "$0.02" in lines[newer]
+
+
+@needs_tmux
+def test_n_follows_the_newest_session_again(terminal, tmp_path: Path):
+    old, _new = two_sessions(tmp_path / "data")
+    t = terminal("--session", old["id"], "--data-dir", str(tmp_path / "data"))
+    t.wait(lambda s: "Refactor billing (chosen)" in s, "the session given")
+    t.keys("n")
+    t.wait(lambda s: "Fix login (the newest)" in s, "the newest session")
+
+
+@needs_tmux
+def test_with_output_to_a_file_live_leaves_the_keyboard_to_the_terminal(terminal, tmp_path: Path):
+    """No cbreak mode, no picker: what is typed is echoed by the terminal as usual."""
+    two_sessions(tmp_path / "data")
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "ocsight"
+    t = terminal("--data-dir", str(tmp_path / "data"), output=tmp_path / "live.txt")
+    deadline = time.monotonic() + 60
+    while not list(cache.glob("index-*.sqlite")):  # past where a view with keys takes the keyboard
+        assert time.monotonic() < deadline, "live never read the store"
+        time.sleep(0.1)
+    modes = t.modes()
+    assert "icanon" in modes and "echo" in modes
+    t.keys("typed")
+    t.wait(lambda s: "typed" in s, "the terminal's echo of what was typed")
+    t.keys("C-c")
+    t.wait(lambda s: "EXIT=0" in s, "exit")

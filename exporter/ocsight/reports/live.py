@@ -120,7 +120,7 @@ def context_line(c: Context | None) -> str:
         return "no model call yet"
     if c.limit is None:
         return f"{c.used:,} / unknown ({c.model}: no context limit known)"
-    return f"{c.used:,} / {c.limit:,} ({c.used * 100 // c.limit}%) {c.model}"
+    return f"{c.used:,} / {c.limit:,} ({c.used / c.limit:.0%}) {c.model}"
 
 
 def _facts() -> Table:
