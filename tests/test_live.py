@@ -205,7 +205,7 @@ class Terminal:
             time.sleep(0.1)
 
     def close(self) -> None:
-        subprocess.run([TMUX or "tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=30)
+        subprocess.run([TMUX or "tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=30, check=False)
 
 
 @pytest.fixture
@@ -287,7 +287,7 @@ def test_leaving_the_view_restores_the_terminal(terminal, tmp_path: Path, quit_k
 
 @needs_tmux
 def test_the_picker_lists_recent_sessions_newest_first_with_project_activity_and_spend(terminal, tmp_path: Path):
-    old, new = two_sessions(tmp_path / "data")
+    old, _new = two_sessions(tmp_path / "data")
     t = terminal("--pick", "--data-dir", str(tmp_path / "data"))
     lines = t.wait(_picker_open, "session picker").splitlines()
     newer = next(i for i, line in enumerate(lines) if "Fix login" in line)
@@ -324,3 +324,14 @@ def test_with_output_to_a_file_live_leaves_the_keyboard_to_the_terminal(terminal
     t.wait(lambda s: "typed" in s, "the terminal's echo of what was typed")
     t.keys("C-c")
     t.wait(lambda s: "EXIT=0" in s, "exit")
+
+
+@needs_tmux
+def test_pick_with_once_draws_the_chosen_session_once_and_exits(terminal, tmp_path: Path):
+    two_sessions(tmp_path / "data")
+    t = terminal("--pick", "--once", "--data-dir", str(tmp_path / "data"))
+    screen = t.wait(_picker_open, "session picker")
+    number = next(line for line in screen.splitlines() if "Refactor billing" in line).split()[1]
+    t.keys(number)
+    screen = t.wait(lambda s: "EXIT=" in s, "exit")
+    assert "EXIT=0" in screen and "Refactor billing (chosen)" in screen

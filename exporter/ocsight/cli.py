@@ -356,6 +356,7 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
     from ocsight.index.reader import RecentSession
     from ocsight.reports import documents, keys
     from ocsight.reports import live as live_view
+    from ocsight.reports.picker import PICKER_SIZE
 
     if pick and session_id:
         raise OcsightError("choose --session or --pick, not both", EXIT_USAGE)
@@ -385,7 +386,7 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
 
     def recent() -> list[RecentSession]:
         with run.index() as idx:
-            return idx.reader.recent_sessions(run.cost_mode, live_view.PICKER_SIZE)
+            return idx.reader.recent_sessions(run.cost_mode, PICKER_SIZE)
 
     live_view.run(frame, run.console(), interval or run.settings.live_interval, once, session_id, recent, pick)
 

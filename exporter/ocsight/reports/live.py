@@ -2,7 +2,7 @@
 
 Rendering, and the loop that redraws: `cli` gathers a `Frame` (refreshing the index, which reads only
 what changed, and reading the followed session's records afresh) before every redraw. On a terminal,
-keys open a picker of recent sessions (`Picker`) and choose the session followed; without one
+keys open a picker of recent sessions (`picker`) and choose the session followed; without one
 (`--once`, output to a pipe) the view is drawn with no keyboard handling at all.
 """
 
@@ -12,7 +12,7 @@ import datetime as dt
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from rich import box
@@ -23,12 +23,13 @@ from rich.text import Text
 
 from ocsight.index.reader import RecentSession
 from ocsight.model import Message, Session, ToolCall
+from ocsight.reports import keys
 from ocsight.reports.documents import usage_json
 from ocsight.reports.format import short_path, tokens
+from ocsight.reports.picker import Picker, open_picker, pick_key
 
 RECENT = 8
 RATE_WINDOW_MS = 10 * 60_000
-PICKER_SIZE = 15  # sessions the picker lists; digits choose the first nine
 HINTS = "s: pick a session · n: follow the newest · q: quit"
 PICKER_HINTS = "↑/↓ or j/k and Enter, or a number: choose · Esc or q: back"
 
@@ -179,28 +180,6 @@ def _session_parts(f: Frame, facts: Table) -> list[Any]:
 
 # -- the session picker ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Picker:
-    """The picker's state: row 0 follows the newest session, rows 1.. are `sessions`."""
-
-    sessions: tuple[RecentSession, ...]
-    cursor: int = 0
-
-    def moved(self, by: int) -> Picker:
-        return replace(self, cursor=max(0, min(len(self.sessions), self.cursor + by)))
-
-    def choice(self, row: int) -> str | None:
-        """The session ID a row stands for (None: the newest)."""
-        return None if row == 0 else self.sessions[row - 1].id
-
-
-def open_picker(sessions: Sequence[RecentSession], following: str | None, height: int) -> Picker:
-    """A picker of as many sessions as the terminal's height shows, its cursor on the one followed."""
-    shown = tuple(sessions[:max(1, min(PICKER_SIZE, height - 7))])
-    rows = [s.id for s in shown]
-    return Picker(shown, rows.index(following) + 1 if following in rows else 0)
-
-
 def render_picker(p: Picker, tz: dt.tzinfo | None, today: str, width: int) -> Panel:
     """One line a session; when the terminal is narrow, titles end in "…" and project paths keep their
     tail, while times and spend stay whole."""
@@ -228,21 +207,6 @@ def render_picker(p: Picker, tz: dt.tzinfo | None, today: str, width: int) -> Pa
                  expand=False)
 
 
-def pick_key(p: Picker, key: str) -> tuple[Picker, bool, str | None]:
-    """The picker after a key: (picker, done, chosen row's session); done with "" is a way back."""
-    if key in ("up", "k"):
-        return p.moved(-1), False, None
-    if key in ("down", "j"):
-        return p.moved(1), False, None
-    if key == "enter":
-        return p, True, p.choice(p.cursor)
-    if key.isdigit() and int(key) <= len(p.sessions):
-        return p, True, p.choice(int(key))
-    if key in ("esc", "q"):
-        return p, True, ""
-    return p, False, None
-
-
 # -- the loop -------------------------------------------------------------------------------------
 
 Frames = Callable[[str | None, bool], Frame]  # (the session chosen, None for the newest; chosen) -> Frame
@@ -253,8 +217,6 @@ def run(frame: Frames, console: Console, interval: float, once: bool, session: s
         recent: Recent | None = None, pick: bool = False) -> None:
     """Draws the view once (`once`), or every `interval` seconds until q or Ctrl-C. With `recent` and a
     terminal on both ends, keys open the session picker (at once with `pick`); without, no key is read."""
-    from ocsight.reports import keys
-
     interactive = recent is not None and (pick or not once) and keys.available(sys.stdin, sys.stdout)
     try:
         if interactive and recent is not None:
@@ -281,7 +243,7 @@ def _redraw(frame: Frames, session: str | None, console: Console, interval: floa
 
 
 def _interactive(frame: Frames, recent: Recent, session: str | None, console: Console, interval: float,
-                 once: bool, k: Any, pick: bool) -> None:
+                 once: bool, k: keys.Keys, pick: bool) -> None:
     """The view with keys: s opens the picker, n follows the newest, q quits; `once` with `pick`: the
     picker, then one frame of the session chosen."""
     from rich.live import Live
@@ -308,14 +270,17 @@ def _interactive(frame: Frames, recent: Recent, session: str | None, console: Co
                     elif key == "n":
                         session, due = None, 0.0
                     continue
-                picker, done, chosen = pick_key(picker, key)
-                if done:
-                    if chosen == "" and once:
-                        return
-                    if chosen != "":
-                        session = chosen
-                    picker, due = None, 0.0
-                    break
+                after = pick_key(picker, key)
+                if isinstance(after, Picker):
+                    picker = after
+                    continue
+                if after is None and once:
+                    return
+                if after is not None:
+                    session = after.session
+                picker, due = None, 0.0
+                break
+    # only `once` leaves the loop here: the picker is gone (transient), the frame stays on the screen
     console.print(render(frame(session, session is not None)))
 
 
