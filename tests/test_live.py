@@ -65,12 +65,13 @@ def test_a_call_of_another_day_shows_its_date_below_todays(cli, tmp_path: Path, 
 
 # -- widths -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("width", [80, 160])
+@pytest.mark.parametrize("width", [50, 80, 160])
 def test_tables_fit_the_terminal_without_stretching_and_numbers_stay_whole(cli, tmp_path: Path, monkeypatch,
                                                                            width: int):
     b = Builder()
     s = b.session(b.project("/home/dev/projects/a-rather-long-project-name"), at=now_ms() - 60_000)
-    b.assistant(s, now_ms() - 50_000, tokens(input=123_456_000, output=789), cost=1234.5678,
+    call_at = now_ms() - 50_000
+    b.assistant(s, call_at, tokens(input=123_456_000, output=789), cost=1234.5678,
                 provider="github-copilot", model="claude-sonnet-4.5-preview-2026")
     write_store(b.plan, tmp_path / "data", "db")
     monkeypatch.setenv("COLUMNS", str(width))
@@ -78,8 +79,8 @@ def test_tables_fit_the_terminal_without_stretching_and_numbers_stay_whole(cli, 
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     assert max(len(line) for line in lines) <= min(width, 110)
-    row = next(line for line in lines if "123,456,789" in line and "build" in line)
-    assert "$1,234.5678" in row
+    row = next(line for line in lines if f"{dt.datetime.fromtimestamp(call_at / 1000):%H:%M:%S}" in line)
+    assert "123,456,789" in row and "$1,234.5678" in row
 
 
 # -- --session --------------------------------------------------------------------------------------

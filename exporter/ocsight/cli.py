@@ -366,7 +366,8 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
     if session_id:
         with run.index() as idx:
             if not idx.reader.knows_session(session_id):
-                raise OcsightError(f"no session {session_id!r} in OpenCode's data")
+                raise OcsightError(f"no session {session_id!r} in OpenCode's data "
+                                   "(`ocsight live --pick` lists the recent ones)")
     limits = reading.catalogue_for(run.options)
 
     def frame(sid: str | None, chosen: bool) -> live_view.Frame:
