@@ -136,6 +136,19 @@ def test_context_fill_takes_the_limit_from_opencode_config(cli, tmp_path: Path, 
     assert "64,000 / 128,000 (50%)" in r.out
 
 
+def test_context_fill_takes_the_users_config_over_the_catalogue(cli, tmp_path: Path, monkeypatch,
+                                                                models_json: Path):
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "opencode" / "opencode.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"provider": {"anthropic": {"models": {"claude-sonnet-4-5": {
+        "limit": {"context": 100_000}}}}}}))
+    _one_call(tmp_path / "data", *SONNET, input=50_000)
+    monkeypatch.setenv("COLUMNS", "120")
+    r = cli("live", "--once", "--data-dir", str(tmp_path / "data"))
+    assert r.code == 0, r.err
+    assert "50,000 / 100,000 (50%)" in r.out
+
+
 def test_context_fill_of_a_model_without_a_known_limit_is_unknown(cli, tmp_path: Path, monkeypatch,
                                                                  models_json: Path):
     _one_call(tmp_path / "data", "acme", "mystery-1", input=64_000)
