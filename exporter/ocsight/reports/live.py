@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group, JustifyMethod
 from rich.panel import Panel
 from rich.table import Table
@@ -159,8 +160,9 @@ def _session_parts(f: Frame, facts: Table) -> list[Any]:
     facts.add_row("Session", Text.assemble(title, (f" ({how})", "dim")))
     facts.add_row("", Text(f"{f.session_id} {where}", style="dim"))
     facts.add_row("Started", when(session.time_created, f.tz, f.today) if session else "-")
+    rate = recent_tokens / (RATE_WINDOW_MS / 60_000)
     facts.add_row("Usage", f"{plural(len(calls), 'call')} · {sum(m.tokens.total for m in calls):,} tokens · "
-                  f"{spend(cost, unpriced, 4)} · {recent_tokens / (RATE_WINDOW_MS / 60_000):,.0f} tokens/min (last 10 min)")
+                  f"{spend(cost, unpriced, 4)} · {rate:,.0f} tokens/min (last 10 min)")
     facts.add_row("Context", context_line(f.context))
     models = _table("Latest model calls", (("Time", "right", True), ("Model", "left", False),
                                            ("Agent", "left", False), ("Tokens", "right", True),
@@ -188,11 +190,11 @@ def render_picker(p: Picker, tz: dt.tzinfo | None, today: str, width: int) -> Pa
     titles = [(s.title or "(untitled)") + (" (subagent)" if s.parent_id else "") for s in p.sessions]
     projects = [s.project for s in p.sessions]
     # the panel's frame (4), the gaps between the six columns (2 each) and the whole columns
-    whole = 4 + 10 + 1 + len(str(len(p.sessions))) + max(map(len, ["Last activity", *lasts])) \
-        + max(map(len, ["Spend", *spends]))
+    whole = 4 + 10 + 1 + len(str(len(p.sessions))) + max(map(cell_len, ["Last activity", *lasts])) \
+        + max(map(cell_len, ["Spend", *spends]))
     room = max(20, width - whole)
-    title_w = min(max(map(len, ["the newest", *titles])), max(14, room * 11 // 20))
-    project_w = max(8, min(max(map(len, ["Project", *projects])), room - title_w))
+    title_w = min(max(map(cell_len, ["the newest", *titles])), max(14, room * 11 // 20))
+    project_w = max(8, min(max(map(cell_len, ["Project", *projects])), room - title_w))
     table = _table("", (("", "left", True), ("#", "right", True), ("Session", "left", True),
                         ("Project", "left", True), ("Last activity", "right", True), ("Spend", "right", True)))
     table.columns[2].max_width = title_w
@@ -265,7 +267,7 @@ def _interactive(frame: Frames, recent: Recent, session: str | None, console: Co
                 if picker is None:
                     if key == "q":
                         return
-                    if key in ("s", "p"):
+                    if key == "s":
                         picker = open_picker(recent(), session, console.height)
                     elif key == "n":
                         session, due = None, 0.0
