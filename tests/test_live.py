@@ -187,7 +187,7 @@ class Terminal:
         # set here, must decide the width. After the command, the terminal's modes, so a test can see
         # that the view restored them; the shell outlives a Ctrl-C (a trap with a handler, unlike an
         # ignored signal, is not inherited by the command).
-        run = shlex.join(command) + (f" > {shlex.quote(str(output))}" if output else "")
+        run = shlex.join(command) + (f" > {shlex.quote(str(output))} 2>&1" if output else "")
         shell = f"trap : INT; env -u COLUMNS -u LINES {run}; echo EXIT=$?; stty -a; sleep 600"
         self._tmux("new-session", "-d", "-x", str(width), "-y", str(height), "sh", "-c", shell)
 
@@ -198,6 +198,10 @@ class Terminal:
 
     def screen(self) -> str:
         return self._tmux("capture-pane", "-p", "-J")
+
+    def history(self) -> str:
+        """The screen with what scrolled off it."""
+        return self._tmux("capture-pane", "-p", "-J", "-S", "-")
 
     def modes(self) -> list[str]:
         """The pane's terminal modes now (`stty -a` of its tty, read from outside)."""
@@ -347,5 +351,6 @@ def test_pick_with_once_draws_the_chosen_session_once_and_exits(terminal, tmp_pa
     screen = t.wait(_picker_open, "session picker")
     number = next(line for line in screen.splitlines() if "Refactor billing" in line).split()[1]
     t.keys(number)
-    screen = t.wait(lambda s: "EXIT=" in s, "exit")
-    assert "EXIT=0" in screen and "Refactor billing (chosen)" in screen
+    t.wait(lambda s: "EXIT=" in s, "exit")
+    drawn = t.history()
+    assert "EXIT=0" in drawn and "Refactor billing (chosen)" in drawn

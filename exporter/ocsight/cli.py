@@ -369,12 +369,21 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
                 raise OcsightError(f"no session {session_id!r} in OpenCode's data "
                                    "(`ocsight live --pick` lists the recent ones)")
     limits = reading.catalogue_for(run.options)
+    drawn: list[bool] = []
+
+    def index() -> Index:
+        """The first read may take a while and says so on stderr; later ones, under the view, are quiet
+        (a progress line would flicker through the view at every refresh)."""
+        if drawn:
+            return reading.open_index(run.options)
+        drawn.append(True)
+        return run.index()
 
     def frame(sid: str | None, chosen: bool) -> live_view.Frame:
         now = live_view.now_ms()
         today = dt.datetime.fromtimestamp(now / 1000, run.tz).date().isoformat()
         window = filters.make_filters(since=today, timezone=run.settings.timezone)
-        with run.index() as idx:
+        with index() as idx:
             totals = documents.breakdown_json(idx.reader.breakdown(window, run.cost_mode))["totals"]
             sid = sid or idx.reader.latest_session()
             if sid is None:
@@ -386,7 +395,7 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
                                live_view.context_fill(calls, limits.context_limit), chosen)
 
     def recent() -> list[RecentSession]:
-        with run.index() as idx:
+        with index() as idx:
             return idx.reader.recent_sessions(run.cost_mode, PICKER_SIZE)
 
     live_view.run(frame, run.console(), interval or run.settings.live_interval, once, session_id, recent, pick)
