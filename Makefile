@@ -23,11 +23,14 @@ npm:
 	@command -v npm >/dev/null || { echo "installing Node.js and npm (for the OpenCode binary the tests run)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
 
-# The stack's tests run the real Prometheus, promtool, Alertmanager and amtool.
+# The stack's tests run the real Prometheus, promtool, Alertmanager and amtool; `live`'s keyboard
+# tests drive it through a real terminal, tmux.
 debs:
 	@command -v promtool >/dev/null && command -v amtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
 		{ echo "installing Prometheus and Alertmanager (for the stack's tests)"; $(SUDO) apt-get update -qq && \
 		$(SUDO) apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; }
+	@command -v tmux >/dev/null || { echo "installing tmux (for the live view's keyboard tests)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends tmux; }
 
 # In tiers: the package's own checks and the fast unit tier first (seconds), then the whole suite
 # (real OpenCode, real OTLP receivers, Prometheus, MCP clients) on a non-editable install, then the

@@ -408,39 +408,71 @@ def export(fmt: str, level: str, output: str, **kw: Any) -> None:
 @_source_options
 @click.option("--interval", type=click.FloatRange(min=0.1), help="Seconds between refreshes (default 2).")
 @click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
-def live(interval: float | None, once: bool, **kw: Any) -> None:
-    """A live view of today's spend, the running session and the latest calls, as OpenCode writes.
+@click.option("--session", "session_id", metavar="ID", help="Follow this session (default: the newest).")
+@click.option("--pick", is_flag=True, help="Start by choosing the session from a list of recent ones.")
+def live(interval: float | None, once: bool, session_id: str | None, pick: bool, **kw: Any) -> None:
+    """A live view of today's spend, the followed session, its context fill and its latest calls.
 
-    Reads only what changed since the last refresh (the index is incremental). Ctrl-C quits.
+    Follows the newest session, or the one --session names. On a terminal, s opens a picker of
+    recent sessions (arrows or j/k and Enter, or a number; Esc goes back), n follows the newest
+    again, q quits. Reads only what changed since the last refresh (the index is incremental).
 
     \b
     Examples:
       ocsight live
-      ocsight live --interval 5 -z Europe/Berlin
+      ocsight live --pick
+      ocsight live --session ses_4f1c2a... --interval 5 -z Europe/Berlin
     """
     import datetime as dt
 
     from ocsight import filters, reading
-    from ocsight.reports import documents
+    from ocsight.errors import EXIT_USAGE, OcsightError
+    from ocsight.index.reader import RecentSession
+    from ocsight.reports import documents, keys
     from ocsight.reports import live as live_view
+    from ocsight.reports.picker import PICKER_SIZE
 
+    if pick and session_id:
+        raise OcsightError("choose --session or --pick, not both", EXIT_USAGE)
+    if pick and not keys.available(sys.stdin, sys.stdout):
+        raise OcsightError("--pick needs a terminal to read keys from (and to draw on)", EXIT_USAGE)
     run = Run(kw)
+    if session_id:
+        with run.index() as idx:
+            if not idx.reader.knows_session(session_id):
+                raise OcsightError(f"no session {session_id!r} in OpenCode's data "
+                                   "(`ocsight live --pick` lists the recent ones)")
+    limits = reading.catalogue_for(run.options)
+    drawn: list[bool] = []
 
-    def frame() -> live_view.Frame:
+    def index() -> Index:
+        """The first read may take a while and says so on stderr; later ones, under the view, are quiet
+        (a progress line would flicker through the view at every refresh)."""
+        if drawn:
+            return reading.open_index(run.options)
+        drawn.append(True)
+        return run.index()
+
+    def frame(sid: str | None, chosen: bool) -> live_view.Frame:
         now = live_view.now_ms()
         today = dt.datetime.fromtimestamp(now / 1000, run.tz).date().isoformat()
         window = filters.make_filters(since=today, timezone=run.settings.timezone)
-        with run.index() as idx:
+        with index() as idx:
             totals = documents.breakdown_json(idx.reader.breakdown(window, run.cost_mode))["totals"]
-            sid = idx.reader.latest_session()
+            sid = sid or idx.reader.latest_session()
             if sid is None:
                 return live_view.Frame(now, today, totals, None, None, [], [], run.cost_mode, run.tz)
             recs = reading.read_records(idx, [sid])
         session = next((s for s in recs.sessions if s.id == sid), None)
         calls = [m for m in recs.messages if m.role == "assistant"]
-        return live_view.Frame(now, today, totals, sid, session, calls, recs.tool_calls, run.cost_mode, run.tz)
+        return live_view.Frame(now, today, totals, sid, session, calls, recs.tool_calls, run.cost_mode, run.tz,
+                               live_view.context_fill(calls, limits.context_limit), chosen)
 
-    live_view.run(frame, run.console(), interval or run.settings.live_interval, once)
+    def recent() -> list[RecentSession]:
+        with index() as idx:
+            return idx.reader.recent_sessions(run.cost_mode, PICKER_SIZE)
+
+    live_view.run(frame, run.console(), interval or run.settings.live_interval, once, session_id, recent, pick)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -114,6 +114,18 @@ class SessionUsage:
 
 
 @dataclass(frozen=True)
+class RecentSession:
+    """A session with model calls, as a picker lists it."""
+
+    id: str
+    parent_id: str | None
+    title: str | None
+    project: str
+    last_ms: int  # its last activity: its record's update time, else its last call's 15-minute bucket
+    usage: Usage
+
+
+@dataclass(frozen=True)
 class RecordCounts:
     projects: int
     sessions: int
@@ -407,6 +419,22 @@ class IndexReader:
         row = self.con.execute(f"SELECT s.id FROM session s JOIN {self._usage} c ON c.session_id = s.id "
                                "ORDER BY c.bucket DESC, s.time_updated DESC LIMIT 1").fetchone()
         return row[0] if row else None
+
+    def recent_sessions(self, mode: str, limit: int) -> list[RecentSession]:
+        """The sessions with model calls, the most recently active first (the newest is `latest_session`'s)."""
+        rows = self._rows(
+            f"""SELECT c.session_id AS id, s.parent_id, s.title, {PROJECT_SQL} AS project,
+                max(coalesce(max(s.time_updated), 0), max(c.bucket) * {BUCKET_MS}) AS last_ms,
+                max(c.bucket) AS last_bucket, {usage_columns(mode)}
+            {CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant'
+            GROUP BY c.session_id ORDER BY last_bucket DESC, last_ms DESC, c.session_id DESC LIMIT ?""", (limit,))
+        return [RecentSession(r["id"], r["parent_id"], r["title"], r["project"], r["last_ms"], _usage(r))
+                for r in rows]
+
+    def knows_session(self, session_id: str) -> bool:
+        """Whether the store holds this session: its record, or messages of it."""
+        return self.has_session(session_id) or self.con.execute(
+            "SELECT 1 FROM usage_cube WHERE session_id = ? LIMIT 1", (session_id,)).fetchone() is not None
 
     # -- names -----------------------------------------------------------------------------------------
 

@@ -152,6 +152,7 @@ class Catalogue:
         self._genai = genai.Lookups(persist=keep_cache)
         self._lock = threading.Lock()
         self._prefetch: threading.Thread | None = None
+        self._limits: dict[Pair, int] | None = None
 
     def fingerprint(self) -> str:
         """Changes whenever a price source may have changed; the index re-resolves its prices then."""
@@ -246,6 +247,37 @@ class Catalogue:
                         out[(pid, mid)] = price_from_models_dev(cost, "models.json")
                     except ValueError:
                         self.problems.append(f"{path}: bad cost for {pid}/{mid}")
+        return out
+
+    def context_limit(self, provider: str, model: str) -> int | None:
+        """A model's context window in tokens (`limit.context`): OpenCode's config first (the user's
+        own models), then its models.dev cache; None when neither gives one."""
+        with self._lock:
+            if self._limits is None:
+                self._limits = self._read_limits()
+            return self._limits.get((provider, model))
+
+    def _read_limits(self) -> dict[Pair, int]:
+        out: dict[Pair, int] = {}
+        tables: list[object] = []
+        for path in self._config_paths():
+            try:
+                data = read_structured(path)
+            except (OSError, ValueError, UnicodeDecodeError):
+                continue  # reported by the price read; a limit is only shown as unknown
+            tables.append(data.get("provider") if isinstance(data, dict) else None)
+        for path in models_json_paths():
+            try:
+                tables.append(json.loads(path.read_bytes()))
+            except (OSError, ValueError):
+                continue
+        for table in tables:
+            for pid, mid, model in _models_of(table):
+                limit = model.get("limit")
+                context = limit.get("context") if isinstance(limit, dict) else None
+                if (pid, mid) not in out and isinstance(context, int) and not isinstance(context, bool) \
+                        and context > 0:
+                    out[(pid, mid)] = context
         return out
 
     # -- asking ----------------------------------------------------------------------------------------
