@@ -43,12 +43,24 @@ _FORK_COPIES = click.option("--include-fork-copies", is_flag=True,
                                  "does (default: once, where they were made).")
 
 
+_NO_CACHE = click.option("--no-cache", is_flag=True, default=None,
+                         help="Read everything afresh; do not use or write the index.")
+_NO_COLOR = click.option("--no-color", "no_color", is_flag=True, default=None,
+                         help="No colours (also: NO_COLOR set, or color = false in the config).")
+
+
+def _reading_options(fn: Callable) -> Callable:
+    """What to read and how to cost it, without a window or filters (`live` follows one session)."""
+    for option in reversed([_DATA_DIR, _DEMO, _NO_CACHE, _COST_MODE, _PRICES, _FORK_COPIES, _TIMEZONE, _NO_COLOR]):
+        fn = option(fn)
+    return fn
+
+
 def _source_options(fn: Callable) -> Callable:
     options = [
         _DATA_DIR,
         _DEMO,
-        click.option("--no-cache", is_flag=True, default=None,
-                     help="Read everything afresh; do not use or write the index."),
+        _NO_CACHE,
         _COST_MODE,
         _PRICES,
         _FORK_COPIES,
@@ -60,8 +72,7 @@ def _source_options(fn: Callable) -> Callable:
         click.option("--model", "models", multiple=True, help="Only these models: ID or provider/ID."),
         click.option("--project", "projects", multiple=True, help="Only projects whose path contains this."),
         click.option("--agent", "agents", multiple=True, help="Only these agents (build, plan, general, ...)."),
-        click.option("--no-color", "no_color", is_flag=True, default=None,
-                     help="No colours (also: NO_COLOR set, or color = false in the config)."),
+        _NO_COLOR,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -405,7 +416,7 @@ def export(fmt: str, level: str, output: str, **kw: Any) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@_source_options
+@_reading_options
 @click.option("--interval", type=click.FloatRange(min=0.1), help="Seconds between refreshes (default 2).")
 @click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
 @click.option("--session", "session_id", metavar="ID", help="Follow this session (default: the newest).")
