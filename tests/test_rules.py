@@ -216,19 +216,19 @@ def test_the_export_lag_alert_believes_only_a_direct_scrape_of_the_sidecar():
     assert not scrape["ocsight"].get("honor_labels")  # job="ocsight", instance="ocsight:9464": the target's own
 
 
-def test_rules_never_sum_a_counter_across_instances():
-    """A counter summed or increased per series counts an instance change (old and new series) wrong: the
-    spend alert takes every counter as `max without (job, instance)` first."""
+def test_the_spend_spike_sums_each_series_growth_never_its_total():
+    """A total summed across instances counts an old instance the collector keeps and its successor twice: the
+    spike takes each series' growth (a difference of the series with itself, or its increase()) before any sum."""
     expr = " ".join(next(r for r in alerts() if r["alert"] == "OcsightSpendSpike")["expr"].split())
     for m in re.finditer(r"ocsight_cost_usd_total", expr):
-        assert expr[:m.start()].rstrip().endswith(("max without (job, instance) (",
-                                                   "max without (job, instance) (increase(")), expr[:m.end()]
+        before = expr[:m.start()]
+        assert before.endswith(("clamp_min(", "last_over_time(", "increase(")), expr[:m.end()]
 
 
 def test_the_forecast_waits_for_twenty_hours_of_history():
     expr = " ".join(next(r for r in alerts() if r["alert"] == "OcsightMonthlyBudgetForecast")["expr"].split())
-    assert "time() - min_over_time(timestamp(ocsight_spend_usd{ocsight_budget_period=\"monthly\"})[24h:5m]) >= 72000" \
-        in expr
+    assert ("time() - min_over_time(timestamp(max without (job, instance) "
+            "(ocsight_spend_usd{ocsight_budget_period=\"monthly\"}))[24h:5m]) >= 72000") in expr
 
 
 def test_every_alert_is_tested_through_a_restart_with_a_new_instance():
