@@ -207,9 +207,13 @@ def test_an_absent_sidecar_silences_only_the_alerts_of_its_own_instance():
     assert {"user_name", "host_name", "instance"} <= set(rule["equal"])
 
 
-def test_the_export_lag_alert_believes_only_a_direct_scrape_of_the_sidecar():
+def test_the_export_lag_alert_prefers_a_direct_scrape_of_the_sidecar():
+    """The lag of a direct scrape where one exists; through OTLP only for a user and host no job "ocsight" scraped
+    in the last hour (promtool cases: deploy/prometheus/tests, "export lag growing")."""
     expr = " ".join(next(r for r in alerts() if r["alert"] == "OcsightExportLagGrowing")["expr"].split())
-    assert re.search(r'and on\s*\(job, instance\)\s*up\{job="ocsight"\} == 1', expr), expr
+    assert re.search(r'and on\s*\(job, instance\)\s*up\{job="ocsight"\} == 1 or', expr), expr
+    assert expr.endswith('unless on(user_name, host_name) (max_over_time(ocsight_export_lag_seconds[1h]) '
+                         'and on(job, instance) up{job="ocsight"})'), expr
     scrape = {j["job_name"]: j for j in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())[
         "scrape_configs"]}
     assert scrape["ocsight"]["static_configs"] == [{"targets": ["ocsight:9464"]}]
