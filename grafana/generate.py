@@ -58,19 +58,35 @@ def rate(selector: str) -> str:
 
 
 def one_per_label_set(expr: str) -> str:
-    """One series per label set whichever instance reports it: a sidecar restarted with a new instance, whose
-    old series a collector keeps for 10 minutes, or scraped both directly and through a collector, counts once.
-    (Two sidecars of one user and host with the very same label set count as one: the larger.)"""
+    """The largest of a label set's instances: for a budget, which every sidecar of a user exports from the same
+    settings (two sidecars of one user and host, or one restarted with a new instance, count it once)."""
     return f"max without (job, instance) ({expr})"
 
 
+# An instance is new while its heartbeat had no sample 12 minutes earlier: longer than the collector keeps an old
+# instance's series after its last update (metric_expiration, 10 minutes).
+HEARTBEAT = sel("ocsight_export_lag_seconds", by=SIDECAR)
+NEW_INSTANCES = f"({HEARTBEAT} unless {HEARTBEAT} offset 12m)"
+
+
+def across_instances(selector: str) -> str:
+    """A gauge summed over the instances of each label set: two sidecars of one user and host add up. While a
+    user and host has a new instance, the larger of the new instances' sum and the others' is taken, so an old
+    instance the collector keeps for 10 minutes is never added to its successor (the rules do the same; the
+    README's "What the metrics hold" says what it costs)."""
+    old = f"sum without (job, instance) ({selector} unless on(job, instance) {NEW_INSTANCES})"
+    new = f"sum without (job, instance) ({selector} and on(job, instance) {NEW_INSTANCES})"
+    return f"({old} >= {new} or {new} or {old})"
+
+
 def over_range(selector: str) -> str:
-    """The increase over the dashboard's time range (for instant queries), across instance changes: a label
-    set's cumulative total now minus at the range's start (both the max over instances, so spend made while a
-    sidecar was down or changed instance counts); a label set with no total at the range's start counts its
-    increase() within the range, which ignores its first sample (see the README's "What the metrics hold")."""
-    return (f"(clamp_min({one_per_label_set(selector)} - {one_per_label_set(f'{selector} offset $__range')}, 0)"
-            f" or {one_per_label_set(f'increase({selector}[$__range])')})")
+    """The increase over the dashboard's time range (for instant queries), per series: its total now minus its
+    last total before the range began (looked for up to a day back, so what was spent while its sidecar was
+    down counts when it comes back); a series with no total in that day counts its increase() within the range,
+    which ignores its first sample (see the README's "What the metrics hold"). Summed by the caller: an old
+    instance that no longer grows adds nothing, two sidecars of one user add up."""
+    return (f"(clamp_min({selector} - last_over_time({selector}[1d] offset $__range), 0)"
+            f" or increase({selector}[$__range]))")
 
 
 def total(expr: str, by: Sequence[str] = ()) -> str:
@@ -93,8 +109,9 @@ def budget_selector(metric: str, period: str) -> str:
 
 
 def gauge_of(metric: str, period: str) -> str:
-    """A spend or budget gauge once per user, host and period: never summed across the instances of one sidecar."""
-    return one_per_label_set(budget_selector(metric, period))
+    """A spend gauge summed over a user's instances on a host; a budget gauge once per user, host and period."""
+    selector = budget_selector(metric, period)
+    return one_per_label_set(selector) if metric == "ocsight_budget_usd" else across_instances(selector)
 
 
 def spend(period: str, by: Sequence[str] = ()) -> str:
@@ -355,7 +372,7 @@ def overview() -> dm.Dashboard:
                per_sidecar("max", sel("ocsight_skipped_records", by=SIDECAR)), w=5,
                steps=thresholds((None, "green"), (1, "orange"))),
         single("Unpriced calls", "Model calls with no known price, by model; configure a price to bring it to 0.",
-               [Q(total(one_per_label_set(sel("ocsight_unpriced_calls", by=HISTOGRAM)), ("gen_ai_request_model",)),
+               [Q(total(across_instances(sel("ocsight_unpriced_calls", by=HISTOGRAM)), ("gen_ai_request_model",)),
                   "{{gen_ai_request_model}}")], w=5, steps=thresholds((None, "green"), (1, "orange"))),
     ], collapsed=True)
     return build("ocsight-overview", "ocsight / Overview", "Spend against budgets, tokens, cost, cache, sessions, "

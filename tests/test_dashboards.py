@@ -55,7 +55,9 @@ CACHE = Path(os.environ.get("OCSIGHT_TEST_CACHE") or Path(REAL_HOME, ".cache", "
 # template variable -> the label it filters on
 FILTERS = {"provider": "gen_ai_provider_name", "model": "gen_ai_request_model", "project": "ocsight_project",
            "user": "user_name"}
-RANGES = {"$__rate_interval", "$__range"}
+# rates over Grafana's rate interval, totals over the range; a range total looks up to a day before the range for a
+# series' last total (a sidecar down at the range's start)
+RANGES = {"$__rate_interval", "$__range", "1d"}
 UIDS = {"overview": "ocsight-overview", "models": "ocsight-models", "sessions": "ocsight-sessions",
         "tools": "ocsight-tools", "team": "ocsight-team"}
 
@@ -329,23 +331,28 @@ def test_the_lexer_skips_offsets_written_as_durations_or_variables():
     assert metric_names(expr) == {"ocsight_cost_usd_total", "m"}
 
 
-def test_no_spend_gauge_or_counter_total_is_summed_across_instances():
-    """A sidecar that changes instance (its old series kept 10 minutes by the collector), or is scraped directly
-    and through the collector, has two series per label set: gauges and range totals take the max over instances
-    (`max without (job, instance)`) before any sum; only rate() panels sum per-series rates (an old series that
-    no longer grows adds nothing)."""
+def test_gauges_and_range_totals_are_taken_across_instances_never_summed_as_they_come():
+    """A sidecar that changes instance has its old series kept 10 minutes by the collector next to the new ones:
+    a spend or unpriced gauge is summed over instances only through the new-instance guard, a budget is taken
+    once per label set (`max without (job, instance)`), and a range total is each series' growth (a
+    difference of the series with itself, or its increase()), never a difference of sums."""
     found = []
     for _, e in all_expressions():
         expr = " ".join(e.expr.split())
-        for metric in ("ocsight_spend_usd", "ocsight_budget_usd", "ocsight_unpriced_calls"):
+        for metric in ("ocsight_spend_usd", "ocsight_unpriced_calls"):
             for m in re.finditer(metric, expr):
-                if not expr[:m.start()].endswith("max without (job, instance) ("):
-                    found.append(f"{e.where}: {metric} not taken once per label set")
-        for m in re.finditer(r"increase\(", expr):
+                guarded = re.match(r"\w+\{[^}]*\} (unless|and) on\(job, instance\) \(ocsight_export_lag_seconds\{[^}]*\} "
+                                   r"unless ocsight_export_lag_seconds\{[^}]*\} offset 12m\)", expr[m.start():])
+                if not (expr[:m.start()].endswith("sum without (job, instance) (") and guarded):
+                    found.append(f"{e.where}: {metric} not summed through the new-instance guard")
+        for m in re.finditer("ocsight_budget_usd", expr):
             if not expr[:m.start()].endswith("max without (job, instance) ("):
-                found.append(f"{e.where}: increase() not taken once per label set")
+                found.append(f"{e.where}: ocsight_budget_usd not taken once per label set")
+        for m in re.finditer(r"increase\(", expr):
+            if not expr[:m.start()].endswith(", 0) or "):
+                found.append(f"{e.where}: increase() not the fallback of a series' own difference")
         if "[$__range]" in expr and "offset $__range" not in expr:
-            found.append(f"{e.where}: a range total without the cumulative difference across instances")
+            found.append(f"{e.where}: a range total without the cumulative difference")
     assert not found, problems_in(found)
 
 
@@ -355,33 +362,42 @@ def _expr(dashboard: str, title: str, target: str = "A") -> str:
 
 
 def test_spend_cost_and_sidecar_panels_survive_a_restart_with_a_new_instance(tmp_path: Path):
-    """alice's sidecar restarts with a new instance: the collector keeps the old instance's series (last values)
-    10 minutes, so both coexist. promtool evaluates the panels' own expressions: the spend is not doubled, the
-    sidecar counts once, and the cost made while the sidecar was down is in "Cost in range" (1h)."""
-    alice_old = 'user_name="alice",host_name="devbox",job="ocsight",instance="2c26b46b68ffc68f"'
-    alice_new = 'user_name="alice",host_name="devbox",job="ocsight",instance="fcde2b2edba56bf4"'
+    """alice's sidecar changes instance at 25m: the collector keeps the old instance's series (last values) until
+    30m, so both coexist; carol runs two sidecars on one host. promtool evaluates the panels' own expressions: the
+    spend is not doubled across alice's instances and carol's two add up, and "Cost in range" (1h) holds what was
+    spent while a sidecar was down."""
+    old = 'user_name="alice",host_name="devbox",job="ocsight",instance="2c26b46b68ffc68f"'
+    new = 'user_name="alice",host_name="devbox",job="ocsight",instance="fcde2b2edba56bf4"'
+    carol_1 = 'user_name="carol",host_name="desk",job="ocsight",instance="e7f6c011776e8db7"'
+    carol_2 = 'user_name="carol",host_name="desk",job="ocsight",instance="4e07408562bedb8b"'
     bob = 'user_name="bob",host_name="laptop",job="ocsight",instance="9f86d081884c7d65"'
     daily = 'ocsight_budget_period="daily",ocsight_project="*"'
     cost = 'gen_ai_provider_name="anthropic",gen_ai_request_model="claude-sonnet-4-5",ocsight_project="webshop"'
+    stored = f'{cost},ocsight_cost_estimated="false"'
     series = [
-        # alice: $5 today, the old instance kept until 10m, the new one from 5m at $5.50; bob $2.
-        (f"ocsight_spend_usd{{{daily},{alice_old}}}", "5x10 stale"),
-        (f"ocsight_spend_usd{{{daily},{alice_new}}}", "_x5 5.5x60"),
-        (f"ocsight_spend_usd{{{daily},{bob}}}", "2x70"),
-        (f"ocsight_export_lag_seconds{{{alice_old}}}", "0x10 stale"),
-        (f"ocsight_export_lag_seconds{{{alice_new}}}", "_x5 0x60"),
-        (f"ocsight_export_lag_seconds{{{bob}}}", "0x70"),
-        # alice's cost: $10 at 0m, $15 when her sidecar stops at 20m (kept until 30m), $18 when it comes back at
-        # 40m with a new instance: $8 in the hour to 60m ($5 counted by increase() per series).
-        (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{alice_old}}}", "10+0.25x20 15x10 stale"),
-        (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{alice_new}}}", "_x40 18x30"),
-        # bob's first call of the model at 50m ($2): a new label set, whose first sample never counts (README,
-        # "What the metrics hold"): not in "Cost in range", while his spend gauge has it.
-        (f"ocsight_cost_usd_total{{{cost},ocsight_cost_estimated=\"false\",{bob}}}", "_x50 2x20"),
+        # alice: $5 today, the old instance kept until 30m, the new one from 25m at $5.50; bob $2; carol $1 and
+        # $0.50 on her two sidecars.
+        (f"ocsight_spend_usd{{{daily},{old}}}", "5x30 stale"),
+        (f"ocsight_spend_usd{{{daily},{new}}}", "_x25 5.5x60"),
+        (f"ocsight_spend_usd{{{daily},{bob}}}", "2x90"),
+        (f"ocsight_spend_usd{{{daily},{carol_1}}}", "1x90"),
+        (f"ocsight_spend_usd{{{daily},{carol_2}}}", "0.5x90"),
+        (f"ocsight_export_lag_seconds{{{old}}}", "0x30 stale"),
+        (f"ocsight_export_lag_seconds{{{new}}}", "_x25 0x60"),
+        (f"ocsight_export_lag_seconds{{{bob}}}", "0x90"),
+        (f"ocsight_export_lag_seconds{{{carol_1}}}", "0x90"),
+        (f"ocsight_export_lag_seconds{{{carol_2}}}", "0x90"),
+        # bob's cost: $10 at 0m, $15 when his sidecar stops at 20m (kept until 30m), $18 when it comes back at
+        # 40m (the same instance): $8 in the hour to 60m, the $3 spent while it was down included.
+        (f"ocsight_cost_usd_total{{{stored},{bob}}}", "10+0.25x20 15x10 stale _x9 18x30"),
+        # carol's first call of the model at 50m ($2): a new series, whose first sample never counts (README,
+        # "What the metrics hold"): not in "Cost in range", while her spend gauge has it.
+        (f"ocsight_cost_usd_total{{{stored},{carol_1}}}", "_x50 2x20"),
     ]
     checks = [
-        (_expr("overview", "Spend today"), "8m", 7.5),
-        (_expr("overview", "Sidecars reporting"), "8m", 2),
+        (_expr("overview", "Spend today"), "28m", 9),  # 5.50 + 2 + 1 + 0.50, not 14.50
+        (_expr("overview", "Spend today"), "50m", 9),
+        (_expr("overview", "Sidecars reporting"), "28m", 3),
         (_expr("overview", "Cost in range"), "60m", 8),
     ]
     (tmp_path / "none.yml").write_text("groups: []\n")

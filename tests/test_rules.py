@@ -207,28 +207,32 @@ def test_an_absent_sidecar_silences_only_the_alerts_of_its_own_instance():
     assert {"user_name", "host_name", "instance"} <= set(rule["equal"])
 
 
-def test_the_export_lag_alert_believes_only_a_direct_scrape_of_the_sidecar():
+def test_the_export_lag_alert_prefers_a_direct_scrape_of_the_sidecar():
+    """The lag of a direct scrape where one exists; through OTLP only for a user and host no job "ocsight" scraped
+    in the last hour (promtool cases: deploy/prometheus/tests, "export lag growing")."""
     expr = " ".join(next(r for r in alerts() if r["alert"] == "OcsightExportLagGrowing")["expr"].split())
-    assert re.search(r'and on\s*\(job, instance\)\s*up\{job="ocsight"\} == 1', expr), expr
+    assert re.search(r'and on\s*\(job, instance\)\s*up\{job="ocsight"\} == 1 or', expr), expr
+    assert expr.endswith('unless on(user_name, host_name) (max_over_time(ocsight_export_lag_seconds[1h]) '
+                         'and on(job, instance) up{job="ocsight"})'), expr
     scrape = {j["job_name"]: j for j in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())[
         "scrape_configs"]}
     assert scrape["ocsight"]["static_configs"] == [{"targets": ["ocsight:9464"]}]
     assert not scrape["ocsight"].get("honor_labels")  # job="ocsight", instance="ocsight:9464": the target's own
 
 
-def test_rules_never_sum_a_counter_across_instances():
-    """A counter summed or increased per series counts an instance change (old and new series) wrong: the
-    spend alert takes every counter as `max without (job, instance)` first."""
+def test_the_spend_spike_sums_each_series_growth_never_its_total():
+    """A total summed across instances counts an old instance the collector keeps and its successor twice: the
+    spike takes each series' growth (a difference of the series with itself, or its increase()) before any sum."""
     expr = " ".join(next(r for r in alerts() if r["alert"] == "OcsightSpendSpike")["expr"].split())
     for m in re.finditer(r"ocsight_cost_usd_total", expr):
-        assert expr[:m.start()].rstrip().endswith(("max without (job, instance) (",
-                                                   "max without (job, instance) (increase(")), expr[:m.end()]
+        before = expr[:m.start()]
+        assert before.endswith(("clamp_min(", "last_over_time(", "increase(")), expr[:m.end()]
 
 
 def test_the_forecast_waits_for_twenty_hours_of_history():
     expr = " ".join(next(r for r in alerts() if r["alert"] == "OcsightMonthlyBudgetForecast")["expr"].split())
-    assert "time() - min_over_time(timestamp(ocsight_spend_usd{ocsight_budget_period=\"monthly\"})[24h:5m]) >= 72000" \
-        in expr
+    assert ("time() - min_over_time(timestamp(max without (job, instance) "
+            "(ocsight_spend_usd{ocsight_budget_period=\"monthly\"}))[24h:5m]) >= 72000") in expr
 
 
 def test_every_alert_is_tested_through_a_restart_with_a_new_instance():

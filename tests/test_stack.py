@@ -275,6 +275,59 @@ def test_the_team_variant_runs_no_sidecar_and_opens_otlp_to_the_network():
     assert {p["target"] for p in ports} == {4317, 4318} and not any(p.get("host_ip") for p in ports)
 
 
+TEAM_ENV = ROOT / "deploy" / "team.env"
+
+
+def central(tmp_path: Path, dotenv: str) -> subprocess.CompletedProcess:
+    """The central machine's command (README, "Running the stack"), its .env holding `dotenv` only."""
+    (tmp_path / ".env").write_text(dotenv)
+    return compose(VARIANTS["team"], "--env-file", str(TEAM_ENV), "--env-file", str(tmp_path / ".env"),
+                   "config", "--format", "json", settings={})
+
+
+def test_the_central_team_stack_needs_only_grafanas_password_in_its_env(tmp_path: Path):
+    p = central(tmp_path, "GRAFANA_ADMIN_PASSWORD=s3cret\n")
+    assert p.returncode == 0, p.stderr
+    services = json.loads(p.stdout)["services"]
+    assert "ocsight" not in services
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+
+
+def test_the_central_team_stack_still_asks_for_grafanas_password(tmp_path: Path):
+    p = central(tmp_path, "")
+    assert p.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in p.stderr
+
+
+def test_a_full_local_env_wins_over_the_team_stand_ins(tmp_path: Path):
+    p = central(tmp_path, "".join(f"{k}={v}\n" for k, v in SETTINGS.items()))
+    assert p.returncode == 0, p.stderr
+    (owners,) = [" ".join(json.loads(p.stdout)["services"]["volume-owners"]["command"])]
+    assert f"{SETTINGS['OCSIGHT_UID']}:{SETTINGS['OCSIGHT_GID']}" in owners
+
+
+def _prometheus_config_of(variant: str) -> Path:
+    volumes = resolved(variant)["services"]["prometheus"]["volumes"]
+    return Path(next(v["source"] for v in volumes if v["target"] == "/etc/prometheus/prometheus.yml"))
+
+
+def test_the_team_prometheus_scrapes_only_services_the_team_stack_runs():
+    """No sidecar runs on the central machine: a scrape of one would be a target down for good."""
+    team = resolved("team")
+    config = yaml.safe_load(_prometheus_config_of("team").read_text())
+    hosts = {t.split(":")[0] for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert hosts <= set(team["services"]) | {"localhost"}, hosts
+    assert {t.split(":")[0] for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"]
+            for t in sc["targets"]} <= set(team["services"])
+
+
+def test_the_team_prometheus_differs_from_the_local_one_by_the_sidecar_scrape_alone():
+    local = yaml.safe_load(_prometheus_config_of("local").read_text())
+    team = yaml.safe_load(_prometheus_config_of("team").read_text())
+    assert [j["job_name"] for j in local["scrape_configs"]] == ["otel-collector", "ocsight", "prometheus"]
+    local["scrape_configs"] = [j for j in local["scrape_configs"] if j["job_name"] != "ocsight"]
+    assert team == local
+
+
 def test_the_sidecar_variant_sends_to_the_endpoint_it_is_given():
     env = resolved("sidecar")["services"]["ocsight"]["environment"]
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.example:4318"
@@ -348,8 +401,9 @@ def test_the_tempo_data_source_offers_a_service_map_only_with_a_metrics_generato
     assert ("serviceMap" in ds.get("jsonData", {})) == generator
 
 
-def test_promtool_accepts_the_prometheus_config_and_the_rules_it_loads():
-    p = subprocess.run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.team.yml"])
+def test_promtool_accepts_the_prometheus_config_and_the_rules_it_loads(config: str):
+    p = subprocess.run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus" / config)],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"SUCCESS: [1-9]\d* rules found", p.stdout)
