@@ -20,7 +20,7 @@ This is a one-time check for the redesign; later issues that change numbers on p
 retire it. Issue 26 updated it once: the generated store's turns cut off mid-stream are now sent as
 interrupted spans (68 spans more; nothing else changed). Issue 28 updated it again: the message
 export's new `unpriced` column (with an empty cost for those messages), Markdown totals that say
-what no price covers, and the demo store's paths moved out of the recording sandbox; no number changed.
+what no price covers, the Markdown header's window in words (`- Covers: last 30 days · provider mock`), and the demo store's paths moved out of the recording sandbox; no number changed.
 Issue 28 also added `source.fork_copies` and `source.fork_copies_counted` to `stats --json` (left out
 here) and a corpus with forks (not here: these stores hold none, and their numbers are unchanged).
 """

@@ -275,6 +275,12 @@ def test_export_to_a_file_says_what_it_selected(cli, mixed_store, tmp_path: Path
     assert r.code == 0 and "all history · project lib" in r.err, r.err
 
 
+def test_a_markdown_export_says_what_it_covers_in_words(cli, mixed_store):
+    r = cli("export", "--format", "markdown", "--days", "30", "--project", "lib", "--data-dir", str(mixed_store))
+    assert r.code == 0, r.err
+    assert "- Covers: last 30 days · project lib" in r.out.splitlines(), r.out
+
+
 @pytest.mark.parametrize("command", ["analyze", "stats", "daily", "weekly", "monthly", "session"])
 def test_a_window_without_usage_is_one_line_instead_of_empty_tables(cli, mixed_store, command):
     r = cli(command, "--until", "2001-01-01", "--provider", "openai", "--data-dir", str(mixed_store))
