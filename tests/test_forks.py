@@ -9,6 +9,7 @@ for copies (`corpus.fork_copies`), and OpenCode's own per-session rollups (which
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -102,6 +103,20 @@ def test_include_fork_copies_counts_them_again_as_opencode_does(cli, forked):
     assert totals_of(doc) == pytest.approx(opencode_rollups(forked), abs=1e-9)
     assert totals_of(doc) == pytest.approx(raw_totals(forked, counted=True), abs=1e-9)
     assert totals_of(doc)["cost"] > totals_of(stats(cli, "--data-dir", str(forked)))["cost"]
+
+
+def test_the_include_fork_copies_setting_counts_them_as_the_flag_does(cli, forked, monkeypatch):
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "ocsight" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("include_fork_copies = true\n")
+    by_file = stats(cli, "--data-dir", str(forked))
+    config.unlink()
+    monkeypatch.setenv("OCSIGHT_INCLUDE_FORK_COPIES", "true")
+    by_env = stats(cli, "--data-dir", str(forked))
+    monkeypatch.delenv("OCSIGHT_INCLUDE_FORK_COPIES")
+    by_flag = stats(cli, "--data-dir", str(forked), "--include-fork-copies")
+    assert by_file["source"]["fork_copies_counted"] is by_env["source"]["fork_copies_counted"] is True
+    assert totals_of(by_file) == totals_of(by_env) == totals_of(by_flag)
 
 
 def test_a_fork_shows_its_own_spend_and_its_source_keeps_the_copied_spend(cli, forked):

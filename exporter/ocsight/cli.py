@@ -38,7 +38,7 @@ _COST_MODE = click.option("--cost-mode", type=click.Choice(["auto", "stored", "c
                                "stored costs; calculate: estimate every message from prices.")
 _PRICES = click.option("--prices", metavar="FILE", help="Price overrides (TOML or JSON, models.dev cost keys).")
 _TIMEZONE = click.option("--timezone", "-z", metavar="TZ", help="IANA time zone for day boundaries (default: local).")
-_FORK_COPIES = click.option("--include-fork-copies", is_flag=True,
+_FORK_COPIES = click.option("--include-fork-copies", is_flag=True, default=None,
                             help="Count the messages a fork copied from its source session again, as OpenCode "
                                  "does (default: once, where they were made).")
 
@@ -103,6 +103,7 @@ class Run:
             data_dirs=kw.get("data_dirs") or None, cost_mode=kw.get("cost_mode"), prices=kw.get("prices"),
             timezone=kw.get("timezone"), cache=False if kw.get("no_cache") else None,
             color=False if kw.get("no_color") else None,
+            include_fork_copies=True if kw.get("include_fork_copies") else None,
         )
         if self.settings.timezone and self.settings.timezone.lower() != "local":
             where = _setting_source(self.settings, "timezone", "--timezone")
@@ -119,7 +120,7 @@ class Run:
         self.cost_mode: str = st.cost_mode
         self.options = reading.ReadOptions(
             data_dirs=tuple(st.data_dirs), demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
-            prices=st.prices, fork_copies=bool(kw.get("include_fork_copies")),
+            prices=st.prices, fork_copies=st.include_fork_copies,
         )
         self._checked = False  # the filters' names were found in the store (checked once: `live` reopens)
 
@@ -505,7 +506,7 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
 @click.option("-v", "--verbose", is_flag=True,
               help="Also say when each cycle runs, and the OTLP exporters' own errors.")
 def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | None, timezone: str | None,
-          protocol: str | None, include_content: bool, cost_mode: str | None, include_fork_copies: bool,
+          protocol: str | None, include_content: bool, cost_mode: str | None, include_fork_copies: bool | None,
           interval: float, once: bool, prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
@@ -575,7 +576,7 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True,
               help="With --http: the port to listen on.")
 def mcp(data_dirs: tuple[str, ...], demo: bool, cost_mode: str | None, prices: str | None, timezone: str | None,
-        include_fork_copies: bool, http: bool, host: str, port: int) -> None:
+        include_fork_copies: bool | None, http: bool, host: str, port: int) -> None:
     """An MCP server that answers usage questions (tokens, cost, sessions) for OpenCode or any MCP client.
 
     Tools: usage_summary, top_sessions, provider_trends, session_details, refresh_index. Resources:

@@ -41,6 +41,7 @@ class Settings:
     budget_monthly_usd: float | None = None
     project_budgets_monthly_usd: dict[str, float] = field(default_factory=dict)
     abandon_after_seconds: float = 600.0
+    include_fork_copies: bool = False
     user_name: str | None = None
     host_name: str | None = None
     instance_id: str | None = None
@@ -78,6 +79,7 @@ HELP = {
     "budget_monthly_usd": "monthly budget, as above",
     "project_budgets_monthly_usd": "monthly budgets per project path",
     "abandon_after_seconds": "`ocsight watch`: an answer unchanged this long, never completed, was interrupted",
+    "include_fork_copies": "count the messages a fork copied again, as OpenCode does (as --include-fork-copies)",
     "user_name": "user.name `ocsight watch` reports; unset: the OS user (OTEL_RESOURCE_ATTRIBUTES overrides)",
     "host_name": "host.name `ocsight watch` reports; unset: the machine's host name (as above)",
     "instance_id": "service.instance.id of `ocsight watch`; unset: a hash of user, host and data directories",
@@ -161,6 +163,7 @@ def _model(path: Path) -> type[BaseSettings]:
         budget_monthly_usd: float | None = None
         project_budgets_monthly_usd: dict[str, float] = {}
         abandon_after_seconds: float = Field(600.0, gt=0)
+        include_fork_copies: bool = False
         user_name: str | None = Field(None, min_length=1)
         host_name: str | None = Field(None, min_length=1)
         instance_id: str | None = Field(None, min_length=1)
