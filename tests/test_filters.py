@@ -193,11 +193,17 @@ def test_a_name_the_store_never_used_is_a_usage_error_listing_the_known_ones(cli
 
 @pytest.mark.parametrize("command", [
     ("analyze",), ("stats",), ("daily",), ("weekly",), ("monthly",), ("session",),
-    ("export", "--level", "message"), ("export", "--level", "day"), ("live", "--once"),
+    ("export", "--level", "message"), ("export", "--level", "day"),
 ])
 def test_every_command_that_filters_rejects_an_unknown_name(cli, mixed_store, command):
     r = cli(*command, "--provider", "nobody", "--data-dir", str(mixed_store))
     assert r.code == 2 and "unknown provider 'nobody'" in r.err, r.err
+
+
+@pytest.mark.parametrize("flag", [("--provider", "mock"), ("--days", "3"), ("--project", "lib")])
+def test_live_refuses_a_window_or_filter_it_would_not_apply(cli, mixed_store, flag):
+    r = cli("live", "--once", *flag, "--data-dir", str(mixed_store))
+    assert r.code == 2 and flag[0] in r.err, r.err
 
 
 def test_a_known_name_without_usage_in_the_window_gives_zeros(cli, mixed_store):
