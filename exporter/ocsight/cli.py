@@ -5,6 +5,7 @@ Only click is imported at start-up; everything else is imported by the command t
 
 Exit codes: 0 success; 1 data problem (missing, unreadable, corrupt or locked data, unknown
 session); 2 bad usage (unknown flag, bad value, bad setting); 70 internal error; 130 interrupted.
+A closed standard output (`| head`) ends every command quietly with 0.
 """
 
 from __future__ import annotations
@@ -125,10 +126,8 @@ class Run:
         self._checked = False  # the filters' names were found in the store (checked once: `live` reopens)
 
     def console(self) -> Console:
-        from rich.console import Console
-
         plain = not self.settings.color or bool(os.environ.get("NO_COLOR"))
-        return Console(color_system=None, highlight=False) if plain else Console(highlight=False)
+        return _console(color_system=None) if plain else _console()
 
     @property
     def window(self) -> str:
@@ -179,6 +178,18 @@ class Run:
             return reading.open_index(self.options, progress=lambda msg: bar.update(task, description=msg))
 
 
+def _console(**kw: Any) -> Console:
+    """A console for a report on standard output. A reader that stops reading (`| head`) ends it as it
+    ends every command, in main(): rich's own way exits 1, the code of a data problem."""
+    from rich.console import Console
+
+    class Report(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return Report(highlight=False, **kw)
+
+
 def _emit_json(doc: object) -> None:
     import json
 
@@ -214,7 +225,7 @@ def cli() -> None:
     \b
     Exit codes: 0 success; 1 data problem (missing, unreadable or locked data, unknown
     session); 2 bad usage (unknown flag, bad value, bad setting); 70 internal error;
-    130 interrupted.
+    130 interrupted; 0 when the reader of the output stops reading (| head).
     """
 
 
@@ -341,24 +352,30 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
       ocsight session ses_4f1c2a... --json
     """
     from ocsight.errors import OcsightError
-    from ocsight.reports import documents
+    from ocsight.filters import Filters
+    from ocsight.reports import documents, tables
 
     run = Run(kw)
     with run.index() as idx:
         roots = documents.session_trees(idx.reader.sessions(run.filters, run.cost_mode))
-        unpriced = (documents.unpriced_json(idx.reader, run.filters, run.cost_mode)
-                    if not as_json and any(r["rollup"]["cost"]["unpriced_messages"] for r in roots) else [])
-    if session_id:
-        found = documents.find_session(roots, session_id)
-        if found is None:
-            raise OcsightError(f"no session {session_id!r} with usage in this window")
-        roots = [found]
-    shown = roots[: limit or run.settings.session_limit]
+        if session_id:
+            found = documents.find_session(roots, session_id)
+            if found is None:
+                filtered = run.filters != Filters()  # a window or a filter: it may hide the session
+                raise OcsightError(f"no session {session_id!r} with usage in {run.window}" if filtered
+                                   else f"no session {session_id!r} in OpenCode's data"
+                                   if not idx.reader.knows_session(session_id)
+                                   else f"session {session_id!r} has no model calls")
+            roots = [found]
+        shown = roots[: limit or run.settings.session_limit]
+        # the models the shown sessions could not price, counted in those sessions only
+        unpriced = (documents.unpriced_json(idx.reader, dataclasses.replace(
+                        run.filters, sessions=tables.session_ids(shown)), run.cost_mode)
+                    if not as_json and any(r["rollup"]["cost"]["unpriced_messages"] for r in shown) else [])
     if as_json:
         _emit_json({"filters": run.filters.description, "cost_mode": run.cost_mode, "sessions": shown,
                     "total_sessions": len(roots)})
         return
-    from ocsight.reports import tables
     from ocsight.reports.format import unpriced_note
 
     console = run.console()
@@ -367,21 +384,20 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
         return
     console.print(run.window, style="dim", markup=False)
     console.print(tables.sessions_tree(roots, limit or run.settings.session_limit, console.width))
-    models = tables.models_in(shown)
-    unpriced = [u for u in unpriced if f"{u['provider']}/{u['model']}" in models]
     if unpriced:
         console.print(f"[dim]{unpriced_note(unpriced, run.cost_mode)}[/dim]")
 
 
 @cli.command(context_settings=CONTEXT)
 @_source_options
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "markdown"]), default="csv", show_default=True,
-              help="csv: a header and one row per record; json: the same fields; markdown: a report with a table.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "markdown"]),
+              help="csv: a header and one row per record; json: the same fields; markdown: a report with a table. "
+                   "Default: the output file's extension (.csv, .json, .md or .markdown), else csv.")
 @click.option("--level", type=click.Choice(["message", "session", "day", "model"]), default="session",
               show_default=True, help="One row per message, session, day (in --timezone) or model.")
 @click.option("--output", "-o", metavar="FILE", default="-", show_default=True,
               help="File to write (written whole or not at all); - for standard output.")
-def export(fmt: str, level: str, output: str, **kw: Any) -> None:
+def export(fmt: str | None, level: str, output: str, **kw: Any) -> None:
     """Export usage as CSV, JSON or Markdown, one row per message, session, day or model.
 
     \b
@@ -411,9 +427,10 @@ def export(fmt: str, level: str, output: str, **kw: Any) -> None:
             rows = [{"provider": m["provider"], "model": m["model"], "sessions": m["sessions"],
                      "messages": m["messages"], **ex.usage_fields(m)} for m in doc["by_model"]]
     meta = {"ocsight": version, "filters": run.filters.description, "cost_mode": run.cost_mode}
-    ex.write_atomically(output, ex.render(fmt, level, rows, meta))
+    ex.write_atomically(output, ex.render(fmt or ex.format_of(output), level, rows, meta))
     if output != "-":
-        click.echo(f"wrote {len(rows):,} {level} rows to {output} ({run.window})", err=True)
+        n = len(rows)
+        click.echo(f"wrote {n:,} row{'' if n == 1 else 's'} (one per {level}) to {output} ({run.window})", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -630,20 +647,22 @@ def config_command(as_json: bool) -> None:
     if as_json:
         _emit_json(doc)
         return
-    from rich.console import Console
     from rich.table import Table
 
     # values and sources wrap rather than being cut: a path is read whole at any width; the
     # variables are OCSIGHT_<SETTING> (said once below, rather than a column that cannot fit at 80)
-    table = Table(title=f"Settings (file: {doc['file']}{'' if doc['file_exists'] else ', absent'})",
-                  title_justify="left", caption="Each setting's variable: OCSIGHT_<SETTING> in capitals, "
+    # the file on a line of its own, wrapped by the terminal (a path in the title wraps to the table's width)
+    console = _console()
+    console.print(f"Config file: {doc['file']}{'' if doc['file_exists'] else ' (absent)'}", markup=False,
+                  soft_wrap=True)
+    table = Table(title="Settings", title_justify="left", caption="Each setting's variable: OCSIGHT_<SETTING> in capitals, "
                   "e.g. OCSIGHT_COST_MODE.", caption_justify="left")
     table.add_column("Setting", no_wrap=True)
     table.add_column("Value", overflow="fold")
     table.add_column("Source", overflow="fold")
     for name, s in doc["settings"].items():
         table.add_row(name, _plain(s["value"]), s["source"])
-    Console(highlight=False).print(table, markup=False)
+    console.print(table, markup=False)
 
 
 def _effective_settings(st: Settings) -> dict[str, tuple[Any, str]]:
@@ -676,9 +695,9 @@ def _plain(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "none"
+        return ", ".join(str(v) for v in value) or "unset"
     if isinstance(value, dict):
-        return ", ".join(f"{k} = {v}" for k, v in value.items()) or "none"
+        return ", ".join(f"{k} = {v}" for k, v in value.items()) or "unset"
     return str(value)
 
 
@@ -693,6 +712,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         cli.main(args=argv, prog_name="ocsight", standalone_mode=False)
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at the interpreter's exit
     except OcsightError as e:
         click.echo(f"ocsight: error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -701,9 +721,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.UsageError as e:
         args = sys.argv[1:] if argv is None else argv
-        if not args:
-            e.show()  # `ocsight` alone: the help
-            sys.exit(e.exit_code)
+        if not args and e.ctx is not None:
+            click.echo(e.ctx.get_help())  # `ocsight` alone asks what there is: the help, as --help
+            sys.exit(0)
         # one line, as every other error; click's own form is three (usage, hint, error). Errors of
         # the option parser come without a context: the command is the first argument naming one
         named = next((a for a in args if a in cli.commands), None)
@@ -720,7 +740,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("ocsight: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
-        sys.stderr.close()
+        # the reader stopped reading (`ocsight stats | head -1`): not a failure, for every command alike.
+        # What is still buffered goes nowhere (the pattern of Python's "Note on SIGPIPE"), so the
+        # interpreter's last flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
     except Exception as e:  # noqa: BLE001 - the promise is: no traceback, ever
         if os.environ.get("OCSIGHT_DEBUG"):

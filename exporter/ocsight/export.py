@@ -123,6 +123,26 @@ def _md_cell(v: object) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
+# the terminal's marks (reports/format.py; export may not import reports: sibling layers)
+UNKNOWN = "—"  # a cost no price source knows
+PARTIAL = "≥"  # a cost that leaves out unpriced messages: the true cost is at least this
+COST_CELLS = ("cost_usd", "estimated_usd")  # what unpriced messages leave unknown (stored cost is known)
+
+
+def _md_row(row: Row, fields: list[str], mode: str | None) -> str:
+    """A table row, its cost cells as the terminal shows them: `—` when its unpriced messages leave the
+    cost unknown, `≥` and the priced part when they leave it partial (a person reads no cost as $0)."""
+    unpriced = row["unpriced"] if "unpriced" in row else row.get("unpriced_messages", 0)
+    cells = []
+    for k in fields:
+        v = row.get(k)
+        if unpriced and k in COST_CELLS and not (k == "estimated_usd" and mode == "stored"):
+            cells.append(f"{PARTIAL}{_md_cell(v)}" if v else UNKNOWN)
+        else:
+            cells.append(_md_cell(v))
+    return "| " + " | ".join(cells) + " |"
+
+
 def to_markdown(level: str, rows: list[Row], meta: dict[str, Any]) -> str:
     fields = FIELDS[level]
     lines = [f"# OpenCode usage by {level}", ""]
@@ -133,8 +153,7 @@ def to_markdown(level: str, rows: list[Row], meta: dict[str, Any]) -> str:
         lines += [f"Total cost: {_total_cost(rows)}; tokens: {sum(r['tokens_total'] for r in rows):,}", ""]
     lines.append("| " + " | ".join(fields) + " |")
     lines.append("|" + "|".join("---:" if _numeric(rows, k) else "---" for k in fields) + "|")
-    for r in rows:
-        lines.append("| " + " | ".join(_md_cell(r.get(k)) for k in fields) + " |")
+    lines += [_md_row(r, fields, meta.get("cost_mode")) for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -149,8 +168,18 @@ def _total_cost(rows: list[Row]) -> str:
 
 
 def _numeric(rows: list[Row], key: str) -> bool:
+    if key in COST_CELLS:
+        return True  # numbers, `—` or `≥` and a number: right-aligned as the terminal's costs
     values = [r.get(key) for r in rows if r.get(key) is not None]
     return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+FORMAT_OF_SUFFIX = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
+
+
+def format_of(target: str) -> str:
+    """The format a file's name asks for (`report.md`: markdown); csv for standard output or any other name."""
+    return FORMAT_OF_SUFFIX.get(Path(target).suffix.lower(), "csv") if target != "-" else "csv"
 
 
 def render(fmt: str, level: str, rows: list[Row], meta: dict[str, Any]) -> str:

@@ -35,9 +35,10 @@ def tokens(n: int) -> str:
     return f"{n:,}"
 
 
-def compact_number(n: int) -> str:
-    """A count in at most six characters: 999, 12,345, 99,999, 123k, 1.23M, 12.3M, 1.23B."""
-    if n < 100_000:
+def compact_number(n: int, exact_below: int = 100_000) -> str:
+    """A count in at most six characters: 999, 12,345, 99,999, 123k, 1.23M, 12.3M, 1.23B; below
+    `exact_below` written out (with `exact_below=1000`: 12.3k, 99.9k)."""
+    if n < exact_below:
         return f"{n:,}"
     for size, unit in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "k")):
         if n >= size:

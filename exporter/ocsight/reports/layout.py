@@ -120,7 +120,9 @@ def _others(columns: list[Column]) -> int:
 
 def table(fitted: Fitted, title: str) -> Table:
     """A rich table of fitted columns: numbers right-aligned on one line, names wrapping whole."""
-    t = Table(title=title, title_justify="left", title_style="bold")
+    # a caption (notes under the table) wraps left-aligned within the table: centred, a wrapped
+    # caption's last word sat alone in the middle of its line
+    t = Table(title=title, title_justify="left", title_style="bold", caption_justify="left")
     paths = [c for c in fitted.columns if c.kind == "path"]
     path_room = (fitted.width - _others(fitted.columns)) // len(paths) if paths else 0
     for c in fitted.columns:
@@ -144,8 +146,11 @@ def rows(fitted: Fitted) -> list[list[str]]:
 # -- the columns every usage table has ----------------------------------------------------------------
 
 def counts(header: str, values: list[int], drop: int = 0) -> Column:
-    """Counts with thousands separators, compactly in k, M, B."""
-    return Column(header, [tokens(v) for v in values], drop=drop, compact=[compact_number(v) for v in values])
+    """Counts with thousands separators, compactly in k, M, B: a column with a count in units has
+    every count from 1,000 up in units (one style down the column: 111k over 54.4k, not over 54,410)."""
+    exact_below = 100_000 if all(v < 100_000 for v in values) else 1_000
+    return Column(header, [tokens(v) for v in values], drop=drop,
+                  compact=[compact_number(v, exact_below) for v in values])
 
 
 def costs(values: list[dict]) -> Column:

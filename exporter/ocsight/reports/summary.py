@@ -41,7 +41,7 @@ def _usage_table(title: str, rows: list[dict], keys: list[str], total_usd: float
                       known=tuple(home_path(r[k]) for r in rows)) if k == "project"
                else Column(k.capitalize(), [str(r[k]) or "-" for r in shown], "name") for k in keys]
     columns += [counts("Sessions", [r["sessions"] for r in shown], drops["sessions"]),
-                counts("Messages", [r["messages"] for r in shown])]
+                counts("Calls", [r["messages"] for r in shown])]  # model calls, as every table names them
     columns += [counts(k.replace("_", " ").capitalize(), [r["tokens"][k] for r in shown], drops[k])
                 for k in detailed]
     columns += [counts("Tokens", [r["tokens"]["total"] for r in shown]),
@@ -76,10 +76,16 @@ def _cost_rows(summary: Table, doc: dict) -> None:
             summary.add_row("  no stored cost", f"[yellow]{counted(c['unpriced_messages'], 'message')} ({names}), "
                                                 "no price known either[/yellow]")
         return
-    summary.add_row("  estimated by ocsight", f"${c['estimated_usd']:,.2f}")
+    # what ocsight estimated leaves the unpriced messages out: unknown when nothing else was estimated
+    estimated = f"${c['estimated_usd']:,.2f}"
     if c["unpriced_messages"]:
-        summary.add_row("  unpriced", f"[yellow]{counted(c['unpriced_messages'], 'message')} ({names}): "
-                                      "cost unknown[/yellow]")
+        estimated = f"{PARTIAL}{estimated}" if c["estimated_usd"] else "[yellow]unknown[/yellow]"
+    summary.add_row("  estimated by ocsight", estimated)
+    if c["unpriced_messages"]:
+        # short enough for one line at 80 columns (a wrapped value leaves its end alone, right-aligned);
+        # the note under the tables names the models with their counts
+        summary.add_row("  unpriced", f"[yellow]cost unknown for {counted(c['unpriced_messages'], 'message')} "
+                                      "(models named below)[/yellow]")
 
 
 def render(doc: dict, console: Console | None = None, detailed: bool = False,
@@ -92,8 +98,7 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
     t = doc["totals"]
     src = doc["source"]
     if src["demo"]:
-        console.print("[yellow]Demo store[/yellow] (bundled with ocsight)")
-        console.print("[bold]OpenCode usage[/bold]  the bundled demo store")
+        console.print("[bold]OpenCode usage[/bold]  the bundled [yellow]demo store[/yellow] (not your data)")
     else:
         console.print(f"[bold]OpenCode usage[/bold]  {', '.join(src['databases'] + src['legacy_dirs'])}",
                       soft_wrap=True)

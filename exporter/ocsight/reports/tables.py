@@ -97,6 +97,6 @@ def _nodes(nodes: list[dict]) -> list[dict]:
     return [x for n in nodes for x in (n, *_nodes(n["children"]))]
 
 
-def models_in(nodes: list[dict]) -> set[str]:
-    """The `provider/model` names used in these session trees."""
-    return {m for n in _nodes(nodes) for m in n["models"]}
+def session_ids(nodes: list[dict]) -> frozenset[str]:
+    """The IDs of every session of these trees."""
+    return frozenset(n["id"] for n in _nodes(nodes))
