@@ -23,6 +23,9 @@ export's new `unpriced` column (with an empty cost for those messages), Markdown
 what no price covers, the Markdown header's window in words (`- Covers: last 30 days · provider mock`), and the demo store's paths moved out of the recording sandbox; no number changed.
 Issue 28 also added `source.fork_copies` and `source.fork_copies_counted` to `stats --json` (left out
 here) and a corpus with forks (not here: these stores hold none, and their numbers are unchanged).
+Issue 28's review changed the Markdown exports' cost cells only: a row whose unpriced messages leave
+its cost unknown reads `—` in `cost_usd` and `estimated_usd` (was `0`, or empty at the message
+level), and `≥` and the priced part where they leave it partial; CSV and JSON are unchanged.
 """
 
 from __future__ import annotations

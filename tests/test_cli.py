@@ -110,7 +110,7 @@ def test_analyze_shows_the_overview(cli):
 def test_analyze_falls_back_to_the_demo_store_when_there_is_no_data(cli):
     r = cli("analyze")
     assert r.code == 0
-    assert "demo store" in r.err and "Demo store" in r.out
+    assert "demo store" in r.err and "the bundled demo store (not your data)" in r.out.splitlines()[0]
 
 
 def test_stats_without_demo_does_not_fall_back(cli):
@@ -127,3 +127,24 @@ def test_analyze_reads_the_users_data_when_there_is_some(cli):
 def test_the_console_script_runs_the_demo(tmp_path: Path):
     r = run_ocsight("stats", "--json", "--demo")
     assert r.code == 0 and '"totals"' in r.out
+
+
+def test_ocsight_alone_prints_the_help_and_succeeds(cli):
+    r = cli()
+    assert r.code == 0 and "Commands:" in r.out and "analyze" in r.out
+
+
+@pytest.mark.parametrize("command", [("stats",), ("analyze",), ("daily", "--breakdown"), ("session",), ("export",),
+                                     ("stats", "--json"), ("config",)])
+def test_a_reader_that_stops_reading_ends_every_command_quietly_with_0(tmp_path: Path, command: tuple[str, ...]):
+    """`ocsight ... | head -1`: here the reader is gone before the first line, so every write fails."""
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    demo = () if command == ("config",) else ("--demo",)
+    with os.fdopen(write, "wb") as out:
+        p = subprocess.run([sys.executable, "-m", "ocsight", *command, *demo], stdout=out,
+                           stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    assert (p.returncode, p.stderr) == (0, "")

@@ -257,6 +257,61 @@ def test_markdown_export_totals_say_what_is_not_priced(cli, unpriced_store: Path
     assert "Total cost: at least $1.50 (3 unpriced messages" in model
 
 
+def _markdown_rows(text: str) -> list[dict[str, str]]:
+    header, _rule, *body = [ln for ln in text.splitlines() if ln.startswith("|")]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    return [dict(zip(names, (c.strip() for c in line.strip("|").split("|")))) for line in body]
+
+
+@pytest.mark.parametrize("level", ["session", "model"])
+def test_markdown_export_shows_an_unpriced_rows_cost_as_unknown_not_zero(cli, unpriced_store: Path, level: str):
+    text = cli("export", "--format", "markdown", "--level", level, "--data-dir", str(unpriced_store)).out
+    (acme,) = [r for r in _markdown_rows(text) if r["unpriced_messages"] != "0"]
+    assert (acme["cost_usd"], acme["estimated_usd"]) == ("—", "—")
+
+
+def test_markdown_export_marks_a_partly_priced_rows_cost_as_at_least(cli, tmp_path: Path):
+    b = storegen.Builder()
+    s = b.session(b.project())
+    b.assistant(s, storegen.BASE_MS, storegen.tokens(1_000, 100, total=1_100), cost=1.5)
+    b.assistant(s, storegen.BASE_MS + 5, storegen.tokens(500, 50, total=550), provider="acme", model="mystery-1")
+    root = write_store(b.plan, tmp_path / "p", "db")
+    text = cli("export", "--format", "markdown", "--level", "session", "--data-dir", str(root)).out
+    (row,) = _markdown_rows(text)
+    assert row["cost_usd"] == "≥1.5" and row["unpriced_messages"] == "1"
+
+
+def test_calculate_mode_with_nothing_priced_says_the_estimate_is_unknown(cli, monkeypatch, tmp_path: Path):
+    b = storegen.Builder()
+    s = b.session(b.project())
+    b.assistant(s, storegen.BASE_MS, storegen.tokens(500, 50, total=550), provider="acme", model="mystery-1")
+    data = ("--data-dir", str(write_store(b.plan, tmp_path / "a", "db")), "--cost-mode", "calculate")
+    out = run_at(cli, monkeypatch, 100, "stats", *data).out
+    assert re.search(r"^  estimated by ocsight\s+unknown$", out, re.MULTILINE) and "$0.00" not in out
+
+
+@pytest.mark.parametrize("width", (80, 100))
+def test_the_unpriced_headline_line_is_whole_on_one_line(cli, monkeypatch, long_store: Path, width: int):
+    out = run_at(cli, monkeypatch, width, "stats", "--data-dir", str(long_store), "--cost-mode", "calculate").out
+    lines = out.splitlines()
+    (i,) = [i for i, line in enumerate(lines) if line.startswith("  unpriced")]
+    assert re.search(r"cost unknown for [\d,]+ messages \(models named below\)$", lines[i])
+    assert lines[i + 1].startswith("By provider")
+
+
+def test_the_session_footnote_counts_only_the_sessions_shown(cli, monkeypatch, tmp_path: Path):
+    b = storegen.Builder()
+    one = b.session(b.project(), at=storegen.BASE_MS)
+    b.assistant(one, storegen.BASE_MS + 1, storegen.tokens(500, 50, total=550), provider="acme", model="mystery-1")
+    other = b.session(b.project(), at=storegen.BASE_MS + storegen.DAY_MS)
+    for i in range(2):
+        b.assistant(other, storegen.BASE_MS + storegen.DAY_MS + i, storegen.tokens(500, 50, total=550),
+                    provider="acme", model="mystery-1")
+    root = write_store(b.plan, tmp_path / "f", "db")
+    out = run_at(cli, monkeypatch, 120, "session", one["id"], "--data-dir", str(root)).out
+    assert "acme/mystery-1 (1 message)" in " ".join(out.split())
+
+
 # -- words and numbers --------------------------------------------------------------------------------
 
 def test_one_of_a_thing_is_singular(cli, monkeypatch, tmp_path: Path):
@@ -290,15 +345,70 @@ def test_counts_have_thousands_separators_in_every_column(cli, monkeypatch, tmp_
     assert not re.search(r"(?<![\d,.])\d{4,}(?![\d,.])", out.replace(str(root), ""))
 
 
+def test_export_says_how_many_rows_it_wrote_in_words(cli, tmp_path: Path):
+    b = storegen.Builder()
+    b.assistant(b.session(b.project()), storegen.BASE_MS, storegen.tokens(500, 50, total=550), cost=0.01)
+    root = write_store(b.plan, tmp_path / "one", "db")
+    r = cli("export", "--level", "session", "-o", str(tmp_path / "out.csv"), "--data-dir", str(root))
+    assert r.code == 0 and f"wrote 1 row (one per session) to {tmp_path / 'out.csv'}" in r.err
+
+
+def table_headers(out: str) -> list[str]:
+    """The column headers of every table printed."""
+    return [h.strip() for line in out.splitlines() if line.startswith("┃") for h in line.strip("┃").split("┃")]
+
+
+def test_every_table_names_the_count_of_model_calls_calls(cli, monkeypatch, unpriced_store: Path):
+    data = ("--data-dir", str(unpriced_store))
+    for command in (("analyze",), ("stats",), ("daily", "--breakdown"), ("monthly",)):
+        headers = table_headers(run_at(cli, monkeypatch, 160, *command, *data).out)
+        assert "Calls" in headers and "Messages" not in headers, command
+
+
+@pytest.mark.parametrize("width", (80, 100))
+@pytest.mark.parametrize("command", [("stats",), ("analyze",), ("monthly", "--breakdown"), ("daily",)])
+def test_notes_under_a_table_wrap_left_aligned_within_it(cli, monkeypatch, long_store: Path, width: int,
+                                                         command: tuple[str, ...]):
+    lines = run_at(cli, monkeypatch, width, *command, "--data-dir", str(long_store)).out.splitlines()
+    captions = 0
+    for i, line in enumerate(lines):
+        if not line.startswith("└"):
+            continue
+        below = list(itertools.takewhile(lambda x: x.strip() and not x.startswith(("┏", "┃")), lines[i + 1:]))
+        for caption in below[:2]:
+            assert not caption.startswith(" ") and len(caption.rstrip()) <= len(line), (caption, line)
+        captions += len(below) > 0
+    assert captions
+
+
+def test_a_column_of_counts_is_written_in_one_style(cli, monkeypatch, long_store: Path):
+    out = run_at(cli, monkeypatch, 80, "daily", "--breakdown", "--data-dir", str(long_store)).out
+    title = "Daily usage"
+    header = next(line for line in out.splitlines() if line.startswith("┃"))
+    compacted = 0
+    for name in [h.strip() for h in header.strip("┃").split("┃")][2:-1]:  # the counts, between model and cost
+        column = [c for c in cells(out, title, name) if c]
+        in_units = [c for c in column if c[-1] in "kMB"]
+        assert not in_units or not [c for c in column if "," in c], (name, column)
+        compacted += bool(in_units)
+    assert compacted  # the layout this holds for: some counts in units
+
+
 # -- the demo store -----------------------------------------------------------------------------------
 
 def test_the_demo_shows_its_projects_as_home_paths_and_names_no_file(cli, monkeypatch):
     for width in WIDTHS:
         out = run_at(cli, monkeypatch, width, "analyze", "--demo").out
         assert "ocsight-record" not in out and str(paths.DEMO_DIR) not in out
-        assert "the bundled demo store" in out.splitlines()[1]
+        assert "the bundled demo store" in out.splitlines()[0]
         projects = cells(out, "By project", "Project")
         readable(projects, ["/home/dev/webshop", "/home/dev/api-server"], width, True)
+
+
+def test_the_demo_says_so_once_in_its_header(cli, monkeypatch):
+    out = run_at(cli, monkeypatch, 100, "analyze", "--demo").out
+    assert out.splitlines()[0] == "OpenCode usage  the bundled demo store (not your data)"
+    assert out.lower().count("demo store") == 1
 
 
 @pytest.mark.parametrize("corpus", ["opencode-1.18", "opencode-1.1"])

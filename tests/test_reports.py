@@ -159,6 +159,17 @@ def test_an_unknown_session_is_a_one_line_error(cli):
     assert r.code == 1 and r.err.count("\n") == 1 and "ses_nope" in r.err
 
 
+def test_an_unknown_session_without_filters_is_not_in_opencodes_data(cli):
+    r = cli("session", "ses_nope", *data())
+    assert r.code == 1 and r.err == "ocsight: error: no session 'ses_nope' in OpenCode's data\n"
+
+
+def test_an_unknown_session_with_filters_names_the_window_it_was_looked_for_in(cli):
+    r = cli("session", "ses_nope", *data("--days", "3", "--provider", "mock"))
+    assert r.code == 1
+    assert r.err == "ocsight: error: no session 'ses_nope' with usage in last 3 days · provider mock\n"
+
+
 def test_session_limit_shows_the_newest(cli):
     doc = run_json(cli, "session", *data("--limit", "2"))
     assert len(doc["sessions"]) == 2 and doc["total_sessions"] > 2
@@ -221,6 +232,18 @@ def test_export_writes_a_file_whole(cli, tmp_path: Path):
     assert r.code == 0 and "wrote" in r.err
     assert out.read_text().startswith("day,sessions,")
     assert [p.name for p in out.parent.iterdir()] == ["usage.csv"]  # no temporary file left
+
+
+@pytest.mark.parametrize("name, starts", [("report.md", "# OpenCode usage"), ("report.markdown", "# OpenCode usage"),
+                                          ("usage.json", "{"), ("usage.csv", "id,"), ("usage.txt", "id,")])
+def test_export_without_a_format_takes_it_from_the_files_extension(cli, tmp_path: Path, name: str, starts: str):
+    assert cli("export", "-o", str(tmp_path / name), *data()).code == 0
+    assert (tmp_path / name).read_text().startswith(starts)
+
+
+def test_an_explicit_export_format_wins_over_the_files_extension(cli, tmp_path: Path):
+    assert cli("export", "--format", "csv", "-o", str(tmp_path / "usage.md"), *data()).code == 0
+    assert (tmp_path / "usage.md").read_text().startswith("id,")
 
 
 def test_a_failed_export_leaves_no_file(cli, tmp_path: Path):
@@ -331,6 +354,21 @@ def test_config_prints_values_as_the_file_spells_them(cli, tmp_path: Path):
              if line.count("│") == 4 and line.split("│")[1].strip()}
     assert (lines["cost_mode"], lines["cache"], lines["color"], lines["prices"]) == ("stored", "false", "true", "unset")
     assert lines["timezone"] == "UTC"
+
+
+def test_config_shows_an_unset_setting_alike_whatever_its_kind(cli):
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in cli("config").out.splitlines()
+             if line.count("│") == 4 and line.split("│")[1].strip()}
+    assert lines["project_budgets_monthly_usd"] == lines["budget_monthly_usd"] == lines["prices"] == "unset"
+
+
+def test_config_names_its_file_on_one_line_at_120_columns(cli, monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "u"))
+    config = tmp_path / "u" / "ocsight" / "config.toml"
+    monkeypatch.setenv("COLUMNS", "120")
+    line = f"Config file (absent): {config}"
+    assert len(line) <= 120  # room for it, at a width where the table is narrower
+    assert cli("config").out.splitlines()[0] == line
 
 
 def test_config_wraps_long_values_instead_of_cutting_them(cli, monkeypatch, tmp_path: Path):

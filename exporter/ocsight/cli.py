@@ -185,7 +185,7 @@ def _console(**kw: Any) -> Console:
 
     class Report(Console):
         def on_broken_pipe(self) -> None:
-            raise BrokenPipeError
+            raise OutputClosed
 
     return Report(highlight=False, **kw)
 
@@ -207,7 +207,22 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit()
 
 
-@click.group(context_settings=CONTEXT)
+class OutputClosed(Exception):
+    """The reader of standard output stopped reading (`ocsight stats | head -1`)."""
+
+
+class Commands(click.Group):
+    """The commands, whose closed standard output main() handles: click's own handling exits 1, the
+    code of a data problem."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+
+@click.group(cls=Commands, context_settings=CONTEXT)
 @click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the version and exit.")
 def cli() -> None:
@@ -651,10 +666,10 @@ def config_command(as_json: bool) -> None:
 
     # values and sources wrap rather than being cut: a path is read whole at any width; the
     # variables are OCSIGHT_<SETTING> (said once below, rather than a column that cannot fit at 80)
-    # the file on a line of its own, wrapped by the terminal (a path in the title wraps to the table's width)
+    # the file on a line of its own (in the title it wrapped to the table's width), the path last: a
+    # long one folds at the terminal's width, leaving no word alone after it
     console = _console()
-    console.print(f"Config file: {doc['file']}{'' if doc['file_exists'] else ' (absent)'}", markup=False,
-                  soft_wrap=True)
+    console.print(f"Config file{'' if doc['file_exists'] else ' (absent)'}: {doc['file']}", markup=False)
     table = Table(title="Settings", title_justify="left", caption="Each setting's variable: OCSIGHT_<SETTING> in capitals, "
                   "e.g. OCSIGHT_COST_MODE.", caption_justify="left")
     table.add_column("Setting", no_wrap=True)
@@ -739,7 +754,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("ocsight: interrupted", err=True)
         sys.exit(130)
-    except BrokenPipeError:
+    except (BrokenPipeError, OutputClosed):
         # the reader stopped reading (`ocsight stats | head -1`): not a failure, for every command alike.
         # What is still buffered goes nowhere (the pattern of Python's "Note on SIGPIPE"), so the
         # interpreter's last flush does not fail again
