@@ -670,8 +670,8 @@ def config_command(as_json: bool) -> None:
     # long one folds at the terminal's width, leaving no word alone after it
     console = _console()
     console.print(f"Config file{'' if doc['file_exists'] else ' (absent)'}: {doc['file']}", markup=False)
-    table = Table(title="Settings", title_justify="left", caption="Each setting's variable: OCSIGHT_<SETTING> in capitals, "
-                  "e.g. OCSIGHT_COST_MODE.", caption_justify="left")
+    table = Table(title="Settings", title_justify="left", caption_justify="left",
+                  caption="Each setting's variable: OCSIGHT_<SETTING> in capitals, e.g. OCSIGHT_COST_MODE.")
     table.add_column("Setting", no_wrap=True)
     table.add_column("Value", overflow="fold")
     table.add_column("Source", overflow="fold")
