@@ -21,6 +21,7 @@ import pytest
 import harness
 from conftest import stats
 from corpus import CORPORA, FORKED, expected_from_log, raw_store, read_log, store_dir
+from ocsight.model import PICO
 from otlp_receiver import Receiver
 from test_watch import by_name, labels, sidecar
 
@@ -132,6 +133,20 @@ def test_a_fork_shows_its_own_spend_and_its_source_keeps_the_copied_spend(cli, f
     source = the_source(forked)
     asked = [e for e in log if e.get("prompt") == FORKED_PROMPT and e["scenario"] != "title"]
     assert by_id[source]["messages"] == len(asked)
+
+
+def test_the_live_picker_lists_each_session_with_the_spend_session_gives_it(cli, forked):
+    from conftest import open_index
+    from test_mcp import walk
+
+    for flags, counted in (((), False), (("--include-fork-copies",), True)):
+        doc = cli("session", "--json", "--limit", "100", "--data-dir", str(forked), *flags).json()
+        spend = {s["id"]: (s["messages"], s["cost"]["usd"]) for s in walk(doc["sessions"])}
+        with open_index(forked, fork_copies=counted) as idx:
+            listed = {r.id: (r.usage.messages, (r.usage.stored_pico + r.usage.estimated_pico) / PICO)
+                      for r in idx.reader.recent_sessions("auto", 100)}
+        assert listed == spend, flags
+        assert all(sessions_asking(forked, prompt)[0] in listed for prompt in FORK_PROMPTS)
 
 
 def test_the_copies_of_a_deleted_source_are_the_only_record_and_count(cli, forked, tmp_path):
