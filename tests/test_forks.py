@@ -249,8 +249,8 @@ def test_analyze_says_how_many_copies_were_set_aside(cli, forked):
     assert "Fork copies" not in cli("analyze", "--data-dir", str(store_dir("opencode-1.18"))).out
 
 
-def test_the_sidecar_with_include_fork_copies_sends_them_as_opencode_counts_them(forked, receiver: Receiver,
-                                                                                 monkeypatch):
+def test_the_sidecar_with_include_fork_copies_counts_them_in_the_metrics_but_sends_no_span(
+        forked, receiver: Receiver, monkeypatch):
     from ocsight import reading
     from ocsight.telemetry.watch import Sidecar, WatchOptions
 
@@ -258,8 +258,12 @@ def test_the_sidecar_with_include_fork_copies_sends_them_as_opencode_counts_them
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.grpc_port}")
     read = reading.ReadOptions(data_dirs=(str(forked),), fork_copies=True)
     s = Sidecar(WatchOptions(read=read, protocol="grpc", backfill=True, metric_interval=3600))
+    s.baseline_ms = 0  # every call live: a copy sent as a span would be in the histograms too
     s.cycle()
     s.close()
-    assert len(by_name(receiver.spans())["chat"]) == len(raw_store(forked, fork_copies_counted=True).assistant())
+    raw = raw_store(forked)
+    got = by_name(receiver.spans())
+    assert len(got["chat"]) == len(raw.assistant()) < len(raw_store(forked, fork_copies_counted=True).assistant())
+    assert len(got["invoke_agent"]) == sum(1 for m in raw.messages.values() if m["role"] == "user")
     (_kind, points), *_ = receiver.metric_points("ocsight.cost.usd")[-1:]
     assert sum(p.as_double for p in points) == pytest.approx(opencode_rollups(forked)["cost"])
