@@ -137,7 +137,9 @@ def test_a_fork_shows_its_own_spend_and_its_source_keeps_the_copied_spend(cli, f
 
 def test_the_live_picker_lists_each_session_with_the_spend_session_gives_it(cli, forked):
     from conftest import open_index
-    from test_mcp import walk
+
+    def walk(nodes: list[dict]) -> list[dict]:
+        return [x for n in nodes for x in (n, *walk(n["children"]))]
 
     for flags, counted in (((), False), (("--include-fork-copies",), True)):
         doc = cli("session", "--json", "--limit", "100", "--data-dir", str(forked), *flags).json()
