@@ -119,7 +119,8 @@ class Run:
         self.tz = filters.resolve_timezone(st.timezone)
         self.cost_mode: str = st.cost_mode
         self.options = reading.ReadOptions(
-            data_dirs=tuple(st.data_dirs), demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
+            data_dirs=tuple(st.data_dirs), data_dirs_from=_setting_source(st, "data_dirs", "--data-dir"),
+            demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
             prices=st.prices, fork_copies=st.include_fork_copies,
         )
         self._checked = False  # the filters' names were found in the store (checked once: `live` reopens)
@@ -597,7 +598,7 @@ def mcp(data_dirs: tuple[str, ...], demo: bool, cost_mode: str | None, prices: s
     run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "prices": prices, "timezone": timezone,
                "include_fork_copies": include_fork_copies})
     try:
-        locate.locate(run.options.data_dirs, demo=run.demo)
+        locate.locate(run.options.data_dirs, demo=run.demo, given_by=run.options.data_dirs_from)
     except NoData:
         pass  # OpenCode may not have written anything yet: the answers say so until it has
     from ocsight.mcp import server

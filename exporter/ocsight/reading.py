@@ -24,6 +24,7 @@ from ocsight.sources import database, locate
 @dataclass(frozen=True)
 class ReadOptions:
     data_dirs: tuple[str, ...] = ()
+    data_dirs_from: str = "--data-dir"  # what named `data_dirs`, as an error about them says it
     demo: bool = False
     use_cache: bool = True
     index_name: str = ""  # a consumer's own index (`ocsight.index.index_path`)
@@ -47,7 +48,7 @@ def open_index(opts: ReadOptions, catalogue: Catalogue | None = None,
 
     `catalogue`: the price sources (by default those the options name)."""
     catalogue = catalogue or catalogue_for(opts)
-    sources = locate.locate(opts.data_dirs, demo=opts.demo)
+    sources = locate.locate(opts.data_dirs, demo=opts.demo, given_by=opts.data_dirs_from)
     idx = Index.open(sources, use_cache=opts.use_cache, name=opts.index_name, lean=opts.lean_memory,
                      fork_copies=opts.fork_copies)
     try:
