@@ -498,6 +498,7 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
               help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf).")
 @click.option("--include-content", is_flag=True, help="Also send tool error texts (never sent by default).")
 @_COST_MODE
+@_PRICES
 @_FORK_COPIES
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Longest wait between reads while nothing changes (seconds).")
@@ -507,8 +508,8 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
 @click.option("-v", "--verbose", is_flag=True,
               help="Also say when each cycle runs, and the OTLP exporters' own errors.")
 def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | None, timezone: str | None,
-          protocol: str | None, include_content: bool, cost_mode: str | None, include_fork_copies: bool | None,
-          interval: float, once: bool, prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
+          protocol: str | None, include_content: bool, cost_mode: str | None, prices: str | None,
+          include_fork_copies: bool | None, interval: float, once: bool, prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
     variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured. User, host and instance
@@ -539,7 +540,7 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR if verbose else logging.CRITICAL)
     if verbose:
         logging.getLogger("ocsight.watch").setLevel(logging.DEBUG)
-    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone,
+    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "prices": prices, "timezone": timezone,
                "include_fork_copies": include_fork_copies})
     since_ms = filters.make_filters(since=since, timezone=run.settings.timezone).since_ms if since else None
     st = run.settings
