@@ -509,7 +509,8 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
               help="Also say when each cycle runs, and the OTLP exporters' own errors.")
 def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | None, timezone: str | None,
           protocol: str | None, include_content: bool, cost_mode: str | None, prices: str | None,
-          include_fork_copies: bool | None, interval: float, once: bool, prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
+          include_fork_copies: bool | None, interval: float, once: bool, prometheus_port: int | None,
+          prometheus_host: str, verbose: bool) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
     variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured. User, host and instance

@@ -333,8 +333,8 @@ def _trends_text(doc: dict, window: str, unpriced: list[Doc]) -> str:
     unit = doc["period"]
     total = _sum_costs([p["cost"] for p in periods])
     span = f"{periods[0]['period']} to {periods[-1]['period']}"
-    lines = [f"Usage per {unit}, {window}: {_cost(total, _names(unpriced))} over {_n(len(periods), unit)} "
-             f"with model calls, {span}."]
+    calls = f"{_n(len(periods), unit)} with model calls"
+    lines = [f"Usage per {unit}, {window}: {_cost(total, _names(unpriced))} over {calls}, {span}."]
     for e in doc["by_provider"]:
         cost = _sum_costs([p["cost"] for p in e["periods"]])
         tokens = sum(p["tokens"]["total"] for p in e["periods"])
