@@ -41,6 +41,40 @@ def test_missing_data_directory(cli, tmp_path: Path):
     one_line_error(cli("stats", "--json", "--data-dir", str(tmp_path / "nope")), 1, "not found", "nope")
 
 
+def test_a_missing_data_directory_named_by_the_variable_names_the_variable(cli, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("OCSIGHT_DATA_DIRS", f"{tmp_path / 'a'},{tmp_path / 'b'}")
+    r = cli("stats")
+    one_line_error(r, 1, f"not found: {tmp_path / 'a'} (given by OCSIGHT_DATA_DIRS)")
+    assert "--data-dir" not in r.err
+
+
+def test_a_missing_data_directory_named_by_the_config_file_names_the_file(cli, tmp_path: Path):
+    config = Path(os.environ["XDG_CONFIG_HOME"]) / "ocsight" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'data_dirs = ["{tmp_path / "gone"}"]\n')
+    r = cli("stats")
+    one_line_error(r, 1, f"not found: {tmp_path / 'gone'} (given by data_dirs in {config})")
+    assert "--data-dir" not in r.err
+
+
+@pytest.mark.parametrize(("env", "file", "says"), [
+    ({"OCSIGHT_BUDGET_DAILY_USD": "-5"}, "", "OCSIGHT_BUDGET_DAILY_USD"),
+    ({"OCSIGHT_BUDGET_MONTHLY_USD": "0"}, "", "OCSIGHT_BUDGET_MONTHLY_USD"),
+    ({"OCSIGHT_PROJECT_BUDGETS_MONTHLY_USD": '{"/home/dev/app": -3}'}, "",
+     "OCSIGHT_PROJECT_BUDGETS_MONTHLY_USD, entry '/home/dev/app'"),
+    ({}, "budget_daily_usd = -1\n", "budget_daily_usd in "),
+    ({}, '[project_budgets_monthly_usd]\n"/home/dev/app" = 0\n', "project_budgets_monthly_usd in "),
+])
+def test_a_budget_of_zero_or_less_is_a_one_line_usage_error_naming_its_setting(cli, monkeypatch, env, file, says):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    if file:
+        config = Path(os.environ["XDG_CONFIG_HOME"]) / "ocsight" / "config.toml"
+        config.parent.mkdir(parents=True)
+        config.write_text(file)
+    one_line_error(cli("stats", "--demo"), 2, says, "greater than 0")
+
+
 def test_empty_data_directory(cli, tmp_path: Path):
     (tmp_path / "empty").mkdir()
     one_line_error(cli("stats", "--json", "--data-dir", str(tmp_path / "empty")), 1, "no OpenCode data")

@@ -21,6 +21,7 @@ import pytest
 import harness
 from conftest import stats
 from corpus import CORPORA, FORKED, expected_from_log, raw_store, read_log, store_dir
+from ocsight.model import PICO
 from otlp_receiver import Receiver
 from test_watch import by_name, labels, sidecar
 
@@ -134,6 +135,22 @@ def test_a_fork_shows_its_own_spend_and_its_source_keeps_the_copied_spend(cli, f
     assert by_id[source]["messages"] == len(asked)
 
 
+def test_the_live_picker_lists_each_session_with_the_spend_session_gives_it(cli, forked):
+    from conftest import open_index
+
+    def walk(nodes: list[dict]) -> list[dict]:
+        return [x for n in nodes for x in (n, *walk(n["children"]))]
+
+    for flags, counted in (((), False), (("--include-fork-copies",), True)):
+        doc = cli("session", "--json", "--limit", "100", "--data-dir", str(forked), *flags).json()
+        spend = {s["id"]: (s["messages"], s["cost"]["usd"]) for s in walk(doc["sessions"])}
+        with open_index(forked, fork_copies=counted) as idx:
+            listed = {r.id: (r.usage.messages, (r.usage.stored_pico + r.usage.estimated_pico) / PICO)
+                      for r in idx.reader.recent_sessions("auto", 100)}
+        assert listed == spend, flags
+        assert all(sessions_asking(forked, prompt)[0] in listed for prompt in FORK_PROMPTS)
+
+
 def test_the_copies_of_a_deleted_source_are_the_only_record_and_count(cli, forked, tmp_path):
     before = stats(cli, "--data-dir", str(forked))
     source = the_source(forked)
@@ -234,8 +251,8 @@ def test_analyze_says_how_many_copies_were_set_aside(cli, forked):
     assert "Fork copies" not in cli("analyze", "--data-dir", str(store_dir("opencode-1.18"))).out
 
 
-def test_the_sidecar_with_include_fork_copies_sends_them_as_opencode_counts_them(forked, receiver: Receiver,
-                                                                                 monkeypatch):
+def test_the_sidecar_with_include_fork_copies_counts_them_in_the_metrics_but_sends_no_span(
+        forked, receiver: Receiver, monkeypatch):
     from ocsight import reading
     from ocsight.telemetry.watch import Sidecar, WatchOptions
 
@@ -243,8 +260,12 @@ def test_the_sidecar_with_include_fork_copies_sends_them_as_opencode_counts_them
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.grpc_port}")
     read = reading.ReadOptions(data_dirs=(str(forked),), fork_copies=True)
     s = Sidecar(WatchOptions(read=read, protocol="grpc", backfill=True, metric_interval=3600))
+    s.baseline_ms = 0  # every call live: a copy sent as a span would be in the histograms too
     s.cycle()
     s.close()
-    assert len(by_name(receiver.spans())["chat"]) == len(raw_store(forked, fork_copies_counted=True).assistant())
+    raw = raw_store(forked)
+    got = by_name(receiver.spans())
+    assert len(got["chat"]) == len(raw.assistant()) < len(raw_store(forked, fork_copies_counted=True).assistant())
+    assert len(got["invoke_agent"]) == sum(1 for m in raw.messages.values() if m["role"] == "user")
     (_kind, points), *_ = receiver.metric_points("ocsight.cost.usd")[-1:]
     assert sum(p.as_double for p in points) == pytest.approx(opencode_rollups(forked)["cost"])

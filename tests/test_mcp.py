@@ -599,3 +599,47 @@ def test_a_project_name_matches_in_any_case_as_on_the_command_line(tmp_path: Pat
     with open_index(root) as idx:
         f = answers.filters(idx.reader, answers.Window(project="BILLING"), "UTC")
         assert answers.usage_summary(idx, f, "auto").doc["totals"]["tokens"]["input"] == 7
+
+
+# -- answers, in-process: what the text says of usage no price covers ---------------------------------------
+
+UNPRICED = "freebie/free-model"  # no price source knows it in the isolated environment
+
+
+def unpriced_text(tmp_path: Path, answer) -> str:
+    with open_index(copy_corpus("opencode-1.19", tmp_path)) as idx:
+        return answer(idx).text
+
+
+def test_usage_summary_says_the_cost_no_price_covers_is_unknown(tmp_path):
+    text = unpriced_text(tmp_path, lambda idx: answers.usage_summary(idx, make_filters(timezone="UTC"), "auto"))
+    assert f"freebie cost unknown (no price for {UNPRICED})" in text
+    assert f"{UNPRICED} cost unknown (no price for {UNPRICED})" in text
+    assert "$0.0000" not in text
+
+
+def test_usage_summary_says_a_partly_priced_cost_is_at_least_the_priced_part(tmp_path):
+    with open_index(copy_corpus("opencode-1.19", tmp_path)) as idx:
+        a = answers.usage_summary(idx, make_filters(timezone="UTC"), "auto")
+    cost = a.doc["totals"]["cost"]
+    assert cost["unpriced_messages"] == 2 and cost["usd"] > 0
+    assert a.text.startswith(f"OpenCode usage, all history (UTC): at least ${cost['usd']:,.4f} (2 calls unpriced) ")
+
+
+def test_provider_trends_say_the_cost_no_price_covers_is_unknown(tmp_path):
+    f = make_filters(timezone="UTC", since=ALL_TIME, providers=("freebie",))
+    text = unpriced_text(tmp_path, lambda idx: answers.provider_trends(idx, f, "auto", "day", None))
+    assert f"freebie: cost unknown (no price for {UNPRICED})" in text
+    assert "$0" not in text
+
+
+def test_top_sessions_say_the_cost_no_price_covers_is_unknown(tmp_path):
+    f = make_filters(timezone="UTC", providers=("freebie",))
+    text = unpriced_text(tmp_path, lambda idx: answers.top_sessions(idx, f, "auto", 5, "cost"))
+    assert text.count(": cost unknown (1 call unpriced), ") == 2 and "$0" not in text
+
+
+def test_a_summary_without_subagent_sessions_counts_none(tmp_path):
+    f = make_filters(timezone="UTC", providers=("freebie",))
+    text = unpriced_text(tmp_path, lambda idx: answers.usage_summary(idx, f, "auto"))
+    assert " over 2 sessions, 2 model calls" in text and "subagent" not in text

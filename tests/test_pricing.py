@@ -210,6 +210,20 @@ def test_custom_provider_prices_from_opencode_config_are_used(cli, tmp_path: Pat
     assert doc["pricing"]["models"] == [{"provider": "mock", "model": "mock-model", "source": "opencode-config"}]
 
 
+@pytest.mark.parametrize("command", ["stats", "analyze"])
+def test_a_malformed_opencode_config_is_a_note_on_every_run_not_only_the_one_that_read_it(cli, tmp_path: Path,
+                                                                                        monkeypatch, command):
+    config = tmp_path / "opencode.json"
+    config.write_text('{"provider": {"mock": ')
+    monkeypatch.setenv("OPENCODE_CONFIG", str(config))
+    root = _one_message_store(tmp_path, "mock", "mock-model", input=10, total=10)
+    for run in ("first", "cached"):
+        r = cli(command, "--data-dir", str(root))
+        assert r.code == 0, r.err
+        notes = [line for line in r.out.splitlines() if line.startswith("Note: unreadable OpenCode config")]
+        assert len(notes) == 1 and str(config) in notes[0], (run, r.out)
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="genai-prices needs Python 3.11")
 def test_genai_prices_is_the_fallback_catalogue(cli, tmp_path: Path):
     root = _one_message_store(tmp_path, "anthropic", "claude-sonnet-4-5-20250929", input=100_000, total=100_000)

@@ -213,6 +213,20 @@ def test_watch_once_with_the_collector_down_is_a_one_line_error(store, tmp_path)
     assert r.code == 1 and "collector" in r.err.splitlines()[-1] and "Traceback" not in r.err
 
 
+def test_watch_prices_what_the_prices_file_names_as_reports_do(store, receiver, monkeypatch, tmp_path, cli):
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[freebie."free-model"]\ninput = 2.0\noutput = 8.0\n')
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.start_grpc()}")
+    r = cli("watch", "--once", "--backfill", "--protocol", "grpc", "--prices", str(prices), "--data-dir", str(store))
+    assert r.code == 0, r.err
+    doc = cli("stats", "--json", "--prices", str(prices), "--data-dir", str(store)).json()
+    freebie = next(p["cost"] for p in doc["by_provider"] if p["provider"] == "freebie")
+    sent = [attrs(s)["gen_ai.usage.cost"] for s in by_name(receiver.spans())["chat"]
+            if attrs(s)["gen_ai.provider.name"] == "freebie"]
+    assert freebie["unpriced_messages"] == 0 and freebie["usd"] > 0
+    assert sum(sent) == pytest.approx(freebie["usd"])
+
+
 def test_sigterm_stops_the_sidecar_cleanly_and_a_restart_resends_nothing(store, receiver):
     import os
     import signal

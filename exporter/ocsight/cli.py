@@ -120,7 +120,8 @@ class Run:
         self.tz = filters.resolve_timezone(st.timezone)
         self.cost_mode: str = st.cost_mode
         self.options = reading.ReadOptions(
-            data_dirs=tuple(st.data_dirs), demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
+            data_dirs=tuple(st.data_dirs), data_dirs_from=_setting_source(st, "data_dirs", "--data-dir"),
+            demo=self.demo, use_cache=st.cache, cost_mode=st.cost_mode,
             prices=st.prices, fork_copies=st.include_fork_copies,
         )
         self._checked = False  # the filters' names were found in the store (checked once: `live` reopens)
@@ -529,6 +530,7 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
               help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf).")
 @click.option("--include-content", is_flag=True, help="Also send tool error texts (never sent by default).")
 @_COST_MODE
+@_PRICES
 @_FORK_COPIES
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Longest wait between reads while nothing changes (seconds).")
@@ -538,8 +540,9 @@ def live(interval: float | None, once: bool, session_id: str | None, pick: bool,
 @click.option("-v", "--verbose", is_flag=True,
               help="Also say when each cycle runs, and the OTLP exporters' own errors.")
 def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | None, timezone: str | None,
-          protocol: str | None, include_content: bool, cost_mode: str | None, include_fork_copies: bool | None,
-          interval: float, once: bool, prometheus_port: int | None, prometheus_host: str, verbose: bool) -> None:
+          protocol: str | None, include_content: bool, cost_mode: str | None, prices: str | None,
+          include_fork_copies: bool | None, interval: float, once: bool, prometheus_port: int | None,
+          prometheus_host: str, verbose: bool) -> None:
     """Run next to OpenCode: ship its model calls, tool calls and turns as OTLP spans, and token and
     cost metrics, as they finish. Endpoint, headers and TLS come from the standard OTEL_EXPORTER_OTLP_*
     variables; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured. User, host and instance
@@ -570,7 +573,7 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.ERROR if verbose else logging.CRITICAL)
     if verbose:
         logging.getLogger("ocsight.watch").setLevel(logging.DEBUG)
-    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "timezone": timezone,
+    run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "prices": prices, "timezone": timezone,
                "include_fork_copies": include_fork_copies})
     since_ms = filters.make_filters(since=since, timezone=run.settings.timezone).since_ms if since else None
     st = run.settings
@@ -629,7 +632,7 @@ def mcp(data_dirs: tuple[str, ...], demo: bool, cost_mode: str | None, prices: s
     run = Run({"data_dirs": data_dirs, "demo": demo, "cost_mode": cost_mode, "prices": prices, "timezone": timezone,
                "include_fork_copies": include_fork_copies})
     try:
-        locate.locate(run.options.data_dirs, demo=run.demo)
+        locate.locate(run.options.data_dirs, demo=run.demo, given_by=run.options.data_dirs_from)
     except NoData:
         pass  # OpenCode may not have written anything yet: the answers say so until it has
     from ocsight.mcp import server

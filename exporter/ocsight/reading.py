@@ -24,6 +24,7 @@ from ocsight.sources import database, locate
 @dataclass(frozen=True)
 class ReadOptions:
     data_dirs: tuple[str, ...] = ()
+    data_dirs_from: str = "--data-dir"  # what named `data_dirs`, as an error about them says it
     demo: bool = False
     use_cache: bool = True
     index_name: str = ""  # a consumer's own index (`ocsight.index.index_path`)
@@ -47,7 +48,7 @@ def open_index(opts: ReadOptions, catalogue: Catalogue | None = None,
 
     `catalogue`: the price sources (by default those the options name)."""
     catalogue = catalogue or catalogue_for(opts)
-    sources = locate.locate(opts.data_dirs, demo=opts.demo)
+    sources = locate.locate(opts.data_dirs, demo=opts.demo, given_by=opts.data_dirs_from)
     idx = Index.open(sources, use_cache=opts.use_cache, name=opts.index_name, lean=opts.lean_memory,
                      fork_copies=opts.fork_copies)
     try:
@@ -61,14 +62,16 @@ def open_index(opts: ReadOptions, catalogue: Catalogue | None = None,
     return idx
 
 
-def read_records(idx: Index, sessions: Iterable[str] | None = None, every_step: bool = True) -> Records:
+def read_records(idx: Index, sessions: Iterable[str] | None = None, every_step: bool = True,
+                 fork_copies: bool | None = None) -> Records:
     """Every normalised record of these sessions (all when None), read afresh from the sources, with
     the session and project records the index holds.
 
     Without `every_step`, model calls are read only where they make their message's tokens
     (OpenCode 0.x sessions): since 1.0 a message holds its one step's tokens. The copies a fork
-    made of other sessions' messages, with their steps and tool calls, are left out unless the
-    index's readers count them (`Index.fork_copies`): they were no model call."""
+    made of other sessions' messages, with their steps and tool calls, are left out unless
+    `fork_copies` (by default: unless the index's readers count them, `Index.fork_copies`): they
+    were no model call."""
     from ocsight.sources import staging  # records are read by few commands
 
     wanted = None if sessions is None else tuple(sorted(set(sessions)))
@@ -96,7 +99,7 @@ def read_records(idx: Index, sessions: Iterable[str] | None = None, every_step: 
         time.sleep(0.05)
     else:
         raise OcsightError("OpenCode's database kept changing while being read; try again")
-    if not idx.fork_copies:
+    if not (idx.fork_copies if fork_copies is None else fork_copies):
         copies = {m.id for m in messages if m.fork_copy}
         if copies:
             messages = [m for m in messages if not m.fork_copy]

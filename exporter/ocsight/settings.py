@@ -136,7 +136,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _model(path: Path) -> type[BaseSettings]:
     """The pydantic-settings model reading the file at `path` and the `OCSIGHT_*` variables."""
-    from typing import Literal
+    from typing import Annotated, Literal
 
     from pydantic import Field
     from pydantic.fields import FieldInfo
@@ -159,9 +159,9 @@ def _model(path: Path) -> type[BaseSettings]:
         color: bool = True
         live_interval: float = Field(2.0, gt=0)
         session_limit: int = Field(20, ge=1)
-        budget_daily_usd: float | None = None
-        budget_monthly_usd: float | None = None
-        project_budgets_monthly_usd: dict[str, float] = {}
+        budget_daily_usd: float | None = Field(None, gt=0)  # a budget of nothing (or less) alerts at once
+        budget_monthly_usd: float | None = Field(None, gt=0)
+        project_budgets_monthly_usd: dict[str, Annotated[float, Field(gt=0)]] = {}
         abandon_after_seconds: float = Field(600.0, gt=0)
         include_fork_copies: bool = False
         user_name: str | None = Field(None, min_length=1)
@@ -212,6 +212,8 @@ def _one_line(e: Exception, path: Path) -> str:
             return f"bad setting {env_name(named.group(1))}: expected JSON ({e.__cause__ or e})"
         return f"bad settings: {e}"
     first = errors()[0]
-    name = str(first["loc"][0]) if first.get("loc") else "?"
+    loc = [str(part) for part in first.get("loc") or ("?",)]
+    name = loc[0]
     where = env_name(name) if env_name(name) in os.environ else f"{name} in {path}"
-    return f"bad setting {where}: {first['msg']} (got {first.get('input')!r})"
+    key = f", entry {loc[1]!r}" if len(loc) > 1 else ""  # a table's entry: the project of a project budget
+    return f"bad setting {where}{key}: {first['msg']} (got {first.get('input')!r})"

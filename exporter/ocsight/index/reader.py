@@ -421,12 +421,13 @@ class IndexReader:
         return row[0] if row else None
 
     def recent_sessions(self, mode: str, limit: int) -> list[RecentSession]:
-        """The sessions with model calls, the most recently active first (the newest is `latest_session`'s)."""
+        """The sessions with model calls, the most recently active first (the newest is `latest_session`'s);
+        a fork's spend is its own unless fork copies are counted, as in every other reader method."""
         rows = self._rows(
             f"""SELECT c.session_id AS id, s.parent_id, s.title, {PROJECT_SQL} AS project,
                 max(coalesce(max(s.time_updated), 0), max(c.bucket) * {BUCKET_MS}) AS last_ms,
                 max(c.bucket) AS last_bucket, {usage_columns(mode)}
-            {CUBE_FROM.format(cube='usage_cube')} WHERE c.role = 'assistant'
+            {CUBE_FROM.format(cube=self._usage)} WHERE c.role = 'assistant'
             GROUP BY c.session_id ORDER BY last_bucket DESC, last_ms DESC, c.session_id DESC LIMIT ?""", (limit,))
         return [RecentSession(r["id"], r["parent_id"], r["title"], r["project"], r["last_ms"], _usage(r))
                 for r in rows]

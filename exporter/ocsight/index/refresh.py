@@ -111,6 +111,7 @@ class Index:
         self.workers = workers
         self.fork_copies = fork_copies
         self.notes: list[str] = []
+        self._price_notes: list[str] = []  # the price sources' problems (`_keep_price_notes`)
         # What the last refresh found changed: None when it read everything.
         self.touched: set[str] | None = None
         self.catalogue: Catalogue | None = None  # the last refresh's price sources
@@ -205,13 +206,14 @@ class Index:
         if self._wal_pending:
             self.con.execute("PRAGMA journal_mode = WAL")
             self._wal_pending = False
-        self.notes += catalogue.problems
+        self.notes += self._price_notes
 
     def _refresh(self, catalogue: Catalogue, say: Progress) -> None:
         con = self.con
         with transaction(con, immediate=True):
             full = con.execute("SELECT 1 FROM meta WHERE key = 'cube'").fetchone() is None
-            touched = self._reprice(catalogue)
+            fingerprint = catalogue.fingerprint()
+            touched = self._reprice(catalogue, fingerprint)
             dbs = database.ranked(self.sources.databases)
             for db in dbs:
                 say(f"checking {db.path}")
@@ -240,8 +242,22 @@ class Index:
                 for name, ddl in CUBE_INDEXES.items() if full else ():
                     con.execute(ddl)
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('cube', '1')")
+            self._price_notes = self._keep_price_notes(catalogue, fingerprint)
             if any(db.changed_under_us() for db in dbs):
                 raise _Retry
+
+    def _keep_price_notes(self, catalogue: Catalogue, fingerprint: str) -> list[str]:
+        """What was wrong with the price sources (an unreadable OpenCode config, a bad cost). They are
+        found only when read, which a refresh skips while their files are unchanged: so the notes are
+        kept with the files' fingerprint, and said on every run until the files change."""
+        row = self.con.execute("SELECT value FROM meta WHERE key = 'price_notes'").fetchone()
+        if catalogue.loaded:
+            kept = json.dumps({"prices": fingerprint, "notes": catalogue.problems})
+            if row is None or row[0] != kept:  # an unchanged store is not written
+                self.con.execute("INSERT OR REPLACE INTO meta VALUES ('price_notes', ?)", (kept,))
+            return list(catalogue.problems)
+        stored = json.loads(row[0]) if row else {}
+        return list(stored.get("notes", [])) if stored.get("prices") == fingerprint else []
 
     # -- what changed ------------------------------------------------------------------------------
 
@@ -374,11 +390,10 @@ class Index:
 
     # -- prices --------------------------------------------------------------------------------------
 
-    def _reprice(self, catalogue: Catalogue) -> set[str]:
-        """When a price source changed (by file stamp), re-resolves every known model; returns the
-        sessions of models whose prices changed, whose estimates are then redone."""
+    def _reprice(self, catalogue: Catalogue, fingerprint: str) -> set[str]:
+        """When a price source changed (by file stamp, `fingerprint`), re-resolves every known model;
+        returns the sessions of models whose prices changed, whose estimates are then redone."""
         con = self.con
-        fingerprint = catalogue.fingerprint()
         row = con.execute("SELECT value FROM meta WHERE key = 'prices'").fetchone()
         if row is not None and row[0] == fingerprint:
             return set()

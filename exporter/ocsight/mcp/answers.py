@@ -107,12 +107,12 @@ def usage_summary(idx: Index, f: Filters, mode: str) -> Answer:
 
 
 def metrics_summary(idx: Index, mode: str, timezone: str | None) -> Doc:
-    """`stats --json` over all time (the `ocsight://metrics/summary` resource)."""
+    """`stats --json` over all history (the `ocsight://metrics/summary` resource)."""
     return documents.stats_json(idx, make_filters(timezone=timezone), mode)
 
 
 def providers(idx: Index, mode: str, timezone: str | None) -> Doc:
-    """Every provider and model with its usage, all time (`ocsight://providers`)."""
+    """Every provider and model with its usage, all history (`ocsight://providers`)."""
     f = make_filters(timezone=timezone)
     body = documents.breakdown_json(idx.reader.breakdown(f, mode))
     return {"ocsight": __version__, "filters": f.description, "cost_mode": mode, "totals": body["totals"],
@@ -120,7 +120,7 @@ def providers(idx: Index, mode: str, timezone: str | None) -> Doc:
 
 
 def provider(idx: Index, name: str, mode: str, timezone: str | None) -> Doc:
-    """`stats --json --provider NAME`, all time; an unknown provider is not found."""
+    """`stats --json --provider NAME`, all history; an unknown provider is not found."""
     f = make_filters(timezone=timezone, providers=(name,))
     _check_known(idx.reader, f)
     return documents.stats_json(idx, f, mode)
@@ -154,7 +154,9 @@ def provider_trends(idx: Index, f: Filters, mode: str, interval: str, tz: dt.tzi
     if interval not in INTERVALS:
         raise bad_argument(f"interval must be one of {', '.join(INTERVALS)} (got {interval!r})")
     overall = documents.periods_json(idx.reader.periods(f, mode, interval, tz, breakdown=True))
-    names = sorted({m["provider"] for p in overall for m in p.pop("models")})
+    models = [m for p in overall for m in p.pop("models")]
+    names = sorted({m["provider"] for m in models})
+    unpriced = [m for m in models if m["cost"]["unpriced_messages"]]
     per_provider = [
         {"provider": name, "periods": documents.periods_json(
             idx.reader.periods(dataclasses.replace(f, providers=(name,)), mode, interval, tz))}
@@ -163,11 +165,11 @@ def provider_trends(idx: Index, f: Filters, mode: str, interval: str, tz: dt.tzi
     per_provider.sort(key=lambda e: -sum(p["cost"]["usd"] for p in e["periods"]))
     doc = {"ocsight": __version__, "period": interval, "filters": f.description, "cost_mode": mode,
            "periods": overall, "by_provider": per_provider}
-    return Answer(doc, _trends_text(doc, describe(f)))
+    return Answer(doc, _trends_text(doc, describe(f), unpriced))
 
 
 def session_details(idx: Index, session_id: str, mode: str, timezone: str | None) -> Answer:
-    """One session, all time: its own usage and tool calls, its subagents (nested, as in
+    """One session, all history: its own usage and tool calls, its subagents (nested, as in
     `session --json`), and the `stats --json` breakdowns of the session with its subagents."""
     sid = session_id.strip()
     reader = idx.reader
@@ -219,7 +221,7 @@ def describe(f: Filters) -> str:
     elif d.get("until"):
         when = f"up to {d['until']}"
     else:
-        when = "all time"
+        when = "all history"
     if d.get("until") and d.get("days"):
         when += f" up to {d['until']}"
     parts = [f"{when} ({d.get('timezone', 'local')})"]
@@ -227,13 +229,30 @@ def describe(f: Filters) -> str:
     return ", ".join(parts)
 
 
-def _cost(c: dict) -> str:
-    text = usd(c["usd"])
+def _cost(c: dict, unpriced: list[str] | None = None) -> str:
+    """A cost block in words. Calls no price covers are never $0: when nothing priced cost anything the
+    cost is unknown (naming the `unpriced` models when known), else it is at least the priced part."""
+    n = c["unpriced_messages"]
+    if n and not c["usd"]:
+        return f"cost unknown ({_no_price(n, unpriced)})"
+    notes = [f"{_n(n, 'call')} unpriced"] if n else []
     if c["estimated_usd"]:
-        text += f" (stored {usd(c['stored_usd'])}, estimated {usd(c['estimated_usd'])})"
-    if c["unpriced_messages"]:
-        text += f" ({c['unpriced_messages']:,} calls unpriced)"
-    return text
+        notes.append(f"stored {usd(c['stored_usd'])}, estimated {usd(c['estimated_usd'])}")
+    text = f"at least {usd(c['usd'])}" if n else usd(c["usd"])
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _no_price(calls: int, unpriced: list[str] | None) -> str:
+    return f"no price for {', '.join(unpriced)}" if unpriced else f"{_n(calls, 'call')} unpriced"
+
+
+def _sum_costs(costs: list[dict]) -> dict:
+    return {k: sum(c[k] for c in costs) for k in ("usd", "stored_usd", "estimated_usd", "unpriced_messages")}
+
+
+def _names(models: list[Doc], provider: str | None = None) -> list[str]:
+    """`provider/model` of the unpriced models (`unpriced_models` rows), of one provider if given."""
+    return [f"{m['provider']}/{m['model']}" for m in models if provider is None or m["provider"] == provider]
 
 
 def _tokens(t: dict) -> str:
@@ -241,9 +260,10 @@ def _tokens(t: dict) -> str:
     return f"{t['total']:,} tokens ({kinds})"
 
 
-def _rows(rows: list[Doc], label: Callable[[Doc], str]) -> str:
-    shown = "; ".join(f"{label(r)} {usd(r['cost']['usd'])}, {r['tokens']['total']:,} tokens, {r['messages']:,} calls"
-                      for r in rows[:LISTED])
+def _rows(rows: list[Doc], label: Callable[[Doc], str],
+          unpriced: Callable[[Doc], list[str] | None] = lambda r: None) -> str:
+    shown = "; ".join(f"{label(r)} {_cost(r['cost'], unpriced(r))}, {r['tokens']['total']:,} tokens, "
+                      f"{_n(r['messages'], 'call')}" for r in rows[:LISTED])
     more = f"; and {len(rows) - LISTED} more" if len(rows) > LISTED else ""
     return shown + more
 
@@ -253,12 +273,16 @@ def _stats_text(doc: dict, title: str) -> str:
     m = t["messages"]
     if not m["assistant"]:
         return f"{title}: no model calls."
-    head = (f"{title}: {_cost(t['cost'])} over {_n(t['sessions'], 'session')} ({t['subagent_sessions']:,} subagent), "
+    missing = doc["unpriced_models"]
+    subagents = f" ({_n(t['subagent_sessions'], 'subagent')})" if t["subagent_sessions"] else ""
+    head = (f"{title}: {_cost(t['cost'], _names(missing))} over {_n(t['sessions'], 'session')}{subagents}, "
             f"{_n(m['assistant'], 'model call')} ({_n(m['errors'], 'error')}), {_tokens(t['tokens'])}.")
     lines = [
         head,
-        "By provider: " + _rows(doc["by_provider"], lambda r: r["provider"]) + ".",
-        "By model: " + _rows(doc["by_model"], lambda r: f"{r['provider']}/{r['model']}") + ".",
+        "By provider: " + _rows(doc["by_provider"], lambda r: r["provider"],
+                                lambda r: _names(missing, r["provider"])) + ".",
+        "By model: " + _rows(doc["by_model"], lambda r: f"{r['provider']}/{r['model']}",
+                             lambda r: [f"{r['provider']}/{r['model']}"]) + ".",
         "By agent: " + _rows(doc["by_agent"], lambda r: r["agent"]) + ".",
         "By project: " + _rows(doc["by_project"], lambda r: r["project"]) + ".",
     ]
@@ -297,26 +321,27 @@ def _top_text(doc: dict, window: str, tz: dt.tzinfo | None) -> str:
     for i, n in enumerate(rows, 1):
         r = n["rollup"]
         sub = f", {_n(r['sessions'] - 1, 'subagent session')}" if r["sessions"] > 1 else ""
-        lines.append(f"{i}. {_title(n)} in {n['project']}, {_when(n['time_created'], tz)}: {usd(r['cost']['usd'])}, "
+        lines.append(f"{i}. {_title(n)} in {n['project']}, {_when(n['time_created'], tz)}: {_cost(r['cost'])}, "
                      f"{r['tokens']['total']:,} tokens, {_n(r['messages'], 'call')}{sub}")
     return "\n".join(lines)
 
 
-def _trends_text(doc: dict, window: str) -> str:
+def _trends_text(doc: dict, window: str, unpriced: list[Doc]) -> str:
     periods = doc["periods"]
     if not periods:
         return f"No model calls in {window}."
     unit = doc["period"]
-    total = sum(p["cost"]["usd"] for p in periods)
+    total = _sum_costs([p["cost"] for p in periods])
     span = f"{periods[0]['period']} to {periods[-1]['period']}"
-    lines = [f"Usage per {unit}, {window}: {usd(total)} over {_n(len(periods), unit)} with model calls, {span}."]
+    calls = f"{_n(len(periods), unit)} with model calls"
+    lines = [f"Usage per {unit}, {window}: {_cost(total, _names(unpriced))} over {calls}, {span}."]
     for e in doc["by_provider"]:
-        cost = sum(p["cost"]["usd"] for p in e["periods"])
+        cost = _sum_costs([p["cost"] for p in e["periods"]])
         tokens = sum(p["tokens"]["total"] for p in e["periods"])
         busiest = max(e["periods"], key=lambda p: (p["cost"]["usd"], p["tokens"]["total"]))
-        lines.append(f"{e['provider']}: {usd(cost)}, {tokens:,} tokens; "
-                     f"highest {unit} {busiest['period']} ({usd(busiest['cost']['usd'])}).")
-    latest = "; ".join(f"{p['period']} {usd(p['cost']['usd'])}, {p['tokens']['total']:,} tokens"
+        lines.append(f"{e['provider']}: {_cost(cost, _names(unpriced, e['provider']))}, {tokens:,} tokens; "
+                     f"highest {unit} {busiest['period']}: {_cost(busiest['cost'])}.")
+    latest = "; ".join(f"{p['period']} {_cost(p['cost'])}, {p['tokens']['total']:,} tokens"
                        for p in periods[-7:][::-1])
     lines.append(f"Latest: {latest}.")
     return "\n".join(lines)
@@ -333,7 +358,7 @@ def _session_text(doc: dict, tz: dt.tzinfo | None) -> str:
     tools = _n(n["tool_calls"], "tool call") + (f": {_tools(doc['by_tool'])}" if doc["by_tool"] else "") + "."
     lines = [f"Session {_title(n)} in {n['project']} ({about}).", own, tools]
     if n["children"]:
-        children = "; ".join(f"{_title(c)} {usd(c['rollup']['cost']['usd'])}" for c in n["children"][:LISTED])
+        children = "; ".join(f"{_title(c)} {_cost(c['rollup']['cost'])}" for c in n["children"][:LISTED])
         lines.append(f"With its subagents ({_n(len(list(_below(n))), 'session')}): {_cost(w['cost'])}, "
                      f"{_tokens(w['tokens'])}, {_n(w['messages']['assistant'], 'model call')}. "
                      f"Subagents: {children}.")

@@ -125,7 +125,7 @@ def build(service: Service) -> MCPServer:
     def usage_summary(days: Days = None, since: Since = None, until: Until = None, provider: Provider = None,
                       model: Model = None, project: Project = None, agent: Agent = None) -> CallToolResult:
         """Tokens and cost in a window: totals, and breakdowns by provider, model, agent, project, tool and
-        error, exactly as `ocsight stats --json`. Without arguments: all time."""
+        error, exactly as `ocsight stats --json`. Without arguments: all history."""
         w = Window(days, since, until, provider, model, project, agent)
         return answer(lambda idx, _s: answers.usage_summary(idx, window(idx, w), cfg.cost_mode))
 
@@ -133,7 +133,7 @@ def build(service: Service) -> MCPServer:
                      until: Until = None, provider: Provider = None, model: Model = None, project: Project = None,
                      agent: Agent = None) -> CallToolResult:
         """The costliest (or largest) sessions, each with its subagent sessions nested and rolled up, as in
-        `ocsight session --json`. Without a window: all time."""
+        `ocsight session --json`. Without a window: all history."""
         w = Window(days, since, until, provider, model, project, agent)
         return answer(lambda idx, _s: answers.top_sessions(idx, window(idx, w), cfg.cost_mode, limit, by, cfg.tz))
 
@@ -163,21 +163,21 @@ def build(service: Service) -> MCPServer:
 
     # -- resources ---------------------------------------------------------------------------------
 
-    @server.resource("ocsight://metrics/summary", name="metrics_summary", title="Usage, all time",
+    @server.resource("ocsight://metrics/summary", name="metrics_summary", title="Usage, all history",
                      mime_type="application/json",
-                     description="`ocsight stats --json` over all time: totals and every breakdown.")
+                     description="`ocsight stats --json` over all history: totals and every breakdown.")
     def metrics_summary() -> str:
         return resource(lambda idx: answers.metrics_summary(idx, cfg.cost_mode, cfg.timezone))
 
     @server.resource("ocsight://providers", name="providers", title="Providers and models",
                      mime_type="application/json",
-                     description="Every provider and model with its usage, all time (by_provider, by_model).")
+                     description="Every provider and model with its usage, all history (by_provider, by_model).")
     def providers() -> str:
         return resource(lambda idx: answers.providers(idx, cfg.cost_mode, cfg.timezone))
 
     @server.resource("ocsight://providers/{provider}", name="provider", title="One provider",
                      mime_type="application/json",
-                     description="`ocsight stats --json --provider PROVIDER` over all time.")
+                     description="`ocsight stats --json --provider PROVIDER` over all history.")
     def provider(provider: str) -> str:
         return resource(lambda idx: answers.provider(idx, provider, cfg.cost_mode, cfg.timezone))
 

@@ -154,6 +154,12 @@ class Catalogue:
         self._prefetch: threading.Thread | None = None
         self._limits: dict[Pair, int] | None = None
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the price sources were read (so `problems` says what was wrong with them)."""
+        with self._lock:
+            return self._tables is not None
+
     def fingerprint(self) -> str:
         """Changes whenever a price source may have changed; the index re-resolves its prices then."""
         files = [self.overrides_file, *self._config_paths(), *models_json_paths()]

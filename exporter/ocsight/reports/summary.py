@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ocsight.filters import describe, no_usage
@@ -161,7 +162,7 @@ def _source_lines(src: dict, console: Console) -> None:
         reasons = ", ".join(f"{n:,} {why}" for why, n in skipped["by_reason"].items())
         console.print(f"[yellow]Skipped {counted(skipped['total'], 'record')}:[/yellow] {reasons}")
     for note in src["notes"]:
-        console.print(f"[yellow]Note:[/yellow] {note}")
+        console.print(f"[yellow]Note:[/yellow] {escape(note)}", soft_wrap=True)  # a path is read whole
 
 
 def _top_sessions(nodes: list[dict], width: int, projects: tuple[str, ...]) -> Table:

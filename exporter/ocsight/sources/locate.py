@@ -76,12 +76,17 @@ def _looks_like_storage(path: Path) -> bool:
     return any((path / sub).is_dir() for sub in ("message", "session", "part"))
 
 
-def locate(explicit: tuple[str, ...] | list[str] = (), demo: bool = False) -> Sources:
-    """Resolves data directories into sources, or raises a one-line error that says where it looked."""
+def locate(explicit: tuple[str, ...] | list[str] = (), demo: bool = False, given_by: str = "--data-dir") -> Sources:
+    """Resolves data directories into sources, or raises a one-line error that says where it looked.
+
+    `given_by`: what named the `explicit` directories (`--data-dir`, `OCSIGHT_DATA_DIRS`, the config
+    file's `data_dirs`), so that a missing one is blamed on what named it."""
     if demo:
         demo_dir = paths.DEMO_DIR
         return Sources((demo_dir,), tuple(_databases_in_plain(demo_dir)), (demo_dir / "storage",), demo=True)
-    dirs, _named = requested_data_dirs(explicit)
+    dirs, named = requested_data_dirs(explicit)
+    origin = (f"given by {given_by}" if explicit else "given by OPENCODE_DATA_DIR" if named
+              else "set --data-dir or OPENCODE_DATA_DIR")
     databases: list[Path] = []
     legacy: list[Path] = []
     for d in dirs:
@@ -89,9 +94,9 @@ def locate(explicit: tuple[str, ...] | list[str] = (), demo: bool = False) -> So
             databases.append(d)
             continue
         if not d.exists():
-            raise OcsightError(f"OpenCode data directory not found: {d} (set --data-dir or OPENCODE_DATA_DIR)")
+            raise OcsightError(f"OpenCode data directory not found: {d} ({origin})")
         if not d.is_dir():
-            raise OcsightError(f"not a directory: {d}")
+            raise OcsightError(f"not a directory: {d} ({origin})")
         if _looks_like_storage(d) and not list(d.glob("opencode*.db")):
             legacy.append(d)  # pointed straight at a storage/ tree
             continue

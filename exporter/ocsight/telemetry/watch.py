@@ -210,7 +210,9 @@ class Sidecar:
     def _send(self, idx: Index, sessions: list[str]) -> tuple[int, set[str]]:
         """Sends the unsent finished records of some whole session families; returns (spans sent,
         sessions with unfinished records)."""
-        recs = reading.read_records(idx, sessions, every_step=False)  # spans are made of messages
+        # spans are made of messages; a fork's copy was no model call, so it is never a span (the
+        # metrics, from the index, count copies again when asked to, as OpenCode does)
+        recs = reading.read_records(idx, sessions, every_step=False, fork_copies=False)
         gone = abandoned(recs, int(time.time() * 1000), int(self.opts.abandon_after_s * 1000))
         all_spans = mapping.spans(recs, self.opts.read.cost_mode, self.opts.include_content, gone)
         floor = self._floor()
