@@ -210,7 +210,7 @@ def test_custom_provider_prices_from_opencode_config_are_used(cli, tmp_path: Pat
     assert doc["pricing"]["models"] == [{"provider": "mock", "model": "mock-model", "source": "opencode-config"}]
 
 
-@pytest.mark.parametrize("command", ["stats", "analyze"])
+@pytest.mark.parametrize("command", ["stats", "analyze", "daily", "monthly", "session"])
 def test_a_malformed_opencode_config_is_a_note_on_every_run_not_only_the_one_that_read_it(cli, tmp_path: Path,
                                                                                         monkeypatch, command):
     config = tmp_path / "opencode.json"

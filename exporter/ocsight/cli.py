@@ -330,6 +330,7 @@ def _period_command(grain: str, name: str, example: str) -> None:
             rows = documents.periods_json(idx.reader.periods(run.filters, run.cost_mode, grain, run.tz, breakdown))
             unpriced = (documents.unpriced_json(idx.reader, run.filters, run.cost_mode)
                         if not as_json and any(p["cost"]["unpriced_messages"] for p in rows) else [])
+            notes = list(dict.fromkeys(idx.notes))
         if as_json:
             _emit_json({"period": grain, "filters": run.filters.description, "cost_mode": run.cost_mode,
                         "periods": rows})
@@ -340,10 +341,19 @@ def _period_command(grain: str, name: str, example: str) -> None:
         console = run.console()
         if not rows:
             console.print(run.no_usage, markup=False)
-            return
-        console.print(run.window, style="dim", markup=False)
-        note = unpriced_note(unpriced, run.cost_mode) if unpriced else None
-        console.print(tables.periods_table(rows, grain, breakdown, console.width, note))
+        else:
+            console.print(run.window, style="dim", markup=False)
+            note = unpriced_note(unpriced, run.cost_mode) if unpriced else None
+            console.print(tables.periods_table(rows, grain, breakdown, console.width, note))
+        _print_notes(console, notes)
+
+
+def _print_notes(console: Console, notes: list[str]) -> None:
+    """The sources' notes (an OpenCode config that could not be read, ...), one line each."""
+    from rich.markup import escape
+
+    for note in notes:
+        console.print(f"[yellow]Note:[/yellow] {escape(note)}", soft_wrap=True)
 
 
 _period_command("day", "daily", "ocsight daily --days 14")
@@ -388,6 +398,7 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
         unpriced = (documents.unpriced_json(idx.reader, dataclasses.replace(
                         run.filters, sessions=tables.session_ids(shown)), run.cost_mode)
                     if not as_json and any(r["rollup"]["cost"]["unpriced_messages"] for r in shown) else [])
+        notes = list(dict.fromkeys(idx.notes))
     if as_json:
         _emit_json({"filters": run.filters.description, "cost_mode": run.cost_mode, "sessions": shown,
                     "total_sessions": len(roots)})
@@ -397,11 +408,12 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
     console = run.console()
     if not roots:
         console.print(run.no_usage, markup=False)
-        return
-    console.print(run.window, style="dim", markup=False)
-    console.print(tables.sessions_tree(roots, limit or run.settings.session_limit, console.width))
-    if unpriced:
-        console.print(f"[dim]{unpriced_note(unpriced, run.cost_mode)}[/dim]")
+    else:
+        console.print(run.window, style="dim", markup=False)
+        console.print(tables.sessions_tree(roots, limit or run.settings.session_limit, console.width))
+        if unpriced:
+            console.print(f"[dim]{unpriced_note(unpriced, run.cost_mode)}[/dim]")
+    _print_notes(console, notes)
 
 
 @cli.command(context_settings=CONTEXT)
