@@ -83,6 +83,17 @@ def test_tables_fit_the_terminal_without_stretching_and_numbers_stay_whole(cli, 
     assert "123,456,789" in row and "$1,234.5678" in row
 
 
+def test_the_followed_sessions_project_path_is_whole_on_a_wide_terminal(cli, tmp_path: Path, monkeypatch):
+    path = "/srv/work/clients/northwind/services/billing-service-api"
+    b = Builder()
+    s = b.session(b.project(path), at=now_ms() - 60_000)
+    b.assistant(s, now_ms() - 50_000, tokens(input=10, output=1))
+    write_store(b.plan, tmp_path / "data", "db")
+    monkeypatch.setenv("COLUMNS", "160")
+    r = cli("live", "--once", "--data-dir", str(tmp_path / "data"))
+    assert r.code == 0 and path in r.out, r.out
+
+
 # -- --session --------------------------------------------------------------------------------------
 
 def test_session_flag_follows_that_session_rather_than_the_newest(cli, tmp_path: Path, monkeypatch):

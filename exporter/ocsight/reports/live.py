@@ -26,7 +26,7 @@ from ocsight.index.reader import RecentSession
 from ocsight.model import Message, Session, ToolCall
 from ocsight.reports import keys
 from ocsight.reports.documents import usage_json
-from ocsight.reports.format import short_path, tokens
+from ocsight.reports.format import home_path, short_path, tokens
 from ocsight.reports.picker import Picker, open_picker, pick_key
 
 RECENT = 8
@@ -155,7 +155,7 @@ def _session_parts(f: Frame, facts: Table) -> list[Any]:
     unpriced = sum(1 for m in calls if _unpriced(m, f.cost_mode))
     session = f.session
     title = (session.title if session else None) or "(untitled)"
-    where = short_path(session.directory or "") if session else ""
+    where = home_path(session.directory or "") if session else ""
     how = "chosen" if f.chosen else "the newest"
     facts.add_row("Session", Text.assemble(title, (f" ({how})", "dim")))
     facts.add_row("", Text(f"{f.session_id} {where}", style="dim"))
