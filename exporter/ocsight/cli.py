@@ -457,8 +457,9 @@ def export(fmt: str | None, level: str, output: str, **kw: Any) -> None:
     meta = {"ocsight": version, "filters": run.filters.description, "cost_mode": run.cost_mode}
     ex.write_atomically(output, ex.render(fmt or ex.format_of(output), level, rows, meta))
     if output != "-":
-        n = len(rows)
-        click.echo(f"wrote {n:,} row{'' if n == 1 else 's'} (one per {level}) to {output} ({run.window})", err=True)
+        from ocsight.reports.format import counted
+
+        click.echo(f"wrote {counted(len(rows), 'row')} (one per {level}) to {output} ({run.window})", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -575,6 +576,7 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
     import logging
 
     from ocsight import filters
+    from ocsight.reports.format import counted
     from ocsight.telemetry import otlp
     from ocsight.telemetry.watch import ExportFailed, Sidecar, WatchOptions
 
@@ -605,7 +607,7 @@ def watch(data_dirs: tuple[str, ...], demo: bool, backfill: bool, since: str | N
             raise OcsightError(f"{e} (is the collector up?)") from None
         before = sidecar.checkpoint.count() - n
         sidecar.close()
-        click.echo(f"sent {n:,} span{'' if n == 1 else 's'} to {sidecar.endpoint}"
+        click.echo(f"sent {counted(n, 'span')} to {sidecar.endpoint}"
                    + (f" ({before:,} sent before)" if before else ""), err=True)
         return
     sidecar.follow()

@@ -20,6 +20,7 @@ from ocsight.filters import Filters, make_filters, parse_date, resolve_timezone,
 from ocsight.index import Index, IndexReader
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.reports import documents
+from ocsight.reports.format import counted
 
 Doc = dict[str, Any]
 
@@ -235,7 +236,7 @@ def _cost(c: dict, unpriced: list[str] | None = None) -> str:
     n = c["unpriced_messages"]
     if n and not c["usd"]:
         return f"cost unknown ({_no_price(n, unpriced)})"
-    notes = [f"{_n(n, 'call')} unpriced"] if n else []
+    notes = [f"{counted(n, 'call')} unpriced"] if n else []
     if c["estimated_usd"]:
         notes.append(f"stored {usd(c['stored_usd'])}, estimated {usd(c['estimated_usd'])}")
     text = f"at least {usd(c['usd'])}" if n else usd(c["usd"])
@@ -243,7 +244,7 @@ def _cost(c: dict, unpriced: list[str] | None = None) -> str:
 
 
 def _no_price(calls: int, unpriced: list[str] | None) -> str:
-    return f"no price for {', '.join(unpriced)}" if unpriced else f"{_n(calls, 'call')} unpriced"
+    return f"no price for {', '.join(unpriced)}" if unpriced else f"{counted(calls, 'call')} unpriced"
 
 
 def _sum_costs(costs: list[dict]) -> dict:
@@ -263,7 +264,7 @@ def _tokens(t: dict) -> str:
 def _rows(rows: list[Doc], label: Callable[[Doc], str],
           unpriced: Callable[[Doc], list[str] | None] = lambda r: None) -> str:
     shown = "; ".join(f"{label(r)} {_cost(r['cost'], unpriced(r))}, {r['tokens']['total']:,} tokens, "
-                      f"{_n(r['messages'], 'call')}" for r in rows[:LISTED])
+                      f"{counted(r['messages'], 'call')}" for r in rows[:LISTED])
     more = f"; and {len(rows) - LISTED} more" if len(rows) > LISTED else ""
     return shown + more
 
@@ -274,9 +275,9 @@ def _stats_text(doc: dict, title: str) -> str:
     if not m["assistant"]:
         return f"{title}: no model calls."
     missing = doc["unpriced_models"]
-    subagents = f" ({_n(t['subagent_sessions'], 'subagent')})" if t["subagent_sessions"] else ""
-    head = (f"{title}: {_cost(t['cost'], _names(missing))} over {_n(t['sessions'], 'session')}{subagents}, "
-            f"{_n(m['assistant'], 'model call')} ({_n(m['errors'], 'error')}), {_tokens(t['tokens'])}.")
+    subagents = f" ({counted(t['subagent_sessions'], 'subagent')})" if t["subagent_sessions"] else ""
+    head = (f"{title}: {_cost(t['cost'], _names(missing))} over {counted(t['sessions'], 'session')}{subagents}, "
+            f"{counted(m['assistant'], 'model call')} ({counted(m['errors'], 'error')}), {_tokens(t['tokens'])}.")
     lines = [
         head,
         "By provider: " + _rows(doc["by_provider"], lambda r: r["provider"],
@@ -304,9 +305,6 @@ def _when(ms: int | None, tz: dt.tzinfo | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M") if ms else "unknown time"
 
 
-def _n(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
 
 def _title(n: dict) -> str:
     return f"{n['id']} \"{n['title'] or '(untitled)'}\""
@@ -316,13 +314,13 @@ def _top_text(doc: dict, window: str, tz: dt.tzinfo | None) -> str:
     rows = doc["sessions"]
     if not rows:
         return f"No sessions with model calls in {window}."
-    head = f"Top {len(rows)} of {_n(doc['total_sessions'], 'session')} by {doc['by']}, {window}"
+    head = f"Top {len(rows)} of {counted(doc['total_sessions'], 'session')} by {doc['by']}, {window}"
     lines = [f"{head}, each with its subagents:"]
     for i, n in enumerate(rows, 1):
         r = n["rollup"]
-        sub = f", {_n(r['sessions'] - 1, 'subagent session')}" if r["sessions"] > 1 else ""
+        sub = f", {counted(r['sessions'] - 1, 'subagent session')}" if r["sessions"] > 1 else ""
         lines.append(f"{i}. {_title(n)} in {n['project']}, {_when(n['time_created'], tz)}: {_cost(r['cost'])}, "
-                     f"{r['tokens']['total']:,} tokens, {_n(r['messages'], 'call')}{sub}")
+                     f"{r['tokens']['total']:,} tokens, {counted(r['messages'], 'call')}{sub}")
     return "\n".join(lines)
 
 
@@ -333,7 +331,7 @@ def _trends_text(doc: dict, window: str, unpriced: list[Doc]) -> str:
     unit = doc["period"]
     total = _sum_costs([p["cost"] for p in periods])
     span = f"{periods[0]['period']} to {periods[-1]['period']}"
-    calls = f"{_n(len(periods), unit)} with model calls"
+    calls = f"{counted(len(periods), unit)} with model calls"
     lines = [f"Usage per {unit}, {window}: {_cost(total, _names(unpriced))} over {calls}, {span}."]
     for e in doc["by_provider"]:
         cost = _sum_costs([p["cost"] for p in e["periods"]])
@@ -352,15 +350,15 @@ def _session_text(doc: dict, tz: dt.tzinfo | None) -> str:
     w = doc["with_subagents"]["totals"]
     parent = f", a subagent of {n['parent_id']}" if n["parent_id"] else ""
     about = f"OpenCode {n['version'] or '?'}, {_when(n['time_created'], tz)}{parent}"
-    own = (f"Own usage: {_cost(n['cost'])}, {_tokens(n['tokens'])}, {_n(n['messages'], 'model call')} "
-           f"({_n(n['errors'], 'error')}), models {', '.join(n['models']) or '-'}, "
+    own = (f"Own usage: {_cost(n['cost'])}, {_tokens(n['tokens'])}, {counted(n['messages'], 'model call')} "
+           f"({counted(n['errors'], 'error')}), models {', '.join(n['models']) or '-'}, "
            f"agents {', '.join(n['agents']) or '-'}.")
-    tools = _n(n["tool_calls"], "tool call") + (f": {_tools(doc['by_tool'])}" if doc["by_tool"] else "") + "."
+    tools = counted(n["tool_calls"], "tool call") + (f": {_tools(doc['by_tool'])}" if doc["by_tool"] else "") + "."
     lines = [f"Session {_title(n)} in {n['project']} ({about}).", own, tools]
     if n["children"]:
         children = "; ".join(f"{_title(c)} {_cost(c['rollup']['cost'])}" for c in n["children"][:LISTED])
-        lines.append(f"With its subagents ({_n(len(list(_below(n))), 'session')}): {_cost(w['cost'])}, "
-                     f"{_tokens(w['tokens'])}, {_n(w['messages']['assistant'], 'model call')}. "
+        lines.append(f"With its subagents ({counted(len(list(_below(n))), 'session')}): {_cost(w['cost'])}, "
+                     f"{_tokens(w['tokens'])}, {counted(w['messages']['assistant'], 'model call')}. "
                      f"Subagents: {children}.")
     else:
         lines.append("No subagent sessions.")
@@ -376,7 +374,7 @@ def _below(node: Doc) -> Iterator[Doc]:
 def _refresh_text(doc: dict) -> str:
     r = doc["records"]
     what = ("read everything afresh" if doc["read"] == "full" else "found nothing new" if doc["read"] == "unchanged"
-            else f"read {_n(doc['changed_sessions'], 'changed session')}")
+            else f"read {counted(doc['changed_sessions'], 'changed session')}")
     skipped = f"; {doc['skipped']['total']:,} records skipped" if doc["skipped"]["total"] else ""
     return (f"Index refreshed in {doc['seconds']:.3f} s: {what}. It holds {r['sessions']:,} sessions, "
             f"{r['messages']:,} messages and {r['tool_calls']:,} tool calls{skipped}.")

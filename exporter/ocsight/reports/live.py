@@ -26,7 +26,7 @@ from ocsight.index.reader import RecentSession
 from ocsight.model import Message, Session, ToolCall
 from ocsight.reports import keys
 from ocsight.reports.documents import usage_json
-from ocsight.reports.format import home_path, short_path, tokens
+from ocsight.reports.format import counted, home_path, short_path, tokens
 from ocsight.reports.picker import Picker, open_picker, pick_key
 
 RECENT = 8
@@ -102,9 +102,6 @@ def _call_cost(m: Message, mode: str) -> str:
     return "unpriced" if _unpriced(m, mode) else f"${sum(m.cost_parts(mode)):,.4f}"
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
-
 
 def spend(usd: float, unpriced: int, decimals: int = 2) -> str:
     """A cost with its unpriced calls named: never a bare $0 for calls no price source knows."""
@@ -137,7 +134,7 @@ def render(f: Frame, hints: bool = False) -> Panel:
     t = f.totals
     facts = _facts()
     facts.add_row("Today", f"{f.today} · [bold green]{_spend(t['cost'])}[/bold green] · "
-                           f"{plural(t['messages']['assistant'], 'model call')} · {t['tokens']['total']:,} tokens")
+                           f"{counted(t['messages']['assistant'], 'model call')} · {t['tokens']['total']:,} tokens")
     parts: list[Any] = [facts]
     if f.session_id is None:
         parts.append(Text("No sessions yet.", style="dim"))
@@ -161,7 +158,7 @@ def _session_parts(f: Frame, facts: Table) -> list[Any]:
     facts.add_row("", Text(f"{f.session_id} {where}", style="dim"))
     facts.add_row("Started", when(session.time_created, f.tz, f.today) if session else "-")
     rate = recent_tokens / (RATE_WINDOW_MS / 60_000)
-    facts.add_row("Usage", f"{plural(len(calls), 'call')} · {sum(m.tokens.total for m in calls):,} tokens · "
+    facts.add_row("Usage", f"{counted(len(calls), 'call')} · {sum(m.tokens.total for m in calls):,} tokens · "
                   f"{spend(cost, unpriced, 4)} · {rate:,.0f} tokens/min (last 10 min)")
     facts.add_row("Context", context_line(f.context))
     models = _table("Latest model calls", (("Time", "right", True), ("Model", "left", False),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ocsight import paths, reading
 from ocsight.errors import NoData, OcsightError
 from ocsight.index import Index, IndexReader, index_path
+from ocsight.reports.format import counted
 from ocsight.sources import locate
 from ocsight.telemetry import changes
 from ocsight.telemetry.abandoned import abandoned, root_of
@@ -183,7 +184,7 @@ class Sidecar:
             for reason, n, example in kinds:
                 if reason not in self.skip_kinds_seen:  # said once a kind; the metric keeps the count
                     self.skip_kinds_seen.add(reason)
-                    log.warning("skipped %s: %s (for example %s)", _records(n), reason, example)
+                    log.warning("skipped %s: %s (for example %s)", counted(n, "record"), reason, example)
             if self.last_cycle_ms is None or idx.touched is None:
                 # first cycle, or the index was rebuilt: every session active since the floor
                 changed = set(idx.reader.sessions_active_since(self._floor() or 0)) | (idx.touched or set())
@@ -240,7 +241,7 @@ class Sidecar:
                     raise
                 if not acknowledged:
                     self.failures += 1
-                    raise ExportFailed(f"{self.endpoint} did not acknowledge {_counted(len(todo) - i, 'span')}")
+                    raise ExportFailed(f"{self.endpoint} did not acknowledge {counted(len(todo) - i, 'span')}")
                 self.checkpoint.mark([(s.record, session_of.get(s.record, "")) for s in batch])
             by_id = {m.id: m for m in recs.messages}
             tools = {t.id: t for t in recs.tool_calls}
@@ -328,7 +329,7 @@ class Sidecar:
                         backoff = 0.0
                         due = False
                         if n:
-                            log.info("sent %s (%s in all)", _counted(n, "span"), f"{self.exported:,}")
+                            log.info("sent %s (%s in all)", counted(n, "span"), f"{self.exported:,}")
                     except Stopping:
                         break
                     except (ExportFailed, OcsightError) as e:
@@ -452,13 +453,6 @@ def _chunks(family: set[str], parent: dict[str, str | None], size: int) -> Itera
     if chunk:
         yield chunk
 
-
-def _records(n: int) -> str:
-    return _counted(n, "record")
-
-
-def _counted(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def _metric_interval() -> float:
