@@ -94,6 +94,22 @@ def test_the_followed_sessions_project_path_is_whole_on_a_wide_terminal(cli, tmp
     assert r.code == 0 and path in r.out, r.out
 
 
+@pytest.mark.parametrize("mode", ["auto", "stored", "calculate"])
+def test_a_call_no_price_source_knows_is_unpriced_in_every_cost_mode_never_zero(cli, tmp_path: Path, monkeypatch,
+                                                                                mode: str):
+    b = Builder()
+    s = b.session(b.project(), at=now_ms() - 60_000)
+    b.assistant(s, now_ms() - 50_000, tokens(input=4321, output=12), provider="acme", model="mystery-1")
+    write_store(b.plan, tmp_path / "data", "db")
+    monkeypatch.setenv("COLUMNS", "120")
+    r = cli("live", "--once", "--cost-mode", mode, "--data-dir", str(tmp_path / "data"))
+    assert r.code == 0, r.err
+    row = next(line for line in r.out.splitlines() if "acme/mystery-1" in line and "4,333" in line)
+    assert "unpriced" in row and "$0.0000" not in row, r.out
+    usage = next(line for line in r.out.splitlines() if "Usage" in line)
+    assert "unknown (1 unpriced)" in usage, r.out
+
+
 # -- --session --------------------------------------------------------------------------------------
 
 def test_session_flag_follows_that_session_rather_than_the_newest(cli, tmp_path: Path, monkeypatch):

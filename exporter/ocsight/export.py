@@ -83,9 +83,7 @@ def message_rows(recs: Records, matches: Callable[[Message, str], bool], tz: dt.
             continue
         stored, estimated = m.cost_parts(mode)
         t = m.tokens
-        # as the index counts `unpriced_messages`: tokens whose cost the mode needed and no price source knows
-        unpriced = (m.role == "assistant" and m.estimated_usd is None and t.total > 0
-                    and (mode == "calculate" or m.cost_usd == 0))
+        unpriced = m.is_unpriced(mode)
         out.append({
             "id": m.id, "session_id": m.session_id, "time_created": iso(m.time_created, tz), "role": m.role,
             "provider": m.provider, "model": m.model, "agent": m.agent, "project": project, "error": m.error,

@@ -96,6 +96,13 @@ class Message:
         """(stored, estimated) USD under a cost mode, as the index's totals count them."""
         return (0.0, self.estimated_usd or 0.0) if self.is_estimated(mode) else (self.cost_usd, 0.0)
 
+    def is_unpriced(self, mode: str = "auto") -> bool:
+        """Whether its cost is unknown under a cost mode, as the index counts `unpriced`: a model call
+        with tokens that no price source knows, whose cost the mode estimates (in stored mode: one
+        without a stored cost, which that mode does not estimate either)."""
+        return (self.role == "assistant" and self.estimated_usd is None and self.tokens.total > 0
+                and (mode == "calculate" or self.cost_usd == 0))
+
 
 @dataclass(frozen=True, slots=True)
 class Step:

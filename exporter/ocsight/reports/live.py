@@ -94,12 +94,8 @@ def _table(title: str, columns: tuple[tuple[str, JustifyMethod, bool], ...]) -> 
     return table
 
 
-def _unpriced(m: Message, mode: str) -> bool:
-    return m.is_estimated(mode) and m.estimated_usd is None and m.tokens.total > 0
-
-
 def _call_cost(m: Message, mode: str) -> str:
-    return "unpriced" if _unpriced(m, mode) else f"${sum(m.cost_parts(mode)):,.4f}"
+    return "unpriced" if m.is_unpriced(mode) else f"${sum(m.cost_parts(mode)):,.4f}"
 
 
 
@@ -149,7 +145,7 @@ def _session_parts(f: Frame, facts: Table) -> list[Any]:
     calls = sorted(f.calls, key=lambda m: (m.time_created or 0, m.id))
     recent_tokens = sum(m.tokens.total for m in calls if (m.time_created or 0) >= f.now_ms - RATE_WINDOW_MS)
     cost = sum(sum(m.cost_parts(f.cost_mode)) for m in calls)
-    unpriced = sum(1 for m in calls if _unpriced(m, f.cost_mode))
+    unpriced = sum(1 for m in calls if m.is_unpriced(f.cost_mode))
     session = f.session
     title = (session.title if session else None) or "(untitled)"
     where = home_path(session.directory or "") if session else ""
