@@ -50,34 +50,33 @@ _NO_COLOR = click.option("--no-color", "no_color", is_flag=True, default=None,
                          help="No colours (also: NO_COLOR set, or color = false in the config).")
 
 
-def _reading_options(fn: Callable) -> Callable:
-    """What to read and how to cost it, without a window or filters (`live` follows one session)."""
-    for option in reversed([_DATA_DIR, _DEMO, _NO_CACHE, _COST_MODE, _PRICES, _FORK_COPIES, _TIMEZONE, _NO_COLOR]):
+_DAYS = click.option("--days", type=click.IntRange(min=1), help="Only the last N days (today included).")
+_SINCE = click.option("--since", metavar="DATE", help="From this day (YYYY-MM-DD), inclusive.")
+_UNTIL = click.option("--until", metavar="DATE", help="Up to this day (YYYY-MM-DD), inclusive.")
+_FILTERS = [
+    click.option("--provider", "providers", multiple=True, help="Only these providers (repeatable, or a,b)."),
+    click.option("--model", "models", multiple=True, help="Only these models: ID or provider/ID."),
+    click.option("--project", "projects", multiple=True, help="Only projects whose path contains this."),
+    click.option("--agent", "agents", multiple=True, help="Only these agents (build, plan, general, ...)."),
+]
+# every reading command's options, in the order its help lists them
+_SOURCE = [_DATA_DIR, _DEMO, _NO_CACHE, _COST_MODE, _PRICES, _FORK_COPIES, _DAYS, _SINCE, _UNTIL, _TIMEZONE,
+           *_FILTERS, _NO_COLOR]
+
+
+def _with(options: list[Callable], fn: Callable) -> Callable:
+    for option in reversed(options):
         fn = option(fn)
     return fn
 
 
 def _source_options(fn: Callable) -> Callable:
-    options = [
-        _DATA_DIR,
-        _DEMO,
-        _NO_CACHE,
-        _COST_MODE,
-        _PRICES,
-        _FORK_COPIES,
-        click.option("--days", type=click.IntRange(min=1), help="Only the last N days (today included)."),
-        click.option("--since", metavar="DATE", help="From this day (YYYY-MM-DD), inclusive."),
-        click.option("--until", metavar="DATE", help="Up to this day (YYYY-MM-DD), inclusive."),
-        _TIMEZONE,
-        click.option("--provider", "providers", multiple=True, help="Only these providers (repeatable, or a,b)."),
-        click.option("--model", "models", multiple=True, help="Only these models: ID or provider/ID."),
-        click.option("--project", "projects", multiple=True, help="Only projects whose path contains this."),
-        click.option("--agent", "agents", multiple=True, help="Only these agents (build, plan, general, ...)."),
-        _NO_COLOR,
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _with(_SOURCE, fn)
+
+
+def _reading_options(fn: Callable) -> Callable:
+    """What to read and how to cost it, without a window or filters (`live` follows one session)."""
+    return _with([o for o in _SOURCE if o not in (_DAYS, _SINCE, _UNTIL, *_FILTERS)], fn)
 
 
 def _json_option(fn: Callable) -> Callable:
@@ -715,8 +714,6 @@ def _effective_settings(st: Settings) -> dict[str, tuple[Any, str]]:
         dirs, named = locate.requested_data_dirs()
         found["data_dirs"] = ([str(d) for d in dirs],
                               "env OPENCODE_DATA_DIR" if named else "default: OpenCode's data directory")
-    found["project_budgets_monthly_usd"] = (dict(st.project_budgets_monthly_usd),
-                                            st.source("project_budgets_monthly_usd"))
     return found
 
 

@@ -130,7 +130,7 @@ COST_CELLS = ("cost_usd", "estimated_usd")  # what unpriced messages leave unkno
 def _md_row(row: Row, fields: list[str], mode: str | None) -> str:
     """A table row, its cost cells as the terminal shows them: `—` when its unpriced messages leave the
     cost unknown, `≥` and the priced part when they leave it partial (a person reads no cost as $0)."""
-    unpriced = row["unpriced"] if "unpriced" in row else row.get("unpriced_messages", 0)
+    unpriced = _unpriced(row)
     cells = []
     for k in fields:
         v = row.get(k)
@@ -155,10 +155,15 @@ def to_markdown(level: str, rows: list[Row], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unpriced(row: Row) -> int:
+    """A row's unpriced messages: a message row's `unpriced` (0 or 1), another level's `unpriced_messages`."""
+    return int(row["unpriced"] if "unpriced" in row else row.get("unpriced_messages", 0))
+
+
 def _total_cost(rows: list[Row]) -> str:
     """The rows' cost; what unpriced messages would add is unknown, so then it is a lower bound."""
     priced = sum(r["cost_usd"] or 0.0 for r in rows)
-    unpriced = sum(r["unpriced"] if "unpriced" in r else r["unpriced_messages"] for r in rows)
+    unpriced = sum(_unpriced(r) for r in rows)
     if not unpriced:
         return f"${priced:,.2f}"
     what = f"{unpriced:,} unpriced message{'' if unpriced == 1 else 's'}: no price source knows their model"
