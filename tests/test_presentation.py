@@ -220,11 +220,16 @@ def test_a_period_of_unpriced_and_priced_messages_is_marked_partial(cli, monkeyp
     assert "—" in acme_line(out)
 
 
-def test_calculate_mode_with_only_unpriced_models_says_the_cost_is_unknown(cli, monkeypatch, tmp_path: Path):
+def _only_unpriced_calculated(tmp_path: Path) -> tuple[str, ...]:
+    """Arguments reading a store of one call no price source knows, in calculate mode."""
     b = storegen.Builder()
     s = b.session(b.project())
     b.assistant(s, storegen.BASE_MS, storegen.tokens(500, 50, total=550), provider="acme", model="mystery-1")
-    data = ("--data-dir", str(write_store(b.plan, tmp_path / "a", "db")), "--cost-mode", "calculate")
+    return "--data-dir", str(write_store(b.plan, tmp_path / "a", "db")), "--cost-mode", "calculate"
+
+
+def test_calculate_mode_with_only_unpriced_models_says_the_cost_is_unknown(cli, monkeypatch, tmp_path: Path):
+    data = _only_unpriced_calculated(tmp_path)
     out = run_at(cli, monkeypatch, 100, "stats", *data).out
     assert re.search(r"^Cost\s+unknown$", out, re.MULTILINE) and "$0.00" not in acme_line(out)
     assert stats(cli, *data)["totals"]["cost"]["unpriced_messages"] == 1  # JSON keeps its numbers
@@ -282,10 +287,7 @@ def test_markdown_export_marks_a_partly_priced_rows_cost_as_at_least(cli, tmp_pa
 
 
 def test_calculate_mode_with_nothing_priced_says_the_estimate_is_unknown(cli, monkeypatch, tmp_path: Path):
-    b = storegen.Builder()
-    s = b.session(b.project())
-    b.assistant(s, storegen.BASE_MS, storegen.tokens(500, 50, total=550), provider="acme", model="mystery-1")
-    data = ("--data-dir", str(write_store(b.plan, tmp_path / "a", "db")), "--cost-mode", "calculate")
+    data = _only_unpriced_calculated(tmp_path)
     out = run_at(cli, monkeypatch, 100, "stats", *data).out
     assert re.search(r"^  estimated by ocsight\s+unknown$", out, re.MULTILINE) and "$0.00" not in out
 

@@ -148,13 +148,7 @@ def test_a_write_by_opencode_wakes_an_idle_sidecar(tmp_path, receiver, watches):
     w.wait_for(lambda: w.cycles() >= 1 and receiver.spans())
     time.sleep(1.0)
     settled = w.cycles()
-    con = sqlite3.connect(store / "opencode.db")
-    data = json.loads(con.execute("SELECT data FROM message WHERE id = ?", (cut["id"],)).fetchone()[0])
-    data["time"]["completed"] = NOW_MS + 1
-    with con:
-        con.execute("UPDATE message SET data = ?, time_updated = ? WHERE id = ?",
-                    (json.dumps(data), NOW_MS + 1, cut["id"]))
-    con.close()
+    _complete(store / "opencode.db", cut["id"])
     w.wait_for(lambda: any(s.name == "chat claude-sonnet-4-5" and s.span_id == _span_id(cut["id"])
                            for s in receiver.spans()))
     w.wait_for(lambda: w.cycles() > settled)  # said once the cycle is over, after its spans went out
@@ -167,14 +161,19 @@ def test_a_write_to_a_database_opencode_db_names_wakes_the_sidecar(tmp_path, rec
     w = Watch(tmp_path, receiver.start_grpc(), "--backfill", "--data-dir", str(store), env={"OPENCODE_DB": "work.db"})
     watches.append(w)
     w.wait_for(lambda: w.cycles() >= 1 and receiver.spans())
+    _complete(db, cut["id"])
+    w.wait_for(lambda: _span_id(cut["id"]) in {s.span_id for s in receiver.spans()}, timeout=15)
+
+
+def _complete(db: Path, message_id: str) -> None:
+    """OpenCode finishing a cut-off answer: its completion time written, as a later write does."""
     con = sqlite3.connect(db)
-    data = json.loads(con.execute("SELECT data FROM message WHERE id = ?", (cut["id"],)).fetchone()[0])
+    data = json.loads(con.execute("SELECT data FROM message WHERE id = ?", (message_id,)).fetchone()[0])
     data["time"]["completed"] = NOW_MS + 1
     with con:
         con.execute("UPDATE message SET data = ?, time_updated = ? WHERE id = ?",
-                    (json.dumps(data), NOW_MS + 1, cut["id"]))
+                    (json.dumps(data), NOW_MS + 1, message_id))
     con.close()
-    w.wait_for(lambda: _span_id(cut["id"]) in {s.span_id for s in receiver.spans()}, timeout=15)
 
 
 def _span_id(record: str) -> bytes:
