@@ -23,7 +23,8 @@ export's new `unpriced` column (with an empty cost for those messages), Markdown
 what no price covers, the Markdown header's window in words (`- Covers: last 30 days · provider mock`), and the demo store's paths moved out of the recording sandbox; no number changed.
 Issue 28 also added `source.fork_copies` and `source.fork_copies_counted` to `stats --json` (left out
 here) and a corpus with forks (not here: these stores hold none, and their numbers are unchanged).
-Issue 28's review changed the Markdown exports' cost cells only: a row whose unpriced messages leave
+Later, each session of `session --json` gained `fork_copies` (how many of its messages are copies a
+fork made) and the document `fork_copies_counted`: left out here, as these stores hold no fork. Issue 28's review changed the Markdown exports' cost cells only: a row whose unpriced messages leave
 its cost unknown reads `—` in `cost_usd` and `estimated_usd` (was `0`, or empty at the message
 level), and `≥` and the priced part where they leave it partial; CSV and JSON are unchanged.
 """
@@ -46,6 +47,8 @@ BEFORE = Path(__file__).parent / "fixtures" / "before"
 GENERATED = "generated"
 STORES = (*(n for n in NAMES if n != FORKED), GENERATED)  # the 1.19 corpus came later (issue 28)
 ADDED_SOURCE_KEYS = {"fork_copies", "fork_copies_counted"}  # `stats --json` keys added later (issue 28)
+ADDED_SESSION_KEYS = {"fork_copies"}  # keys of each session of `session --json` added later
+ADDED_SESSIONS_DOC_KEYS = {"fork_copies_counted"}  # and of the document
 VOLATILE_RESOURCE = {"service.instance.id", "service.version", "host.name", "user.name", "telemetry.sdk.version"}
 VOLATILE_LABELS = {"user.name", "host.name"}
 VERSION = "0.1.0"  # ocsight's version when "before" was recorded
@@ -122,7 +125,9 @@ def normalise_text(text: str, store: Path) -> str:
 def normalise_json(doc: object) -> object:
     """Without ocsight's version and the index's path."""
     if isinstance(doc, dict):
-        out = {k: normalise_json(v) for k, v in doc.items() if k != "ocsight"}
+        added = (ADDED_SESSION_KEYS if "children" in doc and "rollup" in doc
+                 else ADDED_SESSIONS_DOC_KEYS if "total_sessions" in doc else set())
+        out = {k: normalise_json(v) for k, v in doc.items() if k != "ocsight" and k not in added}
         if isinstance(out.get("source"), dict):
             out["source"] = {k: v for k, v in out["source"].items() if k != "index" and k not in ADDED_SOURCE_KEYS}
         return out

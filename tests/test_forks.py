@@ -135,6 +135,44 @@ def test_a_fork_shows_its_own_spend_and_its_source_keeps_the_copied_spend(cli, f
     assert by_id[source]["messages"] == len(asked)
 
 
+def test_session_json_says_how_many_of_each_forks_messages_are_copies(cli, forked):
+    doc = cli("session", "--json", "--limit", "100", "--data-dir", str(forked)).json()
+    by_id = {s["id"]: s for s in doc["sessions"]}
+    fork, fork_of_fork = (sessions_asking(forked, prompt)[0] for prompt in FORK_PROMPTS)
+    # the fork copied the source's three messages; the fork of the fork those three and the fork's two
+    assert (by_id[fork]["fork_copies"], by_id[fork_of_fork]["fork_copies"]) == (3, 5)
+    assert by_id[the_source(forked)]["fork_copies"] == 0
+    assert sum(s["fork_copies"] for s in doc["sessions"]) == stats(cli, "--data-dir", str(forked))["source"]["fork_copies"]
+    assert doc["fork_copies_counted"] is False
+    again = cli("session", "--json", "--limit", "100", "--include-fork-copies", "--data-dir", str(forked)).json()
+    assert again["fork_copies_counted"] is True
+    assert {s["id"]: s["fork_copies"] for s in again["sessions"]} == {s["id"]: s["fork_copies"] for s in doc["sessions"]}
+
+
+def test_the_session_tree_says_a_forks_copies_were_set_aside_or_counted_again(cli, forked):
+    fork = sessions_asking(forked, FORK_PROMPTS[0])[0]
+    aside = " ".join(cli("session", fork, "--data-dir", str(forked)).out.split())
+    assert "1 call," in aside and "fork copies: 3 messages, set aside" in aside
+    again = " ".join(cli("session", fork, "--include-fork-copies", "--data-dir", str(forked)).out.split())
+    assert "fork copies: 3 messages, counted again" in again
+    assert "fork copies" not in cli("session", "--data-dir", str(store_dir("opencode-1.18"))).out
+
+
+def test_a_fork_with_no_call_of_its_own_says_its_messages_are_copies(cli, forked):
+    fork = sessions_asking(forked, FORK_PROMPTS[0])[0]
+    copies = raw_store(forked).copies
+    with closing(sqlite3.connect(forked / "opencode.db")) as con, con:
+        own = [r[0] for r in con.execute("SELECT id FROM message WHERE session_id = ?", (fork,)) if r[0] not in copies]
+        con.executemany("DELETE FROM part WHERE message_id = ?", [(m,) for m in own])
+        con.executemany("DELETE FROM message WHERE id = ?", [(m,) for m in own])
+    r = cli("session", fork, "--data-dir", str(forked))
+    assert r.code == 1
+    assert r.err.strip() == (f"ocsight: error: session {fork!r} has no model calls of its own: its 3 messages are "
+                             "copies a fork made of another session's, counted there (--include-fork-copies counts "
+                             "them here too)")
+    assert cli("session", fork, "--include-fork-copies", "--data-dir", str(forked)).code == 0
+
+
 def test_the_live_picker_lists_each_session_with_the_spend_session_gives_it(cli, forked):
     from conftest import open_index
 

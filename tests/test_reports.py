@@ -102,7 +102,7 @@ def test_period_tables_show_every_period(cli):
 
 USAGE = {"sessions", "messages", "tokens", "cost"}
 SESSION = {"id", "parent_id", "title", "project", "version", "time_created", "models", "agents", "messages",
-           "errors", "tool_calls", "tokens", "cost", "children", "rollup"}
+           "errors", "tool_calls", "tokens", "cost", "fork_copies", "children", "rollup"}
 
 
 def test_report_json_has_the_documented_fields(cli):
@@ -115,12 +115,13 @@ def test_report_json_has_the_documented_fields(cli):
         assert set(p["cost"]) == {"usd", "stored_usd", "estimated_usd", "unpriced_messages"}
         assert all(set(m) == USAGE | {"provider", "model"} for m in p["models"])
     sessions = run_json(cli, "session", *data())
-    assert set(sessions) == {"filters", "cost_mode", "sessions", "total_sessions"}
+    assert set(sessions) == {"filters", "cost_mode", "sessions", "total_sessions", "fork_copies_counted"}
     for n in _walk(sessions["sessions"]):
         assert set(n) == SESSION
         assert set(n["rollup"]) == {"sessions", "messages", "tokens", "cost"}
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert '"rows": [...]' in readme and "`rollup`" in readme and "`--breakdown`" in readme
+    assert "`fork_copies`" in readme and "`fork_copies_counted`" in readme
 
 
 # -- sessions ---------------------------------------------------------------------------------------

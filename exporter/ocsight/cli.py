@@ -379,6 +379,7 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
     from ocsight.errors import OcsightError
     from ocsight.filters import Filters
     from ocsight.reports import documents, tables
+    from ocsight.reports.format import counted
 
     run = Run(kw)
     with run.index() as idx:
@@ -387,9 +388,14 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
             found = documents.find_session(roots, session_id)
             if found is None:
                 filtered = run.filters != Filters()  # a window or a filter: it may hide the session
+                copies = 0 if filtered else idx.reader.fork_copies_in(session_id)
                 raise OcsightError(f"no session {session_id!r} with usage in {run.window}" if filtered
                                    else f"no session {session_id!r} in OpenCode's data"
                                    if not idx.reader.knows_session(session_id)
+                                   else f"session {session_id!r} has no model calls of its own: its "
+                                        f"{counted(copies, 'message is a copy', 'messages are copies')} a fork made "
+                                        "of another session's, counted there (--include-fork-copies counts them "
+                                        "here too)" if copies
                                    else f"session {session_id!r} has no model calls")
             roots = [found]
         shown = roots[: limit or run.settings.session_limit]
@@ -398,9 +404,10 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
                         run.filters, sessions=tables.session_ids(shown)), run.cost_mode)
                     if not as_json and any(r["rollup"]["cost"]["unpriced_messages"] for r in shown) else [])
         notes = list(dict.fromkeys(idx.notes))
+        copies_counted = idx.reader.fork_copies
     if as_json:
         _emit_json({"filters": run.filters.description, "cost_mode": run.cost_mode, "sessions": shown,
-                    "total_sessions": len(roots)})
+                    "total_sessions": len(roots), "fork_copies_counted": copies_counted})
         return
     from ocsight.reports.format import unpriced_note
 
@@ -409,7 +416,8 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
         console.print(run.no_usage, markup=False)
     else:
         console.print(run.window, style="dim", markup=False)
-        console.print(tables.sessions_tree(roots, limit or run.settings.session_limit, console.width))
+        console.print(tables.sessions_tree(roots, limit or run.settings.session_limit, console.width,
+                                           copies_counted))
         if unpriced:
             console.print(f"[dim]{unpriced_note(unpriced, run.cost_mode)}[/dim]")
     _print_notes(console, notes)

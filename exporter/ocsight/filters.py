@@ -218,9 +218,11 @@ def unknown_names(f: Filters, known: Callable[[str], list[str]]) -> tuple[str, s
     return None
 
 
-def describe(d: dict[str, Any]) -> str:
+def describe(d: dict[str, Any], zone: bool = False) -> str:
     """A window and filters (a `Filters.description`) in a few words, for a report's header:
-    "last 20 days · provider mockai", "2026-11-01 to 2026-11-30 (Europe/Paris)", "all history"."""
+    "last 20 days · provider mockai", "2026-11-01 to 2026-11-30 (Europe/Paris)", "all history".
+    With `zone`, the time zone days follow is said even for all history or the local zone (an
+    answer read by a model, which cannot see the user's clock)."""
     days, since, until = d.get("days"), d.get("since"), d.get("until")
     if days:
         when = "today" if days == 1 else f"last {days:,} days"
@@ -236,9 +238,9 @@ def describe(d: dict[str, Any]) -> str:
         when = f"up to {until}"
     else:
         when = "all history"
-    zone = d.get("timezone")
-    if zone and zone != "local" and (days or since or until):
-        when += f" ({zone})"
+    tz = d.get("timezone") or "local"
+    if zone or (tz != "local" and (days or since or until)):
+        when += f" ({tz})"
     return " · ".join([when, *(f"{k} {', '.join(d[k])}" for k in NAMED if d.get(k))])
 
 

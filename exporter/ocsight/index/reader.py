@@ -111,6 +111,9 @@ class SessionUsage:
     errors: int
     tool_calls: int
     usage: Usage
+    # its messages that are copies a fork made of another session's: in `usage` only when the
+    # reader counts fork copies; either way said, so a fork's spend is not a riddle
+    fork_copies: int = 0
 
 
 @dataclass(frozen=True)
@@ -368,11 +371,19 @@ class IndexReader:
         tools = dict(self.con.execute(
             f"SELECT c.session_id, sum(c.calls) {_from_filtered(self._tools, f)} WHERE {clause} GROUP BY 1", args
         ).fetchall())
+        copies = dict(self.con.execute(
+            f"SELECT c.session_id, sum(c.messages) {_from_filtered('usage_cube', f)} WHERE {clause} AND c.fork_copy "
+            "GROUP BY 1", args).fetchall())
         return [SessionUsage(r["id"], bool(r["has_record"]), r["parent_id"], r["title"], r["version"],
                              r["time_created"], r["project"],
                              sorted(r["models"].split(",")) if r["models"] else [],
                              sorted(r["agents"].split(",")) if r["agents"] else [],
-                             r["errors"], tools.get(r["id"], 0), _usage(r)) for r in rows]
+                             r["errors"], tools.get(r["id"], 0), _usage(r), copies.get(r["id"], 0)) for r in rows]
+
+    def fork_copies_in(self, session_id: str) -> int:
+        """The messages of a session that are copies a fork made of another session's (in any window)."""
+        return int(self.con.execute("SELECT coalesce(sum(messages), 0) FROM usage_cube WHERE session_id = ? "
+                                    "AND fork_copy", (session_id,)).fetchone()[0])
 
     def top_trees(self, f: Filters, mode: str, by: str, limit: int) -> tuple[list[str], int]:
         """The sessions of the `limit` costliest (`by` "cost") or largest ("tokens") session trees,

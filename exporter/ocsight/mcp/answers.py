@@ -17,6 +17,7 @@ from typing import Any
 from ocsight import __version__
 from ocsight.errors import EXIT_USAGE, OcsightError
 from ocsight.filters import Filters, make_filters, parse_date, resolve_timezone, unknown_names
+from ocsight.filters import describe as describe_window
 from ocsight.index import Index, IndexReader
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.reports import documents
@@ -209,25 +210,9 @@ def usd(x: float) -> str:
 
 
 def describe(f: Filters) -> str:
-    """The window and filters in words: "the last 7 days (Europe/Paris), provider anthropic"."""
-    d = f.description
-    if d.get("days"):
-        when = f"the last {d['days']} days" if d["days"] != 1 else "today"
-        if d.get("since"):
-            when += f" from {d['since']}"
-    elif d.get("since") and d.get("until"):
-        when = f"{d['since']} to {d['until']}"
-    elif d.get("since"):
-        when = f"since {d['since']}"
-    elif d.get("until"):
-        when = f"up to {d['until']}"
-    else:
-        when = "all history"
-    if d.get("until") and d.get("days"):
-        when += f" up to {d['until']}"
-    parts = [f"{when} ({d.get('timezone', 'local')})"]
-    parts += [f"{k} {', '.join(d[k])}" for k in ("provider", "model", "project", "agent") if d.get(k)]
-    return ", ".join(parts)
+    """The window and filters in words, as a report's header says them, with the time zone its days
+    follow: "last 7 days (Europe/Paris) · provider anthropic"."""
+    return describe_window(f.description, zone=True)
 
 
 def _cost(c: dict, unpriced: list[str] | None = None) -> str:

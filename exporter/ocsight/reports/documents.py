@@ -147,7 +147,7 @@ def session_trees(rows: list[SessionUsage]) -> list[Doc]:
             "id": r.id, "parent_id": r.parent_id, "title": r.title, "project": r.project,
             "version": r.version, "time_created": r.time_created, "models": r.models, "agents": r.agents,
             "messages": u["messages"], "errors": r.errors, "tool_calls": r.tool_calls,
-            "tokens": u["tokens"], "cost": u["cost"], "children": [],
+            "tokens": u["tokens"], "cost": u["cost"], "fork_copies": r.fork_copies, "children": [],
         }
     roots: list[Doc] = []
     for node in sorted(nodes.values(), key=lambda n: (n["time_created"] or 0, n["id"])):

@@ -59,7 +59,7 @@ def _when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def _label(node: dict, project: str) -> str:
+def _label(node: dict, project: str, copies_counted: bool) -> str:
     r = node["rollup"]
     own = money(node["cost"])
     rolled = f", with subagents {money(r['cost'])}, {counted(r['tokens']['total'], 'token')}" if node["children"] else ""
@@ -68,10 +68,19 @@ def _label(node: dict, project: str) -> str:
     return (f"[bold]{title}[/bold] [dim]{node['id']} {_when(node['time_created'])} {escape(project)}[/dim]\n"
             f"{counted(node['messages'], 'call')}, {counted(node['tokens']['total'], 'token')}, {own}{rolled}; "
             f"{escape(', '.join(node['models'])) or '-'}; {counted(node['tool_calls'], 'tool call')}"
-            + (f", [red]{counted(errors, 'error')}[/red]" if errors else ""))
+            + (f", [red]{counted(errors, 'error')}[/red]" if errors else "")
+            + _copies(node.get("fork_copies", 0), copies_counted))
 
 
-def sessions_tree(roots: list[dict], limit: int, width: int = FULL_NAMES) -> Tree:
+def _copies(n: int, counted_again: bool) -> str:
+    """A fork's messages copied from its source session: what they are, and whether counted here."""
+    if not n:
+        return ""
+    return f"; fork copies: {counted(n, 'message')}, {'counted again' if counted_again else 'set aside'}"
+
+
+def sessions_tree(roots: list[dict], limit: int, width: int = FULL_NAMES, copies_counted: bool = False) -> Tree:
+    """`copies_counted`: the sessions' usage counts the copies a fork made again (else they are set aside)."""
     n = len(roots)
     heading = ("none with usage in this window" if n == 0 else "1, with its subagents" if n == 1
                else f"{n:,}, newest first, each with its subagents" if n <= limit
@@ -83,7 +92,7 @@ def sessions_tree(roots: list[dict], limit: int, width: int = FULL_NAMES) -> Tre
     as_shown = dict(zip(projects, shown))
 
     def add(parent: Tree, node: dict) -> None:
-        branch = parent.add(_label(node, as_shown[home_path(node["project"] or "")]))
+        branch = parent.add(_label(node, as_shown[home_path(node["project"] or "")], copies_counted))
         for child in node["children"]:
             add(branch, child)
 
