@@ -73,3 +73,46 @@ def test_known_values_are_those_with_model_usage(tiny: Path):
         assert idx.reader.known_values("provider") == ["anthropic", "openai"]
         assert idx.reader.known_values("model", "anth") == ["anthropic/claude-sonnet-4-5"]
         assert idx.reader.known_values("project", "SHOP") == ["/home/dev/shop"]
+
+
+@pytest.fixture
+def two_models(tmp_path: Path) -> Path:
+    """One session using two models of one provider, another using one of them; two more models, one
+    costing as much as m-a with more tokens, one as much with as many tokens."""
+    b = storegen.Builder()
+    p = b.project("/home/dev/shop")
+    first = b.session(p, at=storegen.BASE_MS)
+    b.assistant(first, storegen.BASE_MS + 1, storegen.tokens(100, 10, total=110), cost=0.5, model="m-b")
+    b.assistant(first, storegen.BASE_MS + 2, storegen.tokens(200, 20, total=220), cost=0.5, model="m-a")
+    second = b.session(p, at=storegen.BASE_MS + HOUR)
+    b.assistant(second, storegen.BASE_MS + HOUR, storegen.tokens(50, 5, total=55), cost=0.25, model="m-b",
+                agent="plan")
+    b.assistant(second, storegen.BASE_MS + HOUR + 1, storegen.tokens(300, 30, total=330), cost=0.5, model="m-c")
+    b.assistant(second, storegen.BASE_MS + HOUR + 2, storegen.tokens(200, 20, total=220), cost=0.5, model="m-0")
+    storegen.write_sqlite(b.plan, tmp_path / "s" / "opencode.db")
+    return tmp_path / "s"
+
+
+def test_a_session_using_two_models_counts_once_for_their_provider(two_models: Path):
+    with open_index(two_models) as idx:
+        b = idx.reader.breakdown(Filters(), "auto")
+    assert [(g.key, g.usage.sessions, g.usage.messages) for g in b.by_provider] == [(("anthropic",), 2, 5)]
+    assert b.totals.usage.sessions == 2
+    assert [(g.key, g.usage.sessions) for g in b.by_agent] == [(("build",), 2), (("plan",), 1)]
+
+
+def test_breakdown_rows_are_ordered_by_cost_then_tokens_then_name(two_models: Path):
+    with open_index(two_models) as idx:
+        by_model = idx.reader.breakdown(Filters(), "auto").by_model
+    # m-b costs the most; m-c, m-0 and m-a cost alike, m-c with the most tokens, m-0 and m-a alike
+    assert [g.key[1] for g in by_model] == ["m-b", "m-c", "m-0", "m-a"]
+
+
+def test_a_provider_stored_as_a_number_is_read_as_its_text(tmp_path: Path):
+    b = storegen.Builder()
+    s = b.session(b.project("/home/dev/shop"), at=storegen.BASE_MS)
+    for n, provider in enumerate(("zeta", 7, "alpha")):  # OpenCode writes a string; a record may not
+        b.assistant(s, storegen.BASE_MS + n, storegen.tokens(10, 1, total=11), cost=0.5, provider=provider)
+    storegen.write_sqlite(b.plan, tmp_path / "s" / "opencode.db")
+    with open_index(tmp_path / "s") as idx:
+        assert [g.key for g in idx.reader.breakdown(Filters(), "auto").by_provider] == [("7",), ("alpha",), ("zeta",)]

@@ -269,11 +269,13 @@ class IndexReader:
 
         `second`: a reader on another connection to the same index, which answers half the queries
         on a thread meanwhile (SQLite works without Python's lock)."""
+        def here() -> tuple[tuple[Usage, list[Grouped], list[Grouped], list[Grouped]], list[Grouped]]:
+            return self._usage_by(f, mode), self._grouped(f, mode, {"project": PROJECT_SQL}, joined=True)
+
         if second is None:
-            usage, (by_project, tools, errors, counts) = self._usage_by(f, mode), self._rest(f, mode)
+            (usage, by_project), (tools, errors, counts) = here(), self._rest(f)
         else:
-            (by_project, tools, errors, counts), usage = _beside(lambda: second._rest(f, mode),
-                                                                 lambda: self._usage_by(f, mode))
+            (tools, errors, counts), (usage, by_project) = _beside(lambda: second._rest(f), here)
         all_usage, by_provider, by_model, by_agent = usage
         # the models a price is missing for, the most messages first: the by-model rows that have any
         unpriced = sorted(((g.key[0], g.key[1], g.usage.unpriced) for g in by_model if g.usage.unpriced > 0),
@@ -309,20 +311,37 @@ class IndexReader:
         return [Grouped(tuple(r[k] for k in keys), _usage(r)) for r in rows]
 
     def _usage_by(self, f: Filters, mode: str) -> tuple[Usage, list[Grouped], list[Grouped], list[Grouped]]:
-        """All assistant usage, by provider, by model and by agent."""
+        """All assistant usage, by provider, by model and by agent: one query groups the rows by all
+        three, each group with its sessions' IDs, and the coarser groupings add its few groups up
+        (their sessions counted as the union of their groups'): one sort of the cube, not four."""
         clause, args = where(f)
-        cube = _from_filtered(self._usage, f)
-        (everything,) = self._rows(f"SELECT {usage_columns(mode, empty=0)} {cube} WHERE {clause} "
-                                   "AND c.role = 'assistant'", args)
-        return (
-            _usage(everything),
-            self._grouped(f, mode, {"provider": "c.provider"}),
-            self._grouped(f, mode, {"provider": "c.provider", "model": "c.model"}),
-            self._grouped(f, mode, {"agent": "c.agent"}),
-        )
+        stored, est, unpriced = cost_columns(mode)
+        rows = self.con.execute(
+            f"SELECT c.provider, c.model, c.agent, json_group_array(DISTINCT c.session_id), sum(c.messages), "
+            f"{', '.join(f'sum(c.{k})' for k in TOKEN_KEYS)}, {stored}, {est}, {unpriced} "
+            f"{_from_filtered(self._usage, f)} WHERE {clause} AND c.role = 'assistant' GROUP BY 1, 2, 3", args
+        ).fetchall()
+        fine = [((p, m, a), set(json.loads(ids)), numbers) for p, m, a, ids, *numbers in rows]
 
-    def _rest(self, f: Filters, mode: str) -> tuple[list[Grouped], list[Row], list[Row], Row]:
-        """Usage by project, tool calls, errors, and the session and message counts."""
+        def by(key: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> list[Grouped]:
+            groups: dict[tuple[Any, ...], tuple[set[str], list[int]]] = {}
+            for k, ids, numbers in fine:
+                g = groups.setdefault(key(k), (set(), [0] * len(numbers)))
+                g[0].update(ids)
+                g[1][:] = [a + (b or 0) for a, b in zip(g[1], numbers)]
+            out = [Grouped(k, Usage(len(ids), n[0], Tokens(*n[1:6]), n[6], n[7], n[8]))
+                   for k, (ids, n) in groups.items()]
+            # as the other breakdowns are ordered in SQL: costliest first, then most tokens, then by key
+            # (texts: staging makes every name one; Python orders them by code point, as SQLite by byte)
+            out.sort(key=lambda g: (-(g.usage.stored_pico + g.usage.estimated_pico), -g.usage.tokens.total, g.key))
+            return out
+
+        everything = by(lambda k: ())
+        total = everything[0].usage if everything else Usage(0, 0, Tokens(0, 0, 0, 0, 0), 0, 0, 0)
+        return total, by(lambda k: k[:1]), by(lambda k: k[:2]), by(lambda k: k[2:])
+
+    def _rest(self, f: Filters) -> tuple[list[Row], list[Row], Row]:
+        """Tool calls, errors, and the session and message counts."""
         clause, args = where(f)
         tools = self._rows(
             f"SELECT c.tool, sum(c.calls) AS calls, sum(c.errors) AS errors {_from_filtered(self._tools, f)} "
@@ -337,7 +356,7 @@ class IndexReader:
             "coalesce(sum(CASE WHEN c.role = 'assistant' THEN c.messages END), 0) AS assistant, "
             "coalesce(sum(CASE WHEN c.role = 'assistant' AND c.error IS NOT NULL THEN c.messages END), 0) AS errors "
             f"{CUBE_FROM.format(cube=self._usage)} WHERE {clause}", args)
-        return self._grouped(f, mode, {"project": PROJECT_SQL}, joined=True), tools, errors, counts
+        return tools, errors, counts
 
     def periods(self, f: Filters, mode: str, grain: str, tz: dt.tzinfo | None,
                 breakdown: bool = False) -> list[Period]:

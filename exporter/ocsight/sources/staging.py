@@ -218,11 +218,13 @@ def _normalised_messages(extracted: str, detail: bool) -> str:
     Steps (OpenCode 0.x) are applied after staging (`Staging._apply_steps`). Messages with a
     `problem` are staged too, to be counted as skipped."""
     keep = (
-        "x.id, x.rank, x.session_id, x.time_created, x.role, x.time_completed, coalesce(x.model, '') AS model, "
-        "coalesce(x.agent, '(none)') AS agent, x.error"
+        "x.id, x.rank, x.session_id, x.time_created, x.role, x.time_completed, "
+        "coalesce(CAST(x.model AS TEXT), '') AS model, coalesce(CAST(x.agent AS TEXT), '(none)') AS agent, x.error"
         + "".join(f", x.{c}" for c, _ in MESSAGE_DETAIL_FIELDS if detail)
     )
-    cte, n = _layers(extracted, keep, "coalesce(x.provider, '')", empty_era=detail)
+    # names are texts whatever a record holds (a number where OpenCode writes a string), so every
+    # later step orders and compares them as texts
+    cte, n = _layers(extracted, keep, "coalesce(CAST(x.provider AS TEXT), '')", empty_era=detail)
     return f"""WITH {cte}
         SELECT c.rank, c.id, c.session_id, c.time_created, c.time_created / {BUCKET_MS}, c.time_completed, c.role,
             c.provider, c.model, c.agent, c.error, c.era, 0, NULL, {', '.join(n[k] for k in normalise.TOKEN_KEYS)},
