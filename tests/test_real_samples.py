@@ -112,4 +112,5 @@ def test_1_18_tool_call_whose_message_is_missing_is_reported_not_silently_droppe
 def test_1_18_message_without_session_record_is_counted_and_noted(cli, db_1_18):
     doc = stats(cli, "--data-dir", str(db_1_18))
     assert doc["totals"]["sessions"] == 2  # the error message's session row is not in the sample
-    assert any("no session record" in n for n in doc["source"]["notes"])
+    assert [n for n in doc["source"]["notes"] if "no session record" in n] == [
+        "1 message has no session record; counted under project '(unknown)'"]

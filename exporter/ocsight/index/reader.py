@@ -566,15 +566,19 @@ class IndexReader:
             "SELECT reason, count(*), min(source || ' ' || ref) FROM skipped GROUP BY reason ORDER BY reason")]
 
     def messages_without_session(self) -> int:
+        # each session looked up once (its IDs read from the cube's session index), not once a cube row
         return int(self.con.execute(
-            f"SELECT coalesce(sum(messages), 0) FROM {self._usage} c WHERE NOT EXISTS (SELECT 1 FROM session s "
-            "WHERE s.id = c.session_id)").fetchone()[0])
+            f"SELECT coalesce(sum(c.messages), 0) FROM {self._usage} c WHERE c.session_id IN (SELECT d.session_id "
+            "FROM (SELECT DISTINCT session_id FROM usage_cube) d WHERE NOT EXISTS (SELECT 1 FROM session s "
+            "WHERE s.id = d.session_id))").fetchone()[0])
 
     def price_sources(self) -> list[tuple[str, str, str | None]]:
         """(provider, model, where its price came from, None: unpriced) of every model with usage."""
         return [(p, m, s) for p, m, s in self.con.execute(
-            "SELECT ps.provider, ps.model, ps.source FROM price_source ps WHERE (ps.provider, ps.model) IN "
-            f"(SELECT c.provider, c.model FROM {self._usage} c WHERE c.role = 'assistant') ORDER BY 1, 2")]
+            # a probe a model, which stops at its first call, rather than a set of every call's model
+            "SELECT ps.provider, ps.model, ps.source FROM price_source ps WHERE EXISTS (SELECT 1 FROM "
+            f"{self._usage} c WHERE c.provider = ps.provider AND c.model = ps.model AND c.role = 'assistant') "
+            "ORDER BY 1, 2")]
 
     def priced_models(self) -> set[tuple[str, str]]:
         """Every model the index has looked a price up for (priced or not)."""
