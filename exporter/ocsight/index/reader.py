@@ -366,7 +366,7 @@ class IndexReader:
         self.con.create_function("ocsight_period", 1, period_of(grain, tz), deterministic=True)
         clause, args = where(f)
         usage = usage_columns(mode)
-        base = f"{CUBE_FROM.format(cube=self._usage)} WHERE {clause} AND c.role = 'assistant'"
+        base = f"{_from_filtered(self._usage, f)} WHERE {clause} AND c.role = 'assistant'"
         rows = self._rows(f"SELECT ocsight_period(c.bucket) AS period, {usage} {base} GROUP BY 1 ORDER BY 1", args)
         models: dict[str, list[Grouped]] = {}
         if breakdown:
