@@ -24,7 +24,8 @@ what no price covers, the Markdown header's window in words (`- Covers: last 30 
 Issue 28 also added `source.fork_copies` and `source.fork_copies_counted` to `stats --json` (left out
 here) and a corpus with forks (not here: these stores hold none, and their numbers are unchanged).
 Later, each session of `session --json` gained `fork_copies` (how many of its messages are copies a
-fork made) and the document `fork_copies_counted`: left out here, as these stores hold no fork. Issue 28's review changed the Markdown exports' cost cells only: a row whose unpriced messages leave
+fork made) and the document `fork_copies_counted`: left out here, as these stores hold no fork.
+Issue 28's review changed the Markdown exports' cost cells only: a row whose unpriced messages leave
 its cost unknown reads `—` in `cost_usd` and `estimated_usd` (was `0`, or empty at the message
 level), and `≥` and the priced part where they leave it partial; CSV and JSON are unchanged.
 """

@@ -388,7 +388,7 @@ def session(session_id: str | None, as_json: bool, limit: int | None, **kw: Any)
             found = documents.find_session(roots, session_id)
             if found is None:
                 filtered = run.filters != Filters()  # a window or a filter: it may hide the session
-                copies = 0 if filtered else idx.reader.fork_copies_in(session_id)
+                copies = 0 if filtered else idx.reader.fork_copies_found(session_id)
                 raise OcsightError(f"no session {session_id!r} with usage in {run.window}" if filtered
                                    else f"no session {session_id!r} in OpenCode's data"
                                    if not idx.reader.knows_session(session_id)

@@ -399,11 +399,6 @@ class IndexReader:
                              sorted(r["agents"].split(",")) if r["agents"] else [],
                              r["errors"], tools.get(r["id"], 0), _usage(r), copies.get(r["id"], 0)) for r in rows]
 
-    def fork_copies_in(self, session_id: str) -> int:
-        """The messages of a session that are copies a fork made of another session's (in any window)."""
-        return int(self.con.execute("SELECT coalesce(sum(messages), 0) FROM usage_cube WHERE session_id = ? "
-                                    "AND fork_copy", (session_id,)).fetchone()[0])
-
     def top_trees(self, f: Filters, mode: str, by: str, limit: int) -> tuple[list[str], int]:
         """The sessions of the `limit` costliest (`by` "cost") or largest ("tokens") session trees,
         and how many trees there are. A session sits under its parent when the parent has usage in
@@ -545,10 +540,12 @@ class IndexReader:
             con.execute(f"SELECT coalesce(sum(calls), 0) FROM {self._tools}").fetchone()[0],
         )
 
-    def fork_copies_found(self) -> int:
-        """Messages that are copies a fork made of another session's (counted only with `fork_copies`)."""
-        return int(self.con.execute(
-            "SELECT coalesce(sum(messages), 0) FROM usage_cube WHERE fork_copy").fetchone()[0])
+    def fork_copies_found(self, session_id: str | None = None) -> int:
+        """Messages that are copies a fork made of another session's (counted only with `fork_copies`),
+        in every session or in one."""
+        one, args = ("", ()) if session_id is None else (" AND session_id = ?", (session_id,))
+        return int(self.con.execute(f"SELECT coalesce(sum(messages), 0) FROM usage_cube WHERE fork_copy{one}",
+                                    args).fetchone()[0])
 
     def skipped(self) -> list[tuple[str, str, str]]:
         """Every record a source could not give: (source, reference, reason), sorted."""
@@ -575,7 +572,7 @@ class IndexReader:
     def price_sources(self) -> list[tuple[str, str, str | None]]:
         """(provider, model, where its price came from, None: unpriced) of every model with usage."""
         return [(p, m, s) for p, m, s in self.con.execute(
-            # a probe a model, which stops at its first call, rather than a set of every call's model
+            # one probe a model, which stops at its first call, rather than a set of every call's model
             "SELECT ps.provider, ps.model, ps.source FROM price_source ps WHERE EXISTS (SELECT 1 FROM "
             f"{self._usage} c WHERE c.provider = ps.provider AND c.model = ps.model AND c.role = 'assistant') "
             "ORDER BY 1, 2")]

@@ -56,6 +56,12 @@ def counted(n: int, word: str, plural: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else plural or word + 's'}"
 
 
+def fork_copies(n: int, counted_again: bool) -> str:
+    """The messages a fork copied from its source session, and whether they are counted here:
+    `8 messages, set aside`."""
+    return f"{counted(n, 'message')}, {'counted again' if counted_again else 'set aside'}"
+
+
 def home_path(path: str) -> str:
     """A path with the user's home as `~`."""
     home = os.path.expanduser("~")

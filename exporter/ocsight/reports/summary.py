@@ -13,6 +13,7 @@ from ocsight.reports.format import (
     PARTIAL,
     UNKNOWN,
     counted,
+    fork_copies,
     home_path,
     tokens,
     unpriced_note,
@@ -125,8 +126,7 @@ def render(doc: dict, console: Console | None = None, detailed: bool = False,
     copies = src.get("fork_copies", 0)
     if copies:
         # messages a fork copied from its source session: their spend is counted where it was made
-        summary.add_row("Fork copies", f"{counted(copies, 'message')}, "
-                        + ("counted again" if src.get("fork_copies_counted") else "set aside"))
+        summary.add_row("Fork copies", fork_copies(copies, bool(src.get("fork_copies_counted"))))
     console.print(summary)
     total = t["cost"]["usd"]
     for title, key, keys in (("By provider", "by_provider", ["provider"]), ("By model", "by_model", ["provider", "model"]),

@@ -10,7 +10,7 @@ from rich.tree import Tree
 
 from ocsight.normalise import TOKEN_KEYS
 from ocsight.reports import layout
-from ocsight.reports.format import MIN_TAIL, PARTIAL, counted, distinct_tails, home_path, money
+from ocsight.reports.format import MIN_TAIL, PARTIAL, counted, distinct_tails, fork_copies, home_path, money
 from ocsight.reports.layout import FULL_NAMES, Column, costs, counts, notes
 
 PERIOD_TITLES = {"day": "Daily usage", "week": "Weekly usage (weeks start on Monday)", "month": "Monthly usage"}
@@ -69,14 +69,7 @@ def _label(node: dict, project: str, copies_counted: bool) -> str:
             f"{counted(node['messages'], 'call')}, {counted(node['tokens']['total'], 'token')}, {own}{rolled}; "
             f"{escape(', '.join(node['models'])) or '-'}; {counted(node['tool_calls'], 'tool call')}"
             + (f", [red]{counted(errors, 'error')}[/red]" if errors else "")
-            + _copies(node.get("fork_copies", 0), copies_counted))
-
-
-def _copies(n: int, counted_again: bool) -> str:
-    """A fork's messages copied from its source session: what they are, and whether counted here."""
-    if not n:
-        return ""
-    return f"; fork copies: {counted(n, 'message')}, {'counted again' if counted_again else 'set aside'}"
+            + (f"; fork copies: {fork_copies(node['fork_copies'], copies_counted)}" if node["fork_copies"] else ""))
 
 
 def sessions_tree(roots: list[dict], limit: int, width: int = FULL_NAMES, copies_counted: bool = False) -> Tree:
